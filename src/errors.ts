@@ -1,0 +1,68 @@
+/**
+ * Every error Attestor raises on purpose carries a stable `code`. Callers (HTTP edge, CLI,
+ * tests) switch on the code, never on the message. Messages describe the input's problem and
+ * must never contain secrets (PINs, tokens, activation secrets).
+ */
+export type ErrorCode =
+  // Parsing of TPM wire structures (src/tpm)
+  | 'ERR_TPM_TRUNCATED'
+  | 'ERR_TPM_TRAILING_BYTES'
+  | 'ERR_TPM_SIZE_MISMATCH'
+  | 'ERR_TPM_BAD_VALUE'
+  | 'ERR_TPM_UNSUPPORTED_ALG'
+  | 'ERR_PCR_FILE_MALFORMED'
+  // Keys and signatures
+  | 'ERR_KEY_UNSUPPORTED'
+  | 'ERR_SIGNATURE_UNSUPPORTED'
+  | 'ERR_SIGNATURE_SCHEME_MISMATCH'
+  | 'ERR_SIGNATURE_INVALID'
+  | 'ERR_AK_ATTRIBUTES'
+  // Quote appraisal (src/appraisal/verify-quote)
+  | 'ERR_QUOTE_MAGIC'
+  | 'ERR_QUOTE_TYPE'
+  | 'ERR_QUOTE_NONCE_MISMATCH'
+  | 'ERR_QUOTE_SHA1_NOT_ALLOWED'
+  | 'ERR_QUOTE_PCR_NOT_SIGNED'
+  | 'ERR_QUOTE_PCR_MISSING'
+  | 'ERR_QUOTE_PCR_DIGEST_MISMATCH'
+  | 'ERR_QUOTE_CLOCK_ROLLBACK'
+  // Certify appraisal (src/appraisal/verify-certify)
+  | 'ERR_CERTIFY_MAGIC'
+  | 'ERR_CERTIFY_TYPE'
+  | 'ERR_CERTIFY_NONCE_MISMATCH'
+  | 'ERR_CERTIFY_NAME_MISMATCH'
+  | 'ERR_CERTIFY_KEY_ATTRIBUTES'
+  // Credential activation (src/tpm/make-credential)
+  | 'ERR_MAKECREDENTIAL_INPUT'
+  // EK certificates (src/tpm/ek-certificate)
+  | 'ERR_EK_CERT_MALFORMED'
+  | 'ERR_EK_CERT_CHAIN'
+  | 'ERR_EK_CERT_EXPIRED'
+  | 'ERR_EK_CERT_KEY_MISMATCH'
+  | 'ERR_EK_CERT_NOT_EK'
+  | 'ERR_EK_ROOTS_EMPTY'
+  // Input given to the CLI or API that is not TPM data
+  | 'ERR_INPUT';
+
+export class AttestorError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Malformed bytes: the input is not a well-formed structure of the expected kind. */
+export class ParseError extends AttestorError {}
+
+/** Well-formed evidence that does not prove what it claims (signature, nonce, PCRs, chain). */
+export class VerificationError extends AttestorError {}
+
+/** Evidence that is valid but refused by policy (SHA-1 not allowed, key attributes, ...). */
+export class PolicyError extends AttestorError {}
+
+export function isAttestorError(e: unknown): e is AttestorError {
+  return e instanceof AttestorError;
+}

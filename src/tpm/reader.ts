@@ -1,0 +1,95 @@
+import { ParseError } from '../errors.js';
+
+/**
+ * The one bounded reader over TPM wire bytes (big-endian, TPM 2.0 Part 1 §18 "Canonical
+ * form"). Every read checks the remaining length first and throws a typed ParseError, so no
+ * parser built on it can read out of bounds, loop on attacker-chosen sizes or return partial
+ * structures.
+ */
+export class TpmReader {
+  private readonly view: DataView;
+  private offset = 0;
+
+  constructor(
+    private readonly bytes: Uint8Array,
+    /** Names the structure in error messages ("TPMS_ATTEST", ...). */
+    readonly what: string,
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  get position(): number {
+    return this.offset;
+  }
+
+  get remaining(): number {
+    return this.bytes.length - this.offset;
+  }
+
+  private need(n: number, field: string): void {
+    if (n > this.remaining) {
+      throw new ParseError(
+        'ERR_TPM_TRUNCATED',
+        `${this.what}: ${field} needs ${n} bytes at offset ${this.offset}, ${this.remaining} left`,
+      );
+    }
+  }
+
+  u8(field: string): number {
+    this.need(1, field);
+    return this.view.getUint8(this.offset++);
+  }
+
+  u16(field: string): number {
+    this.need(2, field);
+    const v = this.view.getUint16(this.offset);
+    this.offset += 2;
+    return v;
+  }
+
+  u32(field: string): number {
+    this.need(4, field);
+    const v = this.view.getUint32(this.offset);
+    this.offset += 4;
+    return v;
+  }
+
+  u64(field: string): bigint {
+    this.need(8, field);
+    const v = this.view.getBigUint64(this.offset);
+    this.offset += 8;
+    return v;
+  }
+
+  /** A view (no copy) of the next n bytes. */
+  bytesOf(n: number, field: string): Uint8Array {
+    this.need(n, field);
+    const out = this.bytes.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return out;
+  }
+
+  /** TPM2B_*: UINT16 size followed by that many bytes; `max` is the structure's own limit. */
+  tpm2b(field: string, max = 0xffff): Uint8Array {
+    const size = this.u16(`${field}.size`);
+    if (size > max) {
+      throw new ParseError('ERR_TPM_BAD_VALUE', `${this.what}: ${field}.size ${size} exceeds ${max}`);
+    }
+    return this.bytesOf(size, field);
+  }
+
+  /** Bytes from `start` up to the current position (for hashing what was just parsed). */
+  slice(start: number): Uint8Array {
+    return this.bytes.subarray(start, this.offset);
+  }
+
+  /** Structures on the wire have no slack: trailing bytes mean the caller fed the wrong thing. */
+  end(): void {
+    if (this.remaining !== 0) {
+      throw new ParseError(
+        'ERR_TPM_TRAILING_BYTES',
+        `${this.what}: ${this.remaining} unexpected bytes after offset ${this.offset}`,
+      );
+    }
+  }
+}
