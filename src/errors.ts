@@ -41,6 +41,17 @@ export type ErrorCode =
   | 'ERR_EK_CERT_KEY_MISMATCH'
   | 'ERR_EK_CERT_NOT_EK'
   | 'ERR_EK_ROOTS_EMPTY'
+  // PKCS#11 key source of the agent (src/agent/pkcs11-module, src/agent/pkcs11-key)
+  | 'ERR_PKCS11_MODULE'
+  | 'ERR_PKCS11_TOKEN_NOT_FOUND'
+  | 'ERR_PKCS11_LOGIN'
+  | 'ERR_PKCS11_KEY_NOT_FOUND'
+  | 'ERR_PKCS11_AMBIGUOUS'
+  | 'ERR_PKCS11'
+  // HSM key reports (src/appraisal/hsm-key-report, src/appraisal/verify-hsm-key)
+  | 'ERR_HSM_KEY_REPORT_MALFORMED'
+  | 'ERR_HSM_KEY_ATTRIBUTES'
+  | 'ERR_HSM_TOKEN_NOT_ALLOWED'
   // Input given to the CLI or API that is not TPM data
   | 'ERR_INPUT';
 

@@ -61,6 +61,21 @@ export class TpmReader {
     return v;
   }
 
+  /** Little-endian reads, for the host-order files tpm2-tools writes and TCG event logs. */
+  u16le(field: string): number {
+    this.need(2, field);
+    const v = this.view.getUint16(this.offset, true);
+    this.offset += 2;
+    return v;
+  }
+
+  u32le(field: string): number {
+    this.need(4, field);
+    const v = this.view.getUint32(this.offset, true);
+    this.offset += 4;
+    return v;
+  }
+
   /** A view (no copy) of the next n bytes. */
   bytesOf(n: number, field: string): Uint8Array {
     this.need(n, field);

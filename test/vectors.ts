@@ -1,0 +1,9 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/** The shared real-world vectors live beside the repository; ATTESTOR_VECTORS overrides. */
+export const vectorsDir = process.env.ATTESTOR_VECTORS ?? fileURLToPath(new URL('../../shared/vectors/', import.meta.url));
+
+export function vector(path: string): Uint8Array {
+  return new Uint8Array(readFileSync(`${vectorsDir}/${path}`));
+}
