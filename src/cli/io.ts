@@ -1,0 +1,37 @@
+import { readFileSync } from 'node:fs';
+import { AttestorError } from '../errors.js';
+
+/** Where a command writes; tests pass collectors, the bin passes the process streams. */
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const processIo: CliIo = {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+};
+
+/** A mistake in how the command was called: exit status 2, like commander's own errors. */
+export class UsageError extends Error {}
+
+export function readInput(path: string, option: string): Uint8Array {
+  try {
+    return new Uint8Array(readFileSync(path));
+  } catch (e) {
+    throw new UsageError(`cannot read ${option} ${path}: ${(e as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+  }
+}
+
+export function parseHex(value: string, option: string): Uint8Array {
+  const hex = value.startsWith('0x') ? value.slice(2) : value;
+  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) throw new UsageError(`${option} must be hexadecimal`);
+  return new Uint8Array(Buffer.from(hex, 'hex'));
+}
+
+export const toHex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+
+/** The one line a failed check prints: the stable code first, so scripts can match it. */
+export function describeError(e: AttestorError): string {
+  return `error: ${e.code}: ${e.message}\n`;
+}
