@@ -1,0 +1,208 @@
+/**
+ * Builders of TPM wire structures for tests that need a *validly signed* structure with one
+ * chosen defect (wrong magic, wrong type, ...): a software key plays the AK. Real TPM output
+ * comes from swtpm fixtures and the shared vectors; these cover what a TPM would never emit.
+ */
+import { createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { TPMA_OBJECT, TPM_ALG, TPM_ECC, TPM_GENERATED_VALUE, TPM_ST, hashByName } from '../../src/tpm/constants.js';
+
+export class Writer {
+  private parts: Uint8Array[] = [];
+  u8(v: number): this {
+    this.parts.push(Uint8Array.of(v));
+    return this;
+  }
+  u16(v: number): this {
+    this.parts.push(Uint8Array.of(v >> 8, v & 0xff));
+    return this;
+  }
+  u32(v: number): this {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, v >>> 0);
+    this.parts.push(b);
+    return this;
+  }
+  u64(v: bigint): this {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, v);
+    this.parts.push(b);
+    return this;
+  }
+  bytes(b: Uint8Array): this {
+    this.parts.push(b);
+    return this;
+  }
+  tpm2b(b: Uint8Array): this {
+    return this.u16(b.length).bytes(b);
+  }
+  done(): Uint8Array {
+    return new Uint8Array(Buffer.concat(this.parts));
+  }
+}
+
+export const AK_ATTRIBUTES =
+  TPMA_OBJECT.fixedTPM |
+  TPMA_OBJECT.fixedParent |
+  TPMA_OBJECT.sensitiveDataOrigin |
+  TPMA_OBJECT.userWithAuth |
+  TPMA_OBJECT.restricted |
+  TPMA_OBJECT.sign;
+
+export interface SoftAk {
+  /** TPM2B_PUBLIC bytes. */
+  readonly public: Uint8Array;
+  readonly privateKey: KeyObject;
+  readonly kind: 'ecc' | 'rsa';
+  sign(message: Uint8Array, opts?: { hash?: 'sha1' | 'sha256'; sigAlg?: number }): Uint8Array;
+}
+
+export function softAk(
+  kind: 'ecc' | 'rsa',
+  opts: { attributes?: number; scheme?: number | null; schemeHash?: number; keyBits?: number } = {},
+): SoftAk {
+  const attributes = opts.attributes ?? AK_ATTRIBUTES;
+  const schemeHash = opts.schemeHash ?? TPM_ALG.SHA256;
+  let pub: Uint8Array;
+  let privateKey: KeyObject;
+  if (kind === 'ecc') {
+    const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    privateKey = pair.privateKey;
+    const jwk = pair.publicKey.export({ format: 'jwk' });
+    const scheme = opts.scheme === undefined ? TPM_ALG.ECDSA : opts.scheme;
+    const w = new Writer().u16(TPM_ALG.ECC).u16(TPM_ALG.SHA256).u32(attributes).tpm2b(new Uint8Array()).u16(TPM_ALG.NULL);
+    if (scheme === null) w.u16(TPM_ALG.NULL);
+    else w.u16(scheme).u16(schemeHash);
+    w.u16(TPM_ECC.NIST_P256).u16(TPM_ALG.NULL);
+    w.tpm2b(Buffer.from(jwk.x!, 'base64url')).tpm2b(Buffer.from(jwk.y!, 'base64url'));
+    pub = w.done();
+  } else {
+    const bits = opts.keyBits ?? 2048;
+    const pair = generateKeyPairSync('rsa', { modulusLength: bits });
+    privateKey = pair.privateKey;
+    const jwk = pair.publicKey.export({ format: 'jwk' });
+    const scheme = opts.scheme === undefined ? TPM_ALG.RSASSA : opts.scheme;
+    const w = new Writer().u16(TPM_ALG.RSA).u16(TPM_ALG.SHA256).u32(attributes).tpm2b(new Uint8Array()).u16(TPM_ALG.NULL);
+    if (scheme === null) w.u16(TPM_ALG.NULL);
+    else w.u16(scheme).u16(schemeHash);
+    w.u16(bits).u32(0).tpm2b(Buffer.from(jwk.n!, 'base64url'));
+    pub = w.done();
+  }
+  return {
+    public: new Writer().tpm2b(pub).done(),
+    privateKey,
+    kind,
+    sign(message, o = {}) {
+      const hash = o.hash ?? 'sha256';
+      const h = hashByName(hash);
+      if (kind === 'ecc') {
+        const raw = sign(hash, message, { key: privateKey, dsaEncoding: 'ieee-p1363' });
+        return new Writer()
+          .u16(o.sigAlg ?? TPM_ALG.ECDSA)
+          .u16(h.alg)
+          .tpm2b(raw.subarray(0, 32))
+          .tpm2b(raw.subarray(32))
+          .done();
+      }
+      const sigAlg = o.sigAlg ?? TPM_ALG.RSASSA;
+      const raw = sign(hash, message, {
+        key: privateKey,
+        padding: sigAlg === TPM_ALG.RSAPSS ? 6 /* RSA_PKCS1_PSS_PADDING */ : 1,
+        saltLength: 32,
+      });
+      return new Writer().u16(sigAlg).u16(h.alg).tpm2b(raw).done();
+    },
+  };
+}
+
+export interface QuoteSpec {
+  magic?: number;
+  type?: number;
+  extraData: Uint8Array;
+  clock?: bigint;
+  resetCount?: number;
+  restartCount?: number;
+  /** Banks in signed order with their values by index. */
+  pcrs: Array<{ bank: 'sha1' | 'sha256'; values: Map<number, Uint8Array> }>;
+  /** Hash of the pcrDigest (the signing hash); sha256 unless said. */
+  digestHash?: 'sha1' | 'sha256';
+  /** Override the digest (to forge a mismatch). */
+  pcrDigest?: Uint8Array;
+}
+
+/** A TPMS_ATTEST of type QUOTE as TPM2_Quote builds it (Part 3 §18.4). */
+export function buildQuote(spec: QuoteSpec): Uint8Array {
+  const w = new Writer()
+    .u32(spec.magic ?? TPM_GENERATED_VALUE)
+    .u16(spec.type ?? TPM_ST.ATTEST_QUOTE)
+    .tpm2b(new Uint8Array(34).fill(7))
+    .tpm2b(spec.extraData)
+    .u64(spec.clock ?? 1000n)
+    .u32(spec.resetCount ?? 0)
+    .u32(spec.restartCount ?? 0)
+    .u8(1)
+    .u64(0x2023_0101n);
+  w.u32(spec.pcrs.length);
+  const digest = createHash(spec.digestHash ?? 'sha256');
+  for (const { bank, values } of spec.pcrs) {
+    const select = new Uint8Array(3);
+    const indexes = [...values.keys()].sort((a, b) => a - b);
+    for (const i of indexes) select[i >> 3]! |= 1 << (i & 7);
+    w.u16(hashByName(bank).alg).u8(3).bytes(select);
+    for (const i of indexes) digest.update(values.get(i)!);
+  }
+  w.tpm2b(spec.pcrDigest ?? digest.digest());
+  return w.done();
+}
+
+/** Plain values record from the builder's maps, as the verifier receives them. */
+export function pcrValuesOf(spec: QuoteSpec): Record<string, Record<number, Uint8Array>> {
+  return Object.fromEntries(spec.pcrs.map(({ bank, values }) => [bank, Object.fromEntries(values)]));
+}
+
+export function pcrValue(bank: 'sha1' | 'sha256', seed: number): Uint8Array {
+  return new Uint8Array(createHash(bank).update(`pcr ${seed}`).digest());
+}
+
+/** A TPMS_ATTEST of type CERTIFY as TPM2_Certify builds it (Part 3 §18.2). */
+export function buildCertify(spec: { extraData: Uint8Array; name: Uint8Array; magic?: number; type?: number }): Uint8Array {
+  return new Writer()
+    .u32(spec.magic ?? TPM_GENERATED_VALUE)
+    .u16(spec.type ?? TPM_ST.ATTEST_CERTIFY)
+    .tpm2b(new Uint8Array(34).fill(7))
+    .tpm2b(spec.extraData)
+    .u64(1000n)
+    .u32(0)
+    .u32(0)
+    .u8(1)
+    .u64(0x2023_0101n)
+    .tpm2b(spec.name)
+    .tpm2b(spec.name)
+    .done();
+}
+
+/** tpm2-tools' serialized PCR file (see src/tpm/pcr-file.ts), little-endian C structures. */
+export function buildPcrFile(banks: Array<{ bank: 'sha1' | 'sha256'; values: Array<[number, Uint8Array]> }>): Uint8Array {
+  const sel = Buffer.alloc(4 + 16 * 8);
+  sel.writeUInt32LE(banks.length, 0);
+  banks.forEach(({ bank, values }, i) => {
+    sel.writeUInt16LE(hashByName(bank).alg, 4 + i * 8);
+    sel.writeUInt8(3, 6 + i * 8);
+    for (const [index] of values) sel[7 + i * 8 + (index >> 3)]! |= 1 << (index & 7);
+  });
+  // Values in the file's own selection order: ascending per bank.
+  const digests = banks.flatMap(({ values }) => [...values].sort((a, b) => a[0] - b[0]).map(([, v]) => v));
+  const lists: Buffer[] = [];
+  for (let i = 0; i < digests.length; i += 8) {
+    const list = Buffer.alloc(4 + 8 * 66);
+    const chunk = digests.slice(i, i + 8);
+    list.writeUInt32LE(chunk.length, 0);
+    chunk.forEach((d, j) => {
+      list.writeUInt16LE(d.length, 4 + j * 66);
+      Buffer.from(d).copy(list, 6 + j * 66);
+    });
+    lists.push(list);
+  }
+  const count = Buffer.alloc(4);
+  count.writeUInt32LE(lists.length, 0);
+  return new Uint8Array(Buffer.concat([sel, count, ...lists]));
+}
