@@ -88,7 +88,7 @@ interface Seed {
   readonly encryptedSecret: Uint8Array;
 }
 
-/** Part 1 §B.10.3 (RSA secret sharing): a random seed, OAEP-encrypted with the nameAlg and label "IDENTITY". */
+/** Part 1 Annex B.10 (RSA secret sharing): a random seed, OAEP-encrypted with the nameAlg and label "IDENTITY". */
 function rsaSeed(ek: RsaPublic, hash: HashInfo, random: RandomSource): Seed {
   const seed = random(hash.size);
   const encrypted = publicEncrypt(
@@ -106,7 +106,7 @@ const ECDH_CURVES: Record<string, { openssl: string; orderBits: number }> = {
 };
 
 /**
- * Part 1 §C.6.4 (ECDH secret sharing): an ephemeral key pair on the EK's curve; the seed is
+ * Part 1 Annex C.6 (ECC secret sharing): an ephemeral key pair on the EK's curve; the seed is
  * KDFe(nameAlg, Z = x(ephemeral * EK), "IDENTITY", x(ephemeral), x(EK)); the ephemeral public
  * point (TPMS_ECC_POINT) is what the TPM receives.
  */
@@ -123,7 +123,7 @@ function eccSeed(ek: EccPublic, hash: HashInfo, random: RandomSource): Seed {
       ecdh.setPrivateKey(scalar);
       break;
     } catch (e) {
-      if (attempt >= 32) throw new Error('random source gives no valid ECC scalar', { cause: e });
+      if (attempt >= 32) throw input('the random source gives no valid ECC scalar', e);
     }
   }
   let z: Buffer;
