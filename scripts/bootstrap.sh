@@ -46,6 +46,11 @@ if [ -f native/binding.gyp ]; then
   addon=native/build/Release/node_tss.node
   if [ ! -f "$addon" ] || [ -n "$(find native -path native/build -prune -o -newer "$addon" -type f -print -quit)" ]; then
     say "building native addon node-tss"
-    node_modules/.bin/node-gyp rebuild --directory native >/dev/null
+    # Build against the headers of the Node.js that runs us when they are installed
+    # (Debian's nodejs ships them), so node-gyp never needs to download any.
+    nodedir="$(node -p 'require("path").resolve(process.execPath, "../..")')"
+    nodedir_flag=()
+    [ -f "$nodedir/include/node/node.h" ] && nodedir_flag=(--nodedir="$nodedir")
+    node_modules/.bin/node-gyp rebuild --directory native "${nodedir_flag[@]}" >/dev/null
   fi
 fi
