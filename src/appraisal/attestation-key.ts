@@ -19,6 +19,9 @@ const REQUIRED: ReadonlyArray<[keyof typeof TPMA_OBJECT, boolean]> = [
  * Every violation is listed at once so an operator fixes the template in one go.
  */
 export function checkAttestationKey(ak: TpmPublic, options: { allowSha1?: boolean } = {}): void {
+  // Verifiers call this on every quote with the agent's one parsed AK: remember passes.
+  const passed = options.allowSha1 ? passedWithSha1 : passedStrict;
+  if (passed.has(ak)) return;
   const problems: string[] = [];
   for (const [attr, wanted] of REQUIRED) {
     if (((ak.objectAttributes & TPMA_OBJECT[attr]) !== 0) !== wanted) problems.push(wanted ? `${attr} not set` : `${attr} set`);
@@ -33,4 +36,8 @@ export function checkAttestationKey(ak: TpmPublic, options: { allowSha1?: boolea
   if (problems.length > 0) {
     throw new PolicyError('ERR_AK_ATTRIBUTES', `not an attestation key: ${problems.join(', ')}`);
   }
+  passed.add(ak);
 }
+
+const passedStrict = new WeakSet<TpmPublic>();
+const passedWithSha1 = new WeakSet<TpmPublic>();

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import { PolicyError, VerificationError } from '../errors.js';
 import { parseAttest, type Attest, type ClockInfo } from '../tpm/attest.js';
 import { TPM_ALG, TPM_GENERATED_VALUE, TPM_ST, hex16 } from '../tpm/constants.js';
@@ -76,7 +76,7 @@ export function verifyQuote(ak: SigningKey, evidence: QuoteEvidence, policy: Quo
 
   // Values are taken by the signed selection only (go-attestation CVE-2022-0317, tpm2-tools
   // CVE-2024-29039 took the supplied selection), hashed in the TPM's order (Part 3 §18.4).
-  const hash = createHash(signature.hash.name);
+  const selected: Uint8Array[] = [];
   const pcrs: Record<string, Record<number, Uint8Array>> = {};
   for (const bank of pcrSelect) {
     const supplied = evidence.pcrs[bank.hash.name];
@@ -89,12 +89,12 @@ export function verifyQuote(ak: SigningKey, evidence: QuoteEvidence, policy: Quo
           `${bank.hash.name} PCR ${index} is signed but ${value ? 'has the wrong length' : 'no value was supplied'}`,
         );
       }
-      hash.update(value);
+      selected.push(value);
       out[index] = value;
     }
     pcrs[bank.hash.name] = out;
   }
-  if (!constantTimeEqual(hash.digest(), pcrDigest)) {
+  if (!constantTimeEqual(hash(signature.hash.name, Buffer.concat(selected), 'buffer'), pcrDigest)) {
     throw new VerificationError('ERR_QUOTE_PCR_DIGEST_MISMATCH', 'supplied PCR values do not hash to the signed pcrDigest');
   }
   return { attest, clockInfo: attest.clockInfo, selection: pcrSelect, pcrs };

@@ -1,0 +1,17 @@
+// `npm run bench`: every figure is a ratio against a baseline measured in the same run.
+import { fileURLToPath } from 'node:url';
+import { benchQuote } from './bench/quote.mjs';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const sections = [['TPM quote verification', benchQuote]];
+
+let failed = 0;
+for (const [title, run] of sections) {
+  console.log(`\n== ${title}`);
+  for (const row of await run(root)) {
+    const ok = row.target === undefined || row.ratio >= row.target;
+    if (!ok) failed++;
+    console.log(`${ok ? ' ' : '!'} ${row.line}`);
+  }
+}
+console.log(failed ? `\n${failed} figure(s) below target` : '\nall figures on target');

@@ -1,0 +1,51 @@
+/**
+ * Rates measured side by side in one run: the baseline and the candidate alternate in short
+ * rounds, so machine load affects both alike, and the median ratio is reported.
+ */
+export function rate(fn, ms) {
+  let n = 0;
+  const start = process.hrtime.bigint();
+  const end = start + BigInt(ms) * 1_000_000n;
+  let now = start;
+  while (now < end) {
+    for (let i = 0; i < 16; i++) fn();
+    n += 16;
+    now = process.hrtime.bigint();
+  }
+  return (n * 1e9) / Number(now - start);
+}
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Alternates baseline and candidate for `rounds` rounds; returns both medians and the ratio. */
+export function compare(baseline, candidate, { rounds = 7, ms = 250 } = {}) {
+  rate(baseline, 50);
+  rate(candidate, 50);
+  const b = [];
+  const c = [];
+  const ratios = [];
+  for (let i = 0; i < rounds; i++) {
+    const rb = rate(baseline, ms);
+    const rc = rate(candidate, ms);
+    b.push(rb);
+    c.push(rc);
+    ratios.push(rc / rb);
+  }
+  return { baseline: median(b), candidate: median(c), ratio: median(ratios) };
+}
+
+/** Wall time of one call, median of `runs`, in milliseconds. */
+export function timeOnce(fn, runs = 50) {
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t = process.hrtime.bigint();
+    fn();
+    times.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  return median(times);
+}
+
+export const fmt = (x, digits = 0) => x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
