@@ -1,0 +1,213 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { AttestorError, ParseError } from '../src/errors.js';
+import { parseAttest } from '../src/tpm/attest.js';
+import { TPM_ALG } from '../src/tpm/constants.js';
+import { parsePcrFile } from '../src/tpm/pcr-file.js';
+import { parseTpm2bPublic, parseTpmtPublic } from '../src/tpm/public.js';
+import { publicKeyOf } from '../src/tpm/public-key.js';
+import { parseSignature } from '../src/tpm/signature.js';
+import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
+import { codeOf } from './helpers/code-of.js';
+import { buildPcrFile, softAk, Writer } from './helpers/tpm-builders.js';
+import { fixture, manifest } from './fixtures.js';
+import { vector } from './vectors.js';
+
+const KEYLIME = 'quote-bundles/keylime-tpm2-tools/';
+const samples = {
+  'TPM2B_PUBLIC (RSA AK)': { bytes: vector(`${KEYLIME}ak.pub`), parse: parseTpm2bPublic },
+  'TPM2B_PUBLIC (RSA EK)': { bytes: vector(`${KEYLIME}ek.pub`), parse: parseTpm2bPublic },
+  'TPM2B_PUBLIC (ECC AK)': { bytes: fixture(manifest.dirs.ecc!.ak.pub), parse: parseTpm2bPublic },
+  'TPMS_ATTEST (quote)': { bytes: vector(`${KEYLIME}quote.out`), parse: parseAttest },
+  'TPMS_ATTEST (certify)': { bytes: fixture(manifest.dirs.ecc!.certify!.msg), parse: parseAttest },
+  'TPMT_SIGNATURE (RSASSA)': { bytes: vector(`${KEYLIME}quotesig.out`), parse: parseSignature },
+  'TPMT_SIGNATURE (ECDSA)': { bytes: fixture(manifest.dirs.ecc!.quote.sig), parse: parseSignature },
+  'PCR file': { bytes: vector(`${KEYLIME}quotepcr.out`), parse: parsePcrFile },
+};
+
+/** Parsing must end in a value or a typed error: never another exception, never a hang. */
+function parsesOrTypedError(parse: (b: Uint8Array) => unknown, bytes: Uint8Array): void {
+  try {
+    parse(bytes);
+  } catch (e) {
+    if (!(e instanceof ParseError)) throw e;
+  }
+}
+
+describe.each(Object.entries(samples))('%s', (_name, { bytes, parse }) => {
+  it('parses the real sample', () => {
+    expect(() => parse(bytes)).not.toThrow();
+  });
+
+  it('every truncation is a typed error', () => {
+    for (let len = 0; len < bytes.length; len++) {
+      expect(() => parse(bytes.subarray(0, len))).toThrow(ParseError);
+    }
+  });
+
+  it('trailing bytes are refused', () => {
+    const longer = new Uint8Array(bytes.length + 1);
+    longer.set(bytes);
+    expect(() => parse(longer)).toThrow(ParseError);
+  });
+
+  it('random bytes and mutated samples only produce typed errors', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 1024 }), (b) => parsesOrTypedError(parse, b)), { numRuns: 3000 });
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 })), { minLength: 1, maxLength: 8 }), (edits) => {
+        const b = new Uint8Array(bytes);
+        for (const [pos, v] of edits) b[pos % b.length] = v;
+        parsesOrTypedError(parse, b);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
+
+describe('TPMT_PUBLIC details', () => {
+  const rsaPublic = (opts: { exponent?: number; keyBits?: number; modulus?: Uint8Array; type?: number }) =>
+    new Writer()
+      .u16(opts.type ?? TPM_ALG.RSA)
+      .u16(TPM_ALG.SHA256)
+      .u32(0x00050072)
+      .tpm2b(new Uint8Array())
+      .u16(TPM_ALG.NULL)
+      .u16(TPM_ALG.RSASSA)
+      .u16(TPM_ALG.SHA256)
+      .u16(opts.keyBits ?? 2048)
+      .u32(opts.exponent ?? 0)
+      .tpm2b(opts.modulus ?? parseTpm2bPublic(vector(`${KEYLIME}ak.pub`)).modulus)
+      .done();
+
+  it('reads the RSA exponent big-endian, and 0 as 65537', () => {
+    const three = parseTpmtPublic(rsaPublic({ exponent: 3 }));
+    expect(three.type === 'rsa' && three.exponent).toBe(3);
+    expect(publicKeyOf(three).export({ format: 'jwk' }).e).toBe('Aw');
+    expect(publicKeyOf(parseTpmtPublic(rsaPublic({}))).export({ format: 'jwk' }).e).toBe('AQAB');
+  });
+
+  it('ERR_TPM_SIZE_MISMATCH: a modulus that is not keyBits long', () => {
+    expect(codeOf(() => parseTpmtPublic(rsaPublic({ keyBits: 3072 })))).toBe('ERR_TPM_SIZE_MISMATCH');
+  });
+
+  it('ERR_TPM_BAD_VALUE: a key size no TPM has', () => {
+    expect(codeOf(() => parseTpmtPublic(rsaPublic({ keyBits: 2047 })))).toBe('ERR_TPM_BAD_VALUE');
+  });
+
+  it('ERR_TPM_UNSUPPORTED_ALG: object types other than RSA and ECC, unknown nameAlg', () => {
+    expect(codeOf(() => parseTpmtPublic(rsaPublic({ type: TPM_ALG.KEYEDHASH })))).toBe('ERR_TPM_UNSUPPORTED_ALG');
+    const b = rsaPublic({});
+    b[3] = 0x99;
+    expect(codeOf(() => parseTpmtPublic(b))).toBe('ERR_TPM_UNSUPPORTED_ALG');
+  });
+
+  it('ERR_TPM_SIZE_MISMATCH / ERR_TPM_TRAILING_BYTES: TPM2B_PUBLIC size disagreeing with its content', () => {
+    const inner = rsaPublic({});
+    const bigger = new Writer().u16(inner.length + 2).bytes(inner).u16(0).done();
+    expect(codeOf(() => parseTpm2bPublic(bigger))).toBe('ERR_TPM_TRAILING_BYTES');
+    expect(codeOf(() => parseTpm2bPublic(new Writer().u16(0).done()))).toBe('ERR_TPM_SIZE_MISMATCH');
+  });
+
+  it('ERR_TPM_BAD_VALUE: an ECC point that is not on the curve', () => {
+    const ak = parseTpm2bPublic(softAk('ecc').public);
+    if (ak.type !== 'ecc') throw new Error('unreachable');
+    const y = new Uint8Array(ak.y);
+    y[5]! ^= 1;
+    expect(codeOf(() => publicKeyOf({ ...ak, y }))).toBe('ERR_TPM_BAD_VALUE');
+  });
+
+  it('the parsed public key is cached per parsed object', () => {
+    const ak = parseTpm2bPublic(vector(`${KEYLIME}ak.pub`));
+    expect(publicKeyOf(ak)).toBe(publicKeyOf(ak));
+  });
+});
+
+describe('TPMS_ATTEST, TPML_PCR_SELECTION and TPMT_SIGNATURE details', () => {
+  const quote = vector(`${KEYLIME}quote.out`);
+  // Offsets in the vector: magic(4) type(2) signer(2+34) extraData(2+20) clock(17) fw(8) = 89.
+  const selectionAt = 4 + 2 + 36 + 22 + 17 + 8;
+
+  it('ERR_TPM_BAD_VALUE: clockInfo.safe other than YES/NO', () => {
+    const b = new Uint8Array(quote);
+    b[selectionAt - 9] = 2;
+    expect(codeOf(() => parseAttest(b))).toBe('ERR_TPM_BAD_VALUE');
+  });
+
+  it('ERR_TPM_BAD_VALUE: unknown attestation type, oversized sizeofSelect, too many banks, a bank twice', () => {
+    const type = new Uint8Array(quote);
+    type[5] = 0x99;
+    expect(codeOf(() => parseAttest(type))).toBe('ERR_TPM_BAD_VALUE');
+    const size = new Uint8Array(quote);
+    size[selectionAt + 6] = 5;
+    expect(codeOf(() => parseAttest(size))).toBe('ERR_TPM_BAD_VALUE');
+    const count = new Uint8Array(quote);
+    count[selectionAt + 3] = 17;
+    expect(codeOf(() => parseAttest(count))).toBe('ERR_TPM_BAD_VALUE');
+    // Two identical sha256 selections.
+    const sel = quote.subarray(selectionAt + 4, selectionAt + 4 + 6);
+    const twice = new Writer()
+      .bytes(quote.subarray(0, selectionAt))
+      .u32(2)
+      .bytes(sel)
+      .bytes(sel)
+      .bytes(quote.subarray(selectionAt + 10))
+      .done();
+    expect(codeOf(() => parseAttest(twice))).toBe('ERR_TPM_BAD_VALUE');
+  });
+
+  it('ERR_SIGNATURE_UNSUPPORTED: HMAC, ECDAA, SM2, ECSCHNORR and NULL signatures', () => {
+    for (const alg of [TPM_ALG.HMAC, TPM_ALG.ECDAA, TPM_ALG.SM2, TPM_ALG.ECSCHNORR, TPM_ALG.NULL]) {
+      expect(codeOf(() => parseSignature(new Writer().u16(alg).u16(TPM_ALG.SHA256).done()))).toBe('ERR_SIGNATURE_UNSUPPORTED');
+    }
+  });
+
+  it('ERR_SIGNATURE_INVALID: ECDSA r or s longer than the curve allows', () => {
+    const ak = softAk('ecc');
+    const pub = parseTpm2bPublic(ak.public);
+    const msg = Uint8Array.of(1, 2, 3);
+    const sig = parseSignature(ak.sign(msg));
+    if (sig.sigAlg !== TPM_ALG.ECDSA) throw new Error('unreachable');
+    expect(() => verifyTpmSignature(pub, msg, sig)).not.toThrow();
+    const long = { ...sig, r: new Uint8Array([0, ...sig.r]) };
+    expect(codeOf(() => verifyTpmSignature(pub, msg, long))).toBe('ERR_SIGNATURE_INVALID');
+  });
+});
+
+describe('tpm2-tools PCR file', () => {
+  it('writing the parsed values back gives tpm2-tools\' bytes exactly', () => {
+    const bytes = vector(`${KEYLIME}quotepcr.out`);
+    const values = parsePcrFile(bytes).sha256!;
+    const rebuilt = buildPcrFile([{ bank: 'sha256', values: Object.entries(values).map(([i, v]) => [Number(i), v]) }]);
+    expect(Buffer.from(rebuilt).equals(Buffer.from(bytes))).toBe(true);
+  });
+
+  it('reads multi-bank files with more than eight PCRs (several digest lists)', () => {
+    const file = parsePcrFile(fixture(manifest.dirs.rsa!.quote.pcrs));
+    expect(Object.keys(file.sha256!).map(Number)).toEqual([0, 1, 2, 3, 16, 23]);
+    expect(Object.keys(file.sha1!).map(Number)).toEqual([16, 23]);
+    const many = Array.from({ length: 24 }, (_, i): [number, Uint8Array] => [i, new Uint8Array(32).fill(i)]);
+    const parsed = parsePcrFile(buildPcrFile([{ bank: 'sha256', values: many }]));
+    expect(parsed.sha256![23]![0]).toBe(23);
+  });
+
+  it('ERR_PCR_FILE_MALFORMED: wrong digest sizes, counts, and truncations', () => {
+    const sha1AsSha256 = buildPcrFile([{ bank: 'sha256', values: [[0, new Uint8Array(20)]] }]);
+    expect(codeOf(() => parsePcrFile(sha1AsSha256))).toBe('ERR_PCR_FILE_MALFORMED');
+    const b = new Uint8Array(vector(`${KEYLIME}quotepcr.out`));
+    b[0x84] = 9; // nine digest lists for three PCRs
+    expect(codeOf(() => parsePcrFile(b))).toBe('ERR_PCR_FILE_MALFORMED');
+    expect(codeOf(() => parsePcrFile(b.subarray(0, 100)))).toBe('ERR_PCR_FILE_MALFORMED');
+  });
+});
+
+it('every error a parser raises is an AttestorError with a stable code', () => {
+  const e = (() => {
+    try {
+      parseAttest(new Uint8Array(3));
+    } catch (x) {
+      return x;
+    }
+  })();
+  expect(e).toBeInstanceOf(AttestorError);
+  expect((e as AttestorError).code).toBe('ERR_TPM_TRUNCATED');
+});
