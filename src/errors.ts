@@ -52,6 +52,42 @@ export type ErrorCode =
   | 'ERR_HSM_KEY_REPORT_MALFORMED'
   | 'ERR_HSM_KEY_ATTRIBUTES'
   | 'ERR_HSM_TOKEN_NOT_ALLOWED'
+  // UEFI measured-boot event log (src/eventlog/tcg-*, event-data, replay)
+  | 'ERR_EVENTLOG_TRUNCATED'
+  | 'ERR_EVENTLOG_MALFORMED'
+  | 'ERR_EVENTLOG_UNKNOWN_ALG'
+  | 'ERR_EVENTLOG_TOO_LARGE'
+  | 'ERR_EVENTLOG_EVENT_DATA'
+  // Event-log baseline rules (src/baseline/eventlog-rules)
+  | 'ERR_BASELINE_EVENTLOG_RULES'
+  // TPM access through the node-tss addon (src/agent/tss.ts, src/agent/tpm-session.ts)
+  | 'ERR_TSS_UNAVAILABLE'
+  | 'ERR_TSS_TCTI'
+  | 'ERR_TSS_UNREACHABLE'
+  | 'ERR_TSS_HANDLE'
+  | 'ERR_TSS_COMMAND'
+  | 'ERR_TSS_INPUT'
+  | 'ERR_TSS_CLOSED'
+  | 'ERR_TPM_STATE'
+  // Linux IMA measurement lists, rules and appraisal (src/eventlog/ima, src/baseline/ima-rules, src/appraisal/appraise-ima)
+  | 'ERR_IMA_MALFORMED'
+  | 'ERR_IMA_TRUNCATED'
+  | 'ERR_IMA_TEMPLATE_UNSUPPORTED'
+  | 'ERR_IMA_DIGEST_ALG_UNSUPPORTED'
+  | 'ERR_IMA_TEMPLATE_HASH_MISMATCH'
+  | 'ERR_IMA_PCR_MISMATCH'
+  | 'ERR_IMA_PCR_NOT_QUOTED'
+  | 'ERR_IMA_STATE_INVALID'
+  | 'ERR_IMA_LOG_SHRUNK'
+  | 'ERR_IMA_RULES_INVALID'
+  | 'ERR_IMA_SIGNATURE_MALFORMED'
+  | 'ERR_IMA_SIGNATURE_UNSUPPORTED'
+  | 'ERR_IMA_SIGNATURE_MISSING'
+  | 'ERR_IMA_SIGNATURE_UNKNOWN_KEY'
+  | 'ERR_IMA_SIGNATURE_INVALID'
+  | 'ERR_IMA_FILE_NOT_ALLOWED'
+  | 'ERR_IMA_DIGEST_NOT_ALLOWED'
+  | 'ERR_IMA_VIOLATION'
   // Input given to the CLI or API that is not TPM data
   | 'ERR_INPUT';
 

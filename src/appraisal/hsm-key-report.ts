@@ -74,7 +74,8 @@ const DOMAIN = 'attestor/hsm-key-evidence/v1';
  *   field(one byte 0x00/0x01 per attribute, in HSM_KEY_FLAGS order: 7 bytes)
  *   field(attributes.keyType, UINT32 big-endian)
  *
- * The signature is not part of the evidence: it is made over it (see keyEvidenceMessage).
+ * The signature is not part of the evidence: it is made over it (see keyEvidenceMessage), so
+ * the agent can compute the quote's qualifying data before or without signing.
  * Throws ParseError ERR_HSM_KEY_REPORT_MALFORMED for values outside the report's shape.
  */
 export function canonicalKeyEvidence(evidence: HsmKeyEvidence): Uint8Array {

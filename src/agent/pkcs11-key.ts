@@ -1,0 +1,224 @@
+import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import pkcs11js from 'pkcs11js';
+import { AttestorError, PolicyError } from '../errors.js';
+import {
+  keyEvidenceDigest,
+  type HsmKeyAttributes,
+  type HsmKeyEvidence,
+  type HsmKeyReport,
+} from '../appraisal/hsm-key-report.js';
+import { Pkcs11Error, readUlong, type Handle, type Pkcs11Session, type Template } from './pkcs11-module.js';
+
+/**
+ * The agent's identity key in a PKCS#11 token: an EC P-256 key pair generated on the token,
+ * private half sensitive and non-extractable, found again by its CKA_LABEL. It makes the
+ * HSM key report of DESIGN flow 3 (src/appraisal/hsm-key-report.ts).
+ */
+
+/** DER of OID 1.2.840.10045.3.1.7 (prime256v1), the CKA_EC_PARAMS of P-256 (PKCS#11 v2.40 §2.3.3). */
+const P256_EC_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
+/** An uncompressed P-256 point: 0x04 || X || Y. */
+const P256_POINT_LENGTH = 65;
+
+/** Private key attributes read for the report, in HsmKeyAttributes order. */
+const REPORTED_ATTRIBUTES = [
+  pkcs11js.CKA_TOKEN,
+  pkcs11js.CKA_PRIVATE,
+  pkcs11js.CKA_SENSITIVE,
+  pkcs11js.CKA_EXTRACTABLE,
+  pkcs11js.CKA_NEVER_EXTRACTABLE,
+  pkcs11js.CKA_ALWAYS_SENSITIVE,
+  pkcs11js.CKA_LOCAL,
+  pkcs11js.CKA_KEY_TYPE,
+] as const;
+
+export interface Pkcs11Key {
+  readonly label: string;
+  /** CKA_ID shared by the private and public objects (the PKCS#11 convention linking a pair). */
+  readonly id: Uint8Array;
+  readonly privateKey: Handle;
+  readonly publicKeyObject: Handle;
+  /** SubjectPublicKeyInfo DER of the public key. */
+  readonly spki: Uint8Array;
+  readonly publicKey: KeyObject;
+}
+
+/** Templates of C_GenerateKeyPair for the agent's key (PKCS#11 v2.40 §2.3.5 "EC key pair generation"). */
+export function ecP256KeyPairTemplates(label: string, id: Uint8Array): { publicKey: Template; privateKey: Template } {
+  const common = [
+    { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_LABEL, value: label },
+    { type: pkcs11js.CKA_ID, value: Buffer.from(id) },
+  ];
+  return {
+    publicKey: [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+      ...common,
+      { type: pkcs11js.CKA_PRIVATE, value: false },
+      { type: pkcs11js.CKA_EC_PARAMS, value: P256_EC_PARAMS },
+      { type: pkcs11js.CKA_VERIFY, value: true },
+    ],
+    privateKey: [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+      ...common,
+      { type: pkcs11js.CKA_PRIVATE, value: true },
+      { type: pkcs11js.CKA_SENSITIVE, value: true },
+      { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+      { type: pkcs11js.CKA_SIGN, value: true },
+    ],
+  };
+}
+
+/** Generates a new key pair labelled `label` on the token. */
+export async function generateKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key> {
+  const id = randomBytes(16);
+  const templates = ecP256KeyPairTemplates(label, id);
+  const pair = await session.run('C_GenerateKeyPair', (p11, s) =>
+    p11.C_GenerateKeyPairAsync(
+      s,
+      { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
+      templates.publicKey,
+      templates.privateKey,
+    ),
+  );
+  return keyOf(session, label, id, pair.privateKey, pair.publicKey);
+}
+
+/** The key pair whose private key is labelled `label`, or undefined if there is none. */
+export async function lookupKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key | undefined> {
+  const privateKey = await only(
+    session.find([
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+      { type: pkcs11js.CKA_LABEL, value: label },
+    ]),
+    `private keys labelled ${JSON.stringify(label)}`,
+  );
+  if (!privateKey) return undefined;
+  const [keyType, id] = await session.attributes(privateKey, [pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_ID]);
+  if (readUlong(keyType!) !== pkcs11js.CKK_EC) {
+    throw new PolicyError('ERR_KEY_UNSUPPORTED', `key ${JSON.stringify(label)} is not an EC key`);
+  }
+  const publicKey = await only(
+    session.find([
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+      { type: pkcs11js.CKA_ID, value: id! },
+    ]),
+    `public keys with the CKA_ID of ${JSON.stringify(label)}`,
+  );
+  if (!publicKey) {
+    throw new Pkcs11Error(
+      'ERR_PKCS11_KEY_NOT_FOUND',
+      `key ${JSON.stringify(label)} has no public key object with its CKA_ID`,
+    );
+  }
+  return keyOf(session, label, id!, privateKey, publicKey);
+}
+
+export async function findKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key> {
+  const key = await lookupKey(session, label);
+  if (!key) throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `no private key labelled ${JSON.stringify(label)}`);
+  return key;
+}
+
+/** The agent's key: the one labelled `label`, generated on first use. */
+export async function findOrGenerateKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key> {
+  return (await lookupKey(session, label)) ?? generateKey(session, label);
+}
+
+/** The private key's security attributes as the token reports them. */
+export async function readKeyAttributes(session: Pkcs11Session, key: Pkcs11Key): Promise<HsmKeyAttributes> {
+  const values = await session.attributes(key.privateKey, REPORTED_ATTRIBUTES);
+  const [token, priv, sensitive, extractable, neverExtractable, alwaysSensitive, local] = values
+    .slice(0, 7)
+    .map((v) => v.length > 0 && v[0] !== 0);
+  return {
+    token: token!,
+    private: priv!,
+    sensitive: sensitive!,
+    extractable: extractable!,
+    neverExtractable: neverExtractable!,
+    alwaysSensitive: alwaysSensitive!,
+    local: local!,
+    keyType: readUlong(values[7]!),
+  };
+}
+
+/** ECDSA (CKM_ECDSA) over a SHA-256 digest the caller computed; r||s, 64 bytes. */
+export async function signDigest(session: Pkcs11Session, key: Pkcs11Key, digest: Uint8Array): Promise<Uint8Array> {
+  // CKM_ECDSA signs whatever it is given (truncated to the order's size): insist on a digest.
+  if (digest.length !== 32) {
+    throw new AttestorError('ERR_INPUT', `signDigest: expected a SHA-256 digest, got ${digest.length} bytes`);
+  }
+  return session.run('C_Sign', (p11, s) => {
+    p11.C_SignInit(s, { mechanism: pkcs11js.CKM_ECDSA }, key.privateKey);
+    return p11.C_SignAsync(s, Buffer.from(digest), Buffer.alloc(64));
+  });
+}
+
+/**
+ * The HSM key report for `nonce`: the key signs keyEvidenceDigest(nonce, evidence), which is
+ * also the qualifying data the agent's quote must carry.
+ */
+export async function makeKeyReport(session: Pkcs11Session, key: Pkcs11Key, nonce: Uint8Array): Promise<HsmKeyReport> {
+  const { manufacturer, model, serial, label } = session.token;
+  const evidence: HsmKeyEvidence = {
+    publicKey: key.spki,
+    attributes: await readKeyAttributes(session, key),
+    token: { manufacturer, model, serial, label },
+    alg: 'ES256',
+  };
+  return { ...evidence, signature: await signDigest(session, key, keyEvidenceDigest(nonce, evidence)) };
+}
+
+async function keyOf(
+  session: Pkcs11Session,
+  label: string,
+  id: Uint8Array,
+  privateKey: Handle,
+  publicKeyObject: Handle,
+): Promise<Pkcs11Key> {
+  const [params, point] = await session.attributes(publicKeyObject, [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_EC_POINT]);
+  if (!params!.equals(P256_EC_PARAMS)) {
+    throw new PolicyError(
+      'ERR_KEY_UNSUPPORTED',
+      `key ${JSON.stringify(label)} is not on curve P-256 (CKA_EC_PARAMS ${params!.toString('hex')})`,
+    );
+  }
+  const publicKey = p256PublicKey(point!, label);
+  return { label, id, privateKey, publicKeyObject, publicKey, spki: publicKey.export({ type: 'spki', format: 'der' }) };
+}
+
+/**
+ * CKA_EC_POINT is the DER OCTET STRING of the X9.62 point (PKCS#11 v2.40 §2.3.3): 04 41 ||
+ * point for P-256. Some modules return the bare point; the lengths (67 vs 65) tell them apart.
+ */
+function p256PublicKey(ecPoint: Buffer, label: string): KeyObject {
+  const point =
+    ecPoint.length === P256_POINT_LENGTH + 2 && ecPoint[0] === 0x04 && ecPoint[1] === P256_POINT_LENGTH
+      ? ecPoint.subarray(2)
+      : ecPoint;
+  const unsupported = (why: string, cause?: unknown) =>
+    new PolicyError('ERR_KEY_UNSUPPORTED', `key ${JSON.stringify(label)}: CKA_EC_POINT ${why}`, { cause });
+  if (point.length !== P256_POINT_LENGTH || point[0] !== 0x04) throw unsupported('is not an uncompressed P-256 point');
+  try {
+    return createPublicKey({
+      format: 'jwk',
+      key: {
+        kty: 'EC',
+        crv: 'P-256',
+        x: point.subarray(1, 33).toString('base64url'),
+        y: point.subarray(33).toString('base64url'),
+      },
+    });
+  } catch (e) {
+    throw unsupported('is not a point on P-256', e);
+  }
+}
+
+/** The single handle `found` resolves to, undefined for none; ERR_PKCS11_AMBIGUOUS for several. */
+async function only(found: Promise<Handle[]>, what: string): Promise<Handle | undefined> {
+  const handles = await found;
+  if (handles.length > 1) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${handles.length} ${what}`);
+  return handles[0];
+}
