@@ -1,11 +1,13 @@
 // `npm run demo`: until the service exists, verify the real evidence shipped beside the
 // project (../shared/vectors) and the swtpm fixtures, and say what was checked.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { verifyCertify } from '../dist/appraisal/verify-certify.js';
 import { verifyQuote } from '../dist/appraisal/verify-quote.js';
 import { isAttestorError } from '../dist/errors.js';
+import { verifyEkCertificate } from '../dist/tpm/ek-certificate.js';
+import { rootStoreFromPemTexts } from '../dist/tpm/ek-roots.js';
 import { parsePcrFile } from '../dist/tpm/pcr-file.js';
 import { formatPcrSelection } from '../dist/tpm/pcr-selection.js';
 import { parseTpm2bPublic, parseTpmtPublic } from '../dist/tpm/public.js';
@@ -99,6 +101,33 @@ console.log(`Attestor demo: verifying real TPM evidence\n  vectors: ${vectors}\n
       if (expectRefusal) refused(`swtpm ${name} ${label}`, 'ERR_CERTIFY_KEY_ATTRIBUTES', run);
       else step(`swtpm ${name} ${label}: key is TPM-resident and its Name is what the AK certified`, () => void run());
     }
+  }
+}
+
+// 4. EK certificates: swtpm's (chained to its local CA) and the vendor root store shipped in fixtures/ek-roots.
+{
+  const base = `${root}fixtures/swtpm`;
+  const manifest = JSON.parse(readFileSync(`${base}/manifest.json`, 'utf8'));
+  const pem = (name) => ({ name, pem: readFileSync(`${base}/${name}`, 'utf8') });
+  const swtpmCa = rootStoreFromPemTexts([pem(manifest.caChain.root), pem(manifest.caChain.intermediate)]);
+  const vendorDir = `${root}fixtures/ek-roots`;
+  const vendors = rootStoreFromPemTexts(
+    readdirSync(vendorDir)
+      .filter((f) => f.endsWith('.pem'))
+      .map((name) => ({ name, pem: readFileSync(`${vendorDir}/${name}`, 'utf8') })),
+  );
+  for (const name of ['rsa', 'ecc']) {
+    const dir = manifest.dirs[name];
+    const cert = read(`${base}/${dir.ek.cert}`);
+    const ekPublic = parseTpm2bPublic(read(`${base}/${dir.ek.pub}`));
+    step(`swtpm ${name} EK certificate: chains to the local CA and certifies the TPM's EK`, () => {
+      const v = verifyEkCertificate(cert, swtpmCa, { ekPublic });
+      const m = v.info.manufacturer;
+      return `anchor ${v.anchor}, chain of ${v.chain.length}, EK key purpose ${v.info.hasEkKeyPurpose ? 'present' : 'absent'}; manufacturer ${m?.id ?? '?'}, model ${v.info.model ?? '?'}`;
+    });
+    refused(`swtpm ${name} EK certificate against the vendor roots (${vendors.anchors.length} anchors)`, 'ERR_EK_CERT_CHAIN', () =>
+      verifyEkCertificate(cert, vendors, { ekPublic }),
+    );
   }
 }
 
