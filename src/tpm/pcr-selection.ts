@@ -33,8 +33,8 @@ export function readPcrSelection(r: TpmReader): PcrBankSelection[] {
     if (size > PCR_SELECT_MAX) {
       throw new ParseError('ERR_TPM_BAD_VALUE', `${r.what}: sizeofSelect ${size} exceeds ${PCR_SELECT_MAX}`);
     }
-    if (banks.some((b) => b.hash.alg === hash.alg)) {
-      throw new ParseError('ERR_TPM_BAD_VALUE', `${r.what}: bank ${hash.name} is selected twice`);
+    for (const seen of banks) {
+      if (seen.hash.alg === hash.alg) throw new ParseError('ERR_TPM_BAD_VALUE', `${r.what}: bank ${hash.name} is selected twice`);
     }
     banks.push({ hash, pcrs: bitmapToPcrs(r.bytesOf(size, 'pcrSelections.pcrSelect')) });
   }
