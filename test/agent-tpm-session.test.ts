@@ -1,0 +1,231 @@
+/**
+ * The agent's TPM session (src/agent/tpm-session.ts) against a real swtpm: EK and its
+ * certificate, an AK created once and kept, quote, certify and sign with the identity key,
+ * activation, and the failures of a damaged state directory.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EK_CERT_INDEX, TpmSession } from '../src/agent/tpm-session.js';
+import { verifyCertify } from '../src/appraisal/verify-certify.js';
+import { verifyQuote } from '../src/appraisal/verify-quote.js';
+import { TPMA_OBJECT } from '../src/tpm/constants.js';
+import { verifyEkCertificate } from '../src/tpm/ek-certificate.js';
+import { rootStoreFromPemTexts } from '../src/tpm/ek-roots.js';
+import { makeCredential } from '../src/tpm/make-credential.js';
+import { objectName } from '../src/tpm/name.js';
+import { parseTpm2bPublic } from '../src/tpm/public.js';
+import { parseSignature } from '../src/tpm/signature.js';
+import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
+import { hexHandle, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
+import { rejection, transientHandles } from './native-helpers.js';
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+
+let sw: Swtpm;
+let stateSeq = 0;
+beforeAll(async () => {
+  sw = await startSwtpm();
+});
+afterAll(async () => {
+  await sw?.stop();
+});
+
+function newStateDir(): string {
+  return join(sw.dir, `agent-state-${stateSeq++}`);
+}
+
+/** Opens a session, runs `f`, and always closes it. */
+async function withSession<T>(opts: Partial<Parameters<typeof TpmSession.open>[0]>, f: (s: TpmSession) => Promise<T>): Promise<T> {
+  const session = await TpmSession.open({ tcti: sw.tcti, stateDir: newStateDir(), ...opts });
+  try {
+    return await f(session);
+  } finally {
+    await session.close();
+  }
+}
+
+function ekRoots() {
+  return rootStoreFromPemTexts([{ name: 'swtpm-localca', pem: sw.caCertPem }]);
+}
+
+describe('a session with the default keys (RSA EK, ECC AK)', () => {
+  let session: TpmSession;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = newStateDir();
+    session = await TpmSession.open({ tcti: sw.tcti, stateDir: dir });
+  });
+  afterAll(async () => {
+    await session?.close();
+  });
+
+  it('uses the RSA EK the certificate at 0x01c00002 certifies, which chains to the swtpm CA', async () => {
+    expect(session.ek.type).toBe('rsa');
+    const tools = (await tpm2(sw, ['tpm2_nvread', hexHandle(EK_CERT_INDEX.rsa), '-C', 'o'])).stdout;
+    expect(hex(session.ek.certificate!)).toBe(hex(tools));
+    const verified = verifyEkCertificate(session.ek.certificate!, ekRoots(), { ekPublic: parseTpm2bPublic(session.ek.public) });
+    expect(verified.anchor).toBe('swtpm-localca');
+  });
+
+  it('keeps the AK as tpm2-tools blobs, private to the agent', async () => {
+    const pub = parseTpm2bPublic(session.ak.public);
+    const { fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, restricted, sign } = TPMA_OBJECT;
+    expect(pub.type).toBe('ecc');
+    expect(pub.objectAttributes).toBe(fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign);
+    expect(hex(session.ak.name)).toBe(hex(objectName(pub)));
+    expect(hex(await readFile(join(dir, 'ak.pub')))).toBe(hex(session.ak.public));
+    for (const file of ['ak.pub', 'ak.priv']) expect((await stat(join(dir, file))).mode & 0o777).toBe(0o600);
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+  });
+
+  it('quotes a PCR selection with qualifying data; verifyQuote accepts it with the PCRs read', async () => {
+    const qualifyingData = randomBytes(32);
+    const selection = { sha256: [0, 1, 2, 3, 4, 5, 6, 7] };
+    const { attest, signature } = await session.quote(selection, qualifyingData);
+    const pcrs = await session.pcrRead(selection);
+    const verified = verifyQuote(parseTpm2bPublic(session.ak.public), { quote: attest, signature, pcrs }, { qualifyingData, requiredPcrs: selection });
+    expect(Object.keys(verified.pcrs.sha256!)).toHaveLength(8);
+  });
+
+  it('certifies the identity key with the AK; verifyCertify accepts it', async () => {
+    const key = await session.identityKey();
+    const keyPublic = parseTpm2bPublic(key.public);
+    expect(keyPublic.objectAttributes & TPMA_OBJECT.restricted).toBe(0);
+    expect(keyPublic.objectAttributes & TPMA_OBJECT.fixedTPM).toBe(TPMA_OBJECT.fixedTPM);
+    const qualifyingData = randomBytes(32);
+    const { attest, signature } = await session.certifyIdentityKey(qualifyingData);
+    verifyCertify(parseTpm2bPublic(session.ak.public), { keyPublic, certifyInfo: attest, signature }, { qualifyingData });
+  });
+
+  it('signs with the identity key', async () => {
+    const message = Buffer.from('proof of possession');
+    const signature = await session.signWithIdentityKey(createHash('sha256').update(message).digest());
+    verifyTpmSignature(parseTpm2bPublic((await session.identityKey()).public), message, parseSignature(signature));
+  });
+
+  it('activates a credential made for its EK and AK, and not one made for another Name', async () => {
+    const secret = randomBytes(32);
+    const ek = parseTpm2bPublic(session.ek.public);
+    const cred = makeCredential(ek, session.ak.name, secret);
+    expect(hex(await session.activate(cred.credentialBlob, cred.encryptedSecret))).toBe(hex(secret));
+
+    const wrong = makeCredential(ek, (await session.identityKey()).name, secret);
+    await rejection(session.activate(wrong.credentialBlob, wrong.encryptedSecret), 'ERR_TSS_COMMAND');
+    // The EK is flushed after a failed activation too: a second good one still works.
+    expect(hex(await session.activate(cred.credentialBlob, cred.encryptedSecret))).toBe(hex(secret));
+  });
+
+  it('runs concurrent operations of one session to completion', async () => {
+    const qualifyingData = randomBytes(16);
+    const ek = parseTpm2bPublic(session.ek.public);
+    const cred = makeCredential(ek, session.ak.name, qualifyingData);
+    const [quote, certify, secret] = await Promise.all([
+      session.quote({ sha256: [0] }, qualifyingData),
+      session.certifyIdentityKey(qualifyingData),
+      session.activate(cred.credentialBlob, cred.encryptedSecret),
+    ]);
+    expect(quote.attest.length).toBeGreaterThan(0);
+    expect(certify.attest.length).toBeGreaterThan(0);
+    expect(hex(secret)).toBe(hex(qualifyingData));
+  });
+
+  it('keeps the AK and identity key across sessions on the same state directory', async () => {
+    const identity = await session.identityKey();
+    const ak = session.ak;
+    await session.close();
+    // akType only applies to a new AK: the kept one is the one the verifier enrolled.
+    session = await TpmSession.open({ tcti: sw.tcti, stateDir: dir, akType: 'rsa' });
+    expect(hex(session.ak.public)).toBe(hex(ak.public));
+    expect(parseTpm2bPublic(session.ak.public).type).toBe('ecc');
+    expect(hex((await session.identityKey()).public)).toBe(hex(identity.public));
+  });
+
+  it('leaves only its AK and identity key loaded, and nothing after close()', async () => {
+    await session.identityKey();
+    expect((await transientHandles(sw)).split('\n')).toHaveLength(2);
+    await session.close();
+    expect(await transientHandles(sw)).toBe('');
+  });
+});
+
+describe('EK and AK choices', () => {
+  it('uses the ECC EK and its certificate at 0x01c0000a, with an RSA AK', async () => {
+    await withSession({ ekType: 'ecc', akType: 'rsa' }, async (s) => {
+      expect(s.ek.type).toBe('ecc');
+      const tools = (await tpm2(sw, ['tpm2_nvread', hexHandle(EK_CERT_INDEX.ecc), '-C', 'o'])).stdout;
+      expect(hex(s.ek.certificate!)).toBe(hex(tools));
+      verifyEkCertificate(s.ek.certificate!, ekRoots(), { ekPublic: parseTpm2bPublic(s.ek.public) });
+      expect(parseTpm2bPublic(s.ak.public).type).toBe('rsa');
+
+      const secret = randomBytes(32);
+      const cred = makeCredential(parseTpm2bPublic(s.ek.public), s.ak.name, secret);
+      expect(hex(await s.activate(cred.credentialBlob, cred.encryptedSecret))).toBe(hex(secret));
+
+      const qualifyingData = randomBytes(20);
+      const quote = await s.quote({ sha1: [0], sha256: [0, 7] }, qualifyingData);
+      const pcrs = await s.pcrRead({ sha1: [0], sha256: [0, 7] });
+      verifyQuote(parseTpm2bPublic(s.ak.public), { quote: quote.attest, signature: quote.signature, pcrs }, { qualifyingData, allowSha1: false });
+    });
+  });
+});
+
+describe('a damaged state directory', () => {
+  async function stateWithAk(): Promise<string> {
+    const dir = newStateDir();
+    const s = await TpmSession.open({ tcti: sw.tcti, stateDir: dir });
+    await s.close();
+    return dir;
+  }
+
+  it('refuses a state directory with only one AK blob (ERR_TPM_STATE)', async () => {
+    const dir = await stateWithAk();
+    await rm(join(dir, 'ak.priv'));
+    const e = await rejection(TpmSession.open({ tcti: sw.tcti, stateDir: dir }), 'ERR_TPM_STATE');
+    expect(e.message).toContain('ak.priv');
+  });
+
+  it('refuses an ak.pub that is not a TPM2B_PUBLIC (ERR_TPM_STATE)', async () => {
+    const dir = await stateWithAk();
+    await writeFile(join(dir, 'ak.pub'), Uint8Array.of(0, 4, 1, 2));
+    await rejection(TpmSession.open({ tcti: sw.tcti, stateDir: dir }), 'ERR_TPM_STATE');
+  });
+
+  it('refuses AK blobs this TPM cannot load, rather than making a new AK (ERR_TPM_STATE)', async () => {
+    const dir = await stateWithAk();
+    const priv = await readFile(join(dir, 'ak.priv'));
+    priv[priv.length - 1]! ^= 0x01;
+    await writeFile(join(dir, 'ak.priv'), priv);
+    const e = await rejection(TpmSession.open({ tcti: sw.tcti, stateDir: dir }), 'ERR_TPM_STATE');
+    expect(e.message).toMatch(/integrity/);
+    // The blobs were left as they were.
+    expect(hex(await readFile(join(dir, 'ak.priv')))).toBe(hex(priv));
+  });
+
+  it('does not leave objects loaded after a failed open', async () => {
+    expect(await transientHandles(sw)).toBe('');
+  });
+
+  it('reports an unreachable TPM as ERR_TSS_UNREACHABLE', async () => {
+    const dir = newStateDir();
+    await mkdir(dir);
+    await rejection(TpmSession.open({ tcti: 'swtpm:host=127.0.0.1,port=1', stateDir: dir }), 'ERR_TSS_UNREACHABLE');
+  });
+});
+
+describe('which EK "auto" picks (runs last: it removes the EK certificates)', () => {
+  it('takes the ECC EK when only its certificate is present, and RSA without a certificate when none is', async () => {
+    await tpm2(sw, ['tpm2_nvundefine', hexHandle(EK_CERT_INDEX.rsa), '-C', 'p']);
+    await withSession({}, async (s) => {
+      expect(s.ek.type).toBe('ecc');
+      expect(s.ek.certificate).not.toBeNull();
+    });
+    await tpm2(sw, ['tpm2_nvundefine', hexHandle(EK_CERT_INDEX.ecc), '-C', 'p']);
+    await withSession({}, async (s) => {
+      expect(s.ek.type).toBe('rsa');
+      expect(s.ek.certificate).toBeNull();
+    });
+  });
+});
