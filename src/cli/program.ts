@@ -1,11 +1,13 @@
 import { Command, CommanderError } from 'commander';
 import { isAttestorError } from '../errors.js';
+import { eventlogCommand } from './commands/eventlog.js';
 import { quoteCommand } from './commands/quote.js';
 import { describeError, UsageError, type CliIo } from './io.js';
 
 export function attestorProgram(io: CliIo): Command {
   const program = new Command('attestor').description('Attestor: TPM 2.0 attestation and identity issuance');
   program.addCommand(quoteCommand(io));
+  program.addCommand(eventlogCommand(io));
   return program;
 }
 
