@@ -1,9 +1,13 @@
 // `npm run bench`: every figure is a ratio against a baseline measured in the same run.
 import { fileURLToPath } from 'node:url';
+import { benchEventlog } from './bench/eventlog.mjs';
 import { benchQuote } from './bench/quote.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const sections = [['TPM quote verification', benchQuote]];
+const sections = [
+  ['TPM quote verification', benchQuote],
+  ['UEFI event log parse + replay', benchEventlog],
+];
 
 let failed = 0;
 for (const [title, run] of sections) {
