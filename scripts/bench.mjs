@@ -1,12 +1,14 @@
 // `npm run bench`: every figure is a ratio against a baseline measured in the same run.
 import { fileURLToPath } from 'node:url';
 import { benchEventlog } from './bench/eventlog.mjs';
+import { benchIma } from './bench/ima.mjs';
 import { benchQuote } from './bench/quote.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const sections = [
   ['TPM quote verification', benchQuote],
   ['UEFI event log parse + replay', benchEventlog],
+  ['IMA appraisal: full and incremental', benchIma],
 ];
 
 let failed = 0;

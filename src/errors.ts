@@ -88,6 +88,10 @@ export type ErrorCode =
   | 'ERR_IMA_FILE_NOT_ALLOWED'
   | 'ERR_IMA_DIGEST_NOT_ALLOWED'
   | 'ERR_IMA_VIOLATION'
+  // attestor-agent tpm commands (src/tpm/pcr-selection parsePcrSelectionSpec, src/cli/commands/tpm)
+  | 'ERR_PCR_SELECTION_SPEC'
+  | 'ERR_TPM_CAPABILITY'
+  | 'ERR_TPM_PCRS_UNSTABLE'
   // Input given to the CLI or API that is not TPM data
   | 'ERR_INPUT';
 

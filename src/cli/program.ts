@@ -1,45 +1,19 @@
-import { Command, CommanderError } from 'commander';
-import { isAttestorError } from '../errors.js';
+import { Command } from 'commander';
 import { eventlogCommand } from './commands/eventlog.js';
+import { imaCommand } from './commands/ima.js';
 import { quoteCommand } from './commands/quote.js';
-import { describeError, UsageError, type CliIo } from './io.js';
+import type { CliIo } from './io.js';
+import { runProgram } from './run.js';
 
 export function attestorProgram(io: CliIo): Command {
   const program = new Command('attestor').description('Attestor: TPM 2.0 attestation and identity issuance');
   program.addCommand(quoteCommand(io));
   program.addCommand(eventlogCommand(io));
+  program.addCommand(imaCommand(io));
   return program;
 }
 
-/** Commands added with addCommand() inherit nothing: apply output and exit handling to all. */
-function applyToAll(cmd: Command, io: CliIo): void {
-  cmd.exitOverride().configureOutput({ writeOut: io.out, writeErr: io.err });
-  for (const sub of cmd.commands) applyToAll(sub, io);
-}
-
-/**
- * Runs the CLI and returns the exit status: 0 success, 1 when the input was checked and
- * refused (the error code is printed), 2 when the command was called wrongly.
- */
-export async function runAttestor(argv: readonly string[], io: CliIo): Promise<number> {
-  const program = attestorProgram(io);
-  applyToAll(program, io);
-  try {
-    await program.parseAsync(argv, { from: 'user' });
-    return 0;
-  } catch (e) {
-    if (e instanceof CommanderError) {
-      // help and version are "errors" only to commander
-      return e.exitCode === 0 ? 0 : 2;
-    }
-    if (e instanceof UsageError) {
-      io.err(`error: ${e.message}\n`);
-      return 2;
-    }
-    if (isAttestorError(e)) {
-      io.err(describeError(e));
-      return 1;
-    }
-    throw e;
-  }
+/** Runs the attestor CLI and returns the exit status (see runProgram). */
+export function runAttestor(argv: readonly string[], io: CliIo): Promise<number> {
+  return runProgram(attestorProgram(io), argv, io);
 }

@@ -1,0 +1,15 @@
+import { Command } from 'commander';
+import { tpmCommand } from './commands/tpm.js';
+import type { CliIo } from './io.js';
+import { runProgram } from './run.js';
+
+export function agentProgram(io: CliIo): Command {
+  const program = new Command('attestor-agent').description("Attestor's agent on an attested host: its TPM, keys and evidence");
+  program.addCommand(tpmCommand(io));
+  return program;
+}
+
+/** Runs the attestor-agent CLI and returns the exit status (see runProgram). */
+export function runAgent(argv: readonly string[], io: CliIo): Promise<number> {
+  return runProgram(agentProgram(io), argv, io);
+}

@@ -1,0 +1,85 @@
+import { constants, hash, publicDecrypt, type KeyObject } from 'node:crypto';
+import { ParseError } from '../../errors.js';
+import { TpmReader } from '../../tpm/reader.js';
+import { withCode } from '../tcg-reader.js';
+import { verifyEcdsaDigest } from './ecdsa-digest.js';
+import { imaHashById, type ImaHashAlgo } from './hash-algos.js';
+
+/** security.ima xattr type of a digital signature (EVM_IMA_XATTR_DIGSIG, integrity.h). */
+const EVM_IMA_XATTR_DIGSIG = 0x03;
+const DIGSIG_VERSION_2 = 2;
+
+/**
+ * An IMA signature, `struct signature_v2_hdr` (security/integrity/integrity.h, packed,
+ * big-endian): u8 type (0x03), u8 version (2), u8 hash_algo (enum hash_algo), be32 keyid,
+ * be16 sig_size, then the signature over the file digest: RSASSA-PKCS1-v1_5 or DER ECDSA.
+ */
+export interface ImaSignature {
+  readonly hashAlgo: ImaHashAlgo;
+  /** The signer's key id as 8 hex digits (see imaKeyId). */
+  readonly keyId: string;
+  readonly signature: Uint8Array;
+}
+
+export function parseImaSignature(bytes: Uint8Array): ImaSignature {
+  return withCode('ERR_IMA_SIGNATURE_MALFORMED', () => {
+    const r = new TpmReader(bytes, 'IMA signature');
+    const type = r.u8('type');
+    const version = r.u8('version');
+    if (type !== EVM_IMA_XATTR_DIGSIG || version !== DIGSIG_VERSION_2) {
+      throw new ParseError('ERR_IMA_SIGNATURE_UNSUPPORTED', `IMA signature type 0x${type.toString(16)} version ${version}: only digsig v2 (0x03, 2) is verified`);
+    }
+    const algoId = r.u8('hash_algo');
+    const hashAlgo = imaHashById(algoId);
+    if (!hashAlgo) throw new ParseError('ERR_IMA_SIGNATURE_UNSUPPORTED', `IMA signature hash_algo ${algoId} is not known`);
+    const keyId = Buffer.from(r.bytesOf(4, 'keyid')).toString('hex');
+    const signature = r.bytesOf(r.u16('sig_size'), 'signature');
+    r.end();
+    return { hashAlgo, keyId, signature };
+  });
+}
+
+/**
+ * The v2 key id of a public key: the last 4 bytes of the SHA-1 of its subjectPublicKey bits
+ * (ima-evm-utils calc_keyid_v2; the same as an X.509 subject key identifier made by RFC 5280
+ * §4.2.1.2 method 1, which is how the kernel finds the key).
+ */
+export function imaKeyId(key: KeyObject): string {
+  let publicKeyBits: Buffer;
+  if (key.asymmetricKeyType === 'rsa') {
+    publicKeyBits = key.export({ type: 'pkcs1', format: 'der' });
+  } else {
+    // An uncompressed EC point, 0x04 || x || y.
+    const jwk = key.export({ format: 'jwk' });
+    publicKeyBits = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x as string, 'base64url'), Buffer.from(jwk.y as string, 'base64url')]);
+  }
+  return hash('sha1', publicKeyBits, 'buffer').subarray(16).toString('hex');
+}
+
+/** DigestInfo prefixes of EMSA-PKCS1-v1_5 (RFC 8017 §9.2, note 1). */
+const DIGEST_INFO_PREFIX: Readonly<Record<string, Buffer>> = {
+  sha1: Buffer.from('3021300906052b0e03021a05000414', 'hex'),
+  sha224: Buffer.from('302d300d06096086480165030402040500041c', 'hex'),
+  sha256: Buffer.from('3031300d060960864801650304020105000420', 'hex'),
+  sha384: Buffer.from('3041300d060960864801650304020205000430', 'hex'),
+  sha512: Buffer.from('3051300d060960864801650304020305000440', 'hex'),
+};
+
+/**
+ * Whether `sig` signs `digest` (the file digest IMA measured, with sig.hashAlgo) under `key`,
+ * as the kernel's asymmetric_verify checks it: PKCS#1 v1.5 for RSA, X9.62 for ECDSA.
+ */
+export function verifyImaSignature(sig: ImaSignature, digest: Uint8Array, key: KeyObject): boolean {
+  if (key.asymmetricKeyType === 'ec') return verifyEcdsaDigest(key, digest, sig.signature);
+  const prefix = DIGEST_INFO_PREFIX[sig.hashAlgo.name];
+  const modulusBytes = (key.asymmetricKeyDetails?.modulusLength ?? 0) / 8;
+  if (!prefix || sig.signature.length !== modulusBytes) return false;
+  let encoded: Buffer;
+  try {
+    // RSAVP1 and the EMSA-PKCS1-v1_5 padding check (RFC 8017 §8.2.2 steps 2-3).
+    encoded = publicDecrypt({ key, padding: constants.RSA_PKCS1_PADDING }, sig.signature);
+  } catch {
+    return false;
+  }
+  return encoded.equals(Buffer.concat([prefix, digest]));
+}

@@ -1,0 +1,43 @@
+import { p256, p384 } from '@noble/curves/nist.js';
+import type { KeyObject } from 'node:crypto';
+
+/*
+ * ECDSA verification over a digest that is already computed. IMA signatures sign the file
+ * digest the kernel measured, and the verifier only ever sees that digest, while node:crypto
+ * verifies messages only (it hashes them itself). @noble/curves (audited) verifies a digest
+ * directly with `prehash: false`.
+ */
+const CURVES = { prime256v1: p256, secp384r1: p384 } as const;
+
+type CurveName = keyof typeof CURVES;
+
+function curveOf(key: KeyObject): (typeof CURVES)[CurveName] | undefined {
+  const name = key.asymmetricKeyDetails?.namedCurve;
+  return key.asymmetricKeyType === 'ec' && name && name in CURVES ? CURVES[name as CurveName] : undefined;
+}
+
+/** Whether `key` is an EC public key on a curve this module verifies for. */
+export function isSupportedEcKey(key: KeyObject): boolean {
+  return curveOf(key) !== undefined;
+}
+
+// The raw public point per key object, so repeated verifications skip the export.
+const points = new WeakMap<KeyObject, Uint8Array>();
+
+/** Verifies a DER ECDSA-Sig-Value over `digest` (SEC 1 §4.1.4) with an EC P-256/P-384 public key. */
+export function verifyEcdsaDigest(key: KeyObject, digest: Uint8Array, derSignature: Uint8Array): boolean {
+  const curve = curveOf(key);
+  if (!curve) return false;
+  let point = points.get(key);
+  if (!point) {
+    const jwk = key.export({ format: 'jwk' });
+    point = new Uint8Array(Buffer.concat([Buffer.of(4), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]));
+    points.set(key, point);
+  }
+  try {
+    // High-S signatures are valid ECDSA (the kernel and OpenSSL accept them), hence lowS: false.
+    return curve.verify(derSignature, digest, point, { prehash: false, lowS: false, format: 'der' });
+  } catch {
+    return false;
+  }
+}
