@@ -1,5 +1,6 @@
 // `npm run bench`: every figure is a ratio against a baseline measured in the same run.
 import { fileURLToPath } from 'node:url';
+import { benchAgent } from './bench/agent.mjs';
 import { benchEventlog } from './bench/eventlog.mjs';
 import { benchIma } from './bench/ima.mjs';
 import { benchQuote } from './bench/quote.mjs';
@@ -9,6 +10,7 @@ const sections = [
   ['TPM quote verification', benchQuote],
   ['UEFI event log parse + replay', benchEventlog],
   ['IMA appraisal: full and incremental', benchIma],
+  ['Agent TPM operations: node-tss addon vs tpm2-tools on one swtpm', benchAgent],
 ];
 
 let failed = 0;

@@ -32,6 +32,7 @@ export type ErrorCode =
   | 'ERR_CERTIFY_NONCE_MISMATCH'
   | 'ERR_CERTIFY_NAME_MISMATCH'
   | 'ERR_CERTIFY_KEY_ATTRIBUTES'
+  | 'ERR_CERTIFY_SHA1_NOT_ALLOWED'
   // Credential activation (src/tpm/make-credential)
   | 'ERR_MAKECREDENTIAL_INPUT'
   // EK certificates (src/tpm/ek-certificate)

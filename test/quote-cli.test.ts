@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runAttestor } from '../src/cli/program.js';
-import { parsePcrFile } from '../src/tpm/pcr-file.js';
+import { encodePcrFile, parsePcrFile } from '../src/tpm/pcr-file.js';
 import { fixturePath, manifest } from './fixtures.js';
-import { buildPcrFile, buildQuote } from './helpers/tpm-builders.js';
+import { buildQuote } from './helpers/tpm-builders.js';
 import { vectorsDir } from './vectors.js';
 
 interface QuoteFiles {
@@ -109,7 +109,7 @@ describe('stricter than tpm2_checkquote where it has a CVE', () => {
     const f = bundles['tpm2-tools vector']!;
     const signed = parsePcrFile(new Uint8Array(readFileSync(f.pcrs))).sha256!;
     // The signed values of PCR 15, 16, 22 presented as PCR 0, 1, 2: same digest, other meaning.
-    const relabelled = buildPcrFile([{ bank: 'sha256', values: [[0, signed[15]!], [1, signed[16]!], [2, signed[22]!]] }]);
+    const relabelled = encodePcrFile({ sha256: { 0: signed[15]!, 1: signed[16]!, 2: signed[22]! } });
     const evil = { ...f, pcrs: write(relabelled) };
     const r = await attestor(verifyArgs(evil));
     expect(r.code).toBe(1);
@@ -127,7 +127,7 @@ describe('stricter than tpm2_checkquote where it has a CVE', () => {
       ak: write(publicKey.export({ format: 'pem', type: 'spki' }) as string),
       quote: write(quote),
       sig: write(sig),
-      pcrs: write(buildPcrFile([{ bank: 'sha256', values: [[16, values.get(16)!]] }])),
+      pcrs: write(encodePcrFile({ sha256: { 16: values.get(16)! } })),
       nonce: nonce.toString('hex'),
     };
     const r = await attestor(verifyArgs(f));

@@ -30,7 +30,10 @@ describe.each(Object.entries(manifest.dirs))('swtpm evidence: %s', (_name, dir: 
   });
 
   it('the quote verifies and yields the PCR values the TPM held', () => {
-    const v = verifyQuote(ak, evidence, { ...policy, requiredPcrs: { sha256: [0, 1, 2, 3, 16, 23], sha1: [16, 23] } });
+    const requiredPcrs = { sha256: [0, 1, 2, 3, 16, 23], sha1: [16, 23] };
+    // Relying on SHA-1 PCR values is legacy: refused unless allowed.
+    expect(codeOf(() => verifyQuote(ak, evidence, { ...policy, requiredPcrs }))).toBe('ERR_QUOTE_SHA1_NOT_ALLOWED');
+    const v = verifyQuote(ak, evidence, { ...policy, requiredPcrs, allowSha1: true });
     expect(formatPcrSelection(v.selection)).toBe(dir.quote.selection);
     const got = Object.fromEntries(
       Object.entries(v.pcrs).map(([bank, byIndex]) => [bank, Object.fromEntries(Object.entries(byIndex).map(([i, d]) => [i, hex(d)]))]),

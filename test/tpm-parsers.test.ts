@@ -3,13 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { AttestorError, ParseError } from '../src/errors.js';
 import { parseAttest } from '../src/tpm/attest.js';
 import { TPM_ALG } from '../src/tpm/constants.js';
-import { parsePcrFile } from '../src/tpm/pcr-file.js';
+import { encodePcrFile, parsePcrFile } from '../src/tpm/pcr-file.js';
+import { formatPcrSelection, parsePcrSelectionSpec } from '../src/tpm/pcr-selection.js';
 import { parseTpm2bPublic, parseTpmtPublic } from '../src/tpm/public.js';
 import { publicKeyOf } from '../src/tpm/public-key.js';
 import { parseSignature } from '../src/tpm/signature.js';
 import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
 import { codeOf } from './helpers/code-of.js';
-import { buildPcrFile, softAk, Writer } from './helpers/tpm-builders.js';
+import { softAk, Writer } from './helpers/tpm-builders.js';
 import { fixture, manifest } from './fixtures.js';
 import { vector } from './vectors.js';
 
@@ -179,7 +180,7 @@ describe('tpm2-tools PCR file', () => {
   it('writing the parsed values back gives tpm2-tools\' bytes exactly', () => {
     const bytes = vector(`${KEYLIME}quotepcr.out`);
     const values = parsePcrFile(bytes).sha256!;
-    const rebuilt = buildPcrFile([{ bank: 'sha256', values: Object.entries(values).map(([i, v]) => [Number(i), v]) }]);
+    const rebuilt = encodePcrFile({ sha256: values });
     expect(Buffer.from(rebuilt).equals(Buffer.from(bytes))).toBe(true);
   });
 
@@ -187,18 +188,75 @@ describe('tpm2-tools PCR file', () => {
     const file = parsePcrFile(fixture(manifest.dirs.rsa!.quote.pcrs));
     expect(Object.keys(file.sha256!).map(Number)).toEqual([0, 1, 2, 3, 16, 23]);
     expect(Object.keys(file.sha1!).map(Number)).toEqual([16, 23]);
-    const many = Array.from({ length: 24 }, (_, i): [number, Uint8Array] => [i, new Uint8Array(32).fill(i)]);
-    const parsed = parsePcrFile(buildPcrFile([{ bank: 'sha256', values: many }]));
+    const many = Object.fromEntries(Array.from({ length: 24 }, (_, i) => [i, new Uint8Array(32).fill(i)]));
+    const parsed = parsePcrFile(encodePcrFile({ sha256: many }));
     expect(parsed.sha256![23]![0]).toBe(23);
   });
 
   it('ERR_PCR_FILE_MALFORMED: wrong digest sizes, counts, and truncations', () => {
-    const sha1AsSha256 = buildPcrFile([{ bank: 'sha256', values: [[0, new Uint8Array(20)]] }]);
+    const sha1AsSha256 = new Uint8Array(encodePcrFile({ sha1: { 0: new Uint8Array(20) } }));
+    sha1AsSha256[4] = TPM_ALG.SHA256; // the bank's hash, little-endian
     expect(codeOf(() => parsePcrFile(sha1AsSha256))).toBe('ERR_PCR_FILE_MALFORMED');
     const b = new Uint8Array(vector(`${KEYLIME}quotepcr.out`));
     b[0x84] = 9; // nine digest lists for three PCRs
     expect(codeOf(() => parsePcrFile(b))).toBe('ERR_PCR_FILE_MALFORMED');
     expect(codeOf(() => parsePcrFile(b.subarray(0, 100)))).toBe('ERR_PCR_FILE_MALFORMED');
+  });
+
+  it('encodePcrFile keeps the banks in the order given, indexes ascending, and round-trips', () => {
+    const values = { sha256: { 7: new Uint8Array(32).fill(7), 0: new Uint8Array(32).fill(1) }, sha1: { 3: new Uint8Array(20).fill(3) } };
+    const bytes = encodePcrFile(values);
+    // Selection slots: sha256 first, then sha1 (UINT16 little-endian at 4 and 12).
+    expect([bytes[4], bytes[12]]).toEqual([TPM_ALG.SHA256, TPM_ALG.SHA1]);
+    const parsed = parsePcrFile(bytes);
+    expect(Object.keys(parsed)).toEqual(['sha256', 'sha1']);
+    expect(parsed.sha256![0]![0]).toBe(1);
+    expect(parsed.sha256![7]![0]).toBe(7);
+    // Digest order in the file is bank by bank, index ascending: PCR 0's value comes first.
+    expect(bytes[132 + 4 + 4 + 2]).toBe(1);
+    expect(encodePcrFile({}).length).toBe(136);
+  });
+
+  it('encodePcrFile refuses what the format cannot hold: ERR_TPM_BAD_VALUE, ERR_TPM_SIZE_MISMATCH, ERR_TPM_UNSUPPORTED_ALG', () => {
+    expect(codeOf(() => encodePcrFile({ sha256: { 24: new Uint8Array(32) } }))).toBe('ERR_TPM_BAD_VALUE');
+    const seventeen = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`bank${i}`, {}]));
+    expect(codeOf(() => encodePcrFile(seventeen))).toBe('ERR_TPM_BAD_VALUE');
+    expect(codeOf(() => encodePcrFile({ sha256: { 0: new Uint8Array(20) } }))).toBe('ERR_TPM_SIZE_MISMATCH');
+    expect(codeOf(() => encodePcrFile({ md5: { 0: new Uint8Array(16) } }))).toBe('ERR_TPM_UNSUPPORTED_ALG');
+  });
+});
+
+describe('PCR selection specs as tpm2-tools takes them', () => {
+  const banksOf = (spec: string) => parsePcrSelectionSpec(spec).map((b) => [b.hash.name, b.pcrs]);
+
+  it('reads banks joined by +, indexes in decimal or hex, "all"; sorted and without repeats', () => {
+    expect(banksOf('sha256:0,1,2,3,4,5,6,7')).toEqual([['sha256', [0, 1, 2, 3, 4, 5, 6, 7]]]);
+    expect(banksOf('sha256:7,0x10,7,1+sha1:23')).toEqual([
+      ['sha256', [1, 7, 16]],
+      ['sha1', [23]],
+    ]);
+    expect(banksOf('0xb:0+SHA384:2')).toEqual([
+      ['sha256', [0]],
+      ['sha384', [2]],
+    ]);
+    expect(banksOf('sha1:all')[0]![1]).toEqual(Array.from({ length: 24 }, (_, i) => i));
+    expect(formatPcrSelection(parsePcrSelectionSpec('sha256:3,1+sha1:7'))).toBe('sha256:1,3+sha1:7');
+  });
+
+  it.each([
+    ['empty', ''],
+    ['no colon', 'sha256'],
+    ['unknown bank', 'md5:0'],
+    ['unknown algorithm id', '0x99:0'],
+    ['empty list', 'sha256:'],
+    ['empty index', 'sha256:0,,1'],
+    ['index 24', 'sha256:24'],
+    ['negative index', 'sha256:-1'],
+    ['range syntax', 'sha256:0-7'],
+    ['bank twice', 'sha256:0+sha256:1'],
+    ['trailing +', 'sha256:0+'],
+  ])('ERR_PCR_SELECTION_SPEC: %s', (_name, spec) => {
+    expect(codeOf(() => parsePcrSelectionSpec(spec))).toBe('ERR_PCR_SELECTION_SPEC');
   });
 });
 

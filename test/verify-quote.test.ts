@@ -125,11 +125,12 @@ describe('quote invariants (each check has its own code)', () => {
     expect(codeOf(() => verifyQuote(akOf(sha384Ak), evidence(spec(), sha384Ak), policy))).toBe('ERR_SIGNATURE_SCHEME_MISMATCH');
   });
 
-  it('accepts either RSA scheme when the AK leaves the scheme NULL, and verifies RSAPSS', () => {
-    const open = softAk('rsa', { scheme: null });
-    expect(() => verifyQuote(akOf(open), evidence(spec(), open, { sigAlg: TPM_ALG.RSAPSS }), policy)).not.toThrow();
+  it('verifies RSAPSS for an RSAPSS AK; an AK without a signing scheme is no attestation key', () => {
     const pss = softAk('rsa', { scheme: TPM_ALG.RSAPSS });
     expect(() => verifyQuote(akOf(pss), evidence(spec(), pss, { sigAlg: TPM_ALG.RSAPSS }), policy)).not.toThrow();
+    // A TPM refuses to create a restricted signing key with a NULL scheme (TPM_RC_SCHEME).
+    const open = softAk('rsa', { scheme: null });
+    expect(codeOf(() => verifyQuote(akOf(open), evidence(spec(), open, { sigAlg: TPM_ALG.RSAPSS }), policy))).toBe('ERR_AK_ATTRIBUTES');
   });
 
   it('ERR_AK_ATTRIBUTES: a key that is not a restricted signing key cannot vouch for a quote', () => {
@@ -140,7 +141,7 @@ describe('quote invariants (each check has its own code)', () => {
   it('ERR_QUOTE_SHA1_NOT_ALLOWED: a SHA-1 signature by default', () => {
     const s = spec({ digestHash: 'sha1' });
     const quote = buildQuote(s);
-    const ak = softAk('rsa', { scheme: null });
+    const ak = softAk('rsa', { schemeHash: TPM_ALG.SHA1 });
     const ev = { quote, signature: ak.sign(quote, { hash: 'sha1' }), pcrs: pcrValuesOf(s) };
     expect(codeOf(() => verifyQuote(akOf(ak), ev, policy))).toBe('ERR_QUOTE_SHA1_NOT_ALLOWED');
     expect(() => verifyQuote(akOf(ak), ev, { ...policy, allowSha1: true })).not.toThrow();
@@ -160,7 +161,7 @@ describe('quote invariants (each check has its own code)', () => {
       'ERR_QUOTE_PCR_NOT_SIGNED',
     );
     // Present in another bank is not present: sha1 PCR 0 is not signed.
-    expect(codeOf(() => verifyQuote(akOf(), evidence(spec()), { ...policy, requiredPcrs: { sha1: [0] } }))).toBe(
+    expect(codeOf(() => verifyQuote(akOf(), evidence(spec()), { ...policy, requiredPcrs: { sha1: [0] }, allowSha1: true }))).toBe(
       'ERR_QUOTE_PCR_NOT_SIGNED',
     );
   });
@@ -199,12 +200,19 @@ describe('quote invariants (each check has its own code)', () => {
     expect(v.pcrs.sha256![10]).toBeUndefined();
   });
 
-  it('ERR_QUOTE_CLOCK_ROLLBACK: clock going back within one power cycle; allowed across a reset', () => {
+  it('ERR_QUOTE_CLOCK_ROLLBACK: clock going back without a reset, or resetCount going back', () => {
     const prev = { clock: 5000n, resetCount: 3, restartCount: 0, safe: true };
     expect(codeOf(() => checkQuoteProgress(prev, { ...prev, clock: 4999n }))).toBe('ERR_QUOTE_CLOCK_ROLLBACK');
-    expect(() => checkQuoteProgress(prev, { ...prev, clock: 5001n })).not.toThrow();
+    // A Restart (resume) saves the clock: it cannot go back either.
+    expect(codeOf(() => checkQuoteProgress(prev, { ...prev, clock: 10n, restartCount: 1 }))).toBe('ERR_QUOTE_CLOCK_ROLLBACK');
+    // A cleared TPM or a restored older state.
+    expect(codeOf(() => checkQuoteProgress(prev, { ...prev, clock: 9000n, resetCount: 2 }))).toBe('ERR_QUOTE_CLOCK_ROLLBACK');
+    expect(codeOf(() => checkQuoteProgress(prev, { ...prev, clock: 10n, resetCount: 0 }))).toBe('ERR_QUOTE_CLOCK_ROLLBACK');
+    expect(() => checkQuoteProgress(prev, { ...prev, clock: 5001n, restartCount: 1 })).not.toThrow();
     expect(() => checkQuoteProgress(prev, { ...prev, clock: 10n, resetCount: 4 })).not.toThrow();
-    expect(() => checkQuoteProgress(prev, { ...prev, clock: 10n, restartCount: 1 })).not.toThrow();
+    // Obfuscated counters keep their order modulo 2^32.
+    const high = { ...prev, resetCount: 0xffffffff };
+    expect(() => checkQuoteProgress(high, { ...high, clock: 10n, resetCount: 0 })).not.toThrow();
     expect(() => checkQuoteProgress(undefined, prev)).not.toThrow();
     // Through verifyQuote: the counters used are the signed ones.
     const v = verifyQuote(akOf(), evidence(spec({ clock: 4000n, resetCount: 3 })), policy);

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { PolicyError } from '../errors.js';
 import { TPMA_OBJECT, TPM_ALG, TPM_ECC } from '../tpm/constants.js';
 import type { TpmPublic } from '../tpm/public.js';
@@ -30,6 +31,10 @@ export function checkAttestationKey(ak: TpmPublic, options: { allowSha1?: boolea
   if (ak.type === 'ecc' && ak.curve !== TPM_ECC.NIST_P256 && ak.curve !== TPM_ECC.NIST_P384) {
     problems.push('ECC curve is not P-256 or P-384');
   }
+  // A TPM refuses to create a restricted signing key without a scheme (TPM_RC_SCHEME), so the
+  // AK always names the one scheme its signatures must use.
+  const schemes: readonly number[] = ak.type === 'rsa' ? [TPM_ALG.RSASSA, TPM_ALG.RSAPSS] : [TPM_ALG.ECDSA];
+  if (!ak.scheme || !schemes.includes(ak.scheme.scheme)) problems.push('no RSASSA, RSAPSS or ECDSA signing scheme');
   if (!options.allowSha1 && (ak.nameAlg === TPM_ALG.SHA1 || ak.scheme?.hashAlg === TPM_ALG.SHA1)) {
     problems.push('uses SHA-1');
   }
@@ -38,6 +43,25 @@ export function checkAttestationKey(ak: TpmPublic, options: { allowSha1?: boolea
   }
   passed.add(ak);
 }
+
+/**
+ * For an AK known only as a key (PEM input to the CLI): what can be checked without its
+ * public area. RSA of 2048 bits or more with a real exponent; ECC on P-256 or P-384.
+ */
+export function checkAttestationKeyObject(key: KeyObject): void {
+  if (checkedKeys.has(key)) return;
+  const d = key.asymmetricKeyDetails ?? {};
+  const exponent = d.publicExponent ?? 0n;
+  const ok =
+    key.type === 'public' &&
+    (key.asymmetricKeyType === 'rsa'
+      ? (d.modulusLength ?? 0) >= 2048 && exponent >= 3n && exponent % 2n === 1n
+      : key.asymmetricKeyType === 'ec' && (d.namedCurve === 'prime256v1' || d.namedCurve === 'secp384r1'));
+  if (!ok) throw new PolicyError('ERR_KEY_UNSUPPORTED', 'AK must be RSA (2048 bits or more) or ECC P-256/P-384');
+  checkedKeys.add(key);
+}
+
+const checkedKeys = new WeakSet<KeyObject>();
 
 const passedStrict = new WeakSet<TpmPublic>();
 const passedWithSha1 = new WeakSet<TpmPublic>();

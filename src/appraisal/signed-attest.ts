@@ -4,14 +4,14 @@ import { parseAttest, type Attest } from '../tpm/attest.js';
 import { TPM_ALG, TPM_GENERATED_VALUE, hex16 } from '../tpm/constants.js';
 import { parseSignature, type TpmSignature } from '../tpm/signature.js';
 import { verifyTpmSignature, type SigningKey } from '../tpm/verify-signature.js';
-import { checkAttestationKey } from './attestation-key.js';
+import { checkAttestationKey, checkAttestationKeyObject } from './attestation-key.js';
 
 /** What one kind of attestation (quote, certification) expects and how it names failures. */
 export interface AttestKind {
   readonly what: string;
   readonly type: number;
   readonly tpmSt: string;
-  readonly codes: { readonly magic: ErrorCode; readonly type: ErrorCode; readonly nonce: ErrorCode };
+  readonly codes: { readonly magic: ErrorCode; readonly type: ErrorCode; readonly nonce: ErrorCode; readonly sha1: ErrorCode };
 }
 
 /**
@@ -38,10 +38,11 @@ export function verifySignedAttest(
   }
   const signature = parseSignature(signatureBytes);
   if (!allowSha1 && signature.hash.alg === TPM_ALG.SHA1) {
-    throw new PolicyError('ERR_QUOTE_SHA1_NOT_ALLOWED', `${kind.what} is signed with SHA-1; legacy SHA-1 is not allowed`);
+    throw new PolicyError(kind.codes.sha1, `${kind.what} is signed with SHA-1; legacy SHA-1 is not allowed`);
   }
   // The magic means something only for a restricted signing key.
   if ('bytes' in ak) checkAttestationKey(ak, { allowSha1 });
+  else checkAttestationKeyObject(ak);
   verifyTpmSignature(ak, attestBytes, signature);
   if (!constantTimeEqual(attest.extraData, qualifyingData)) {
     throw new VerificationError(kind.codes.nonce, `${kind.what} qualifying data is not the issued challenge`);

@@ -1,6 +1,6 @@
 import { PolicyError, VerificationError } from '../errors.js';
 import type { Attest, CertifyInfo } from '../tpm/attest.js';
-import { TPMA_OBJECT, TPM_ST } from '../tpm/constants.js';
+import { TPMA_OBJECT, TPM_ALG, TPM_ST } from '../tpm/constants.js';
 import { objectName } from '../tpm/name.js';
 import type { TpmPublic } from '../tpm/public.js';
 import type { SigningKey } from '../tpm/verify-signature.js';
@@ -24,7 +24,7 @@ const CERTIFY: AttestKind = {
   what: 'certification',
   type: TPM_ST.ATTEST_CERTIFY,
   tpmSt: 'TPM_ST_ATTEST_CERTIFY',
-  codes: { magic: 'ERR_CERTIFY_MAGIC', type: 'ERR_CERTIFY_TYPE', nonce: 'ERR_CERTIFY_NONCE_MISMATCH' },
+  codes: { magic: 'ERR_CERTIFY_MAGIC', type: 'ERR_CERTIFY_TYPE', nonce: 'ERR_CERTIFY_NONCE_MISMATCH', sha1: 'ERR_CERTIFY_SHA1_NOT_ALLOWED' },
 };
 
 const RESIDENT = ['fixedTPM', 'fixedParent', 'sensitiveDataOrigin'] as const;
@@ -43,6 +43,10 @@ export function verifyCertify(ak: SigningKey, evidence: CertifyEvidence, policy:
     CERTIFY,
     policy.allowSha1,
   );
+  // The Name binds the key only as strongly as its hash.
+  if (evidence.keyPublic.nameAlg === TPM_ALG.SHA1 && !policy.allowSha1) {
+    throw new PolicyError('ERR_CERTIFY_SHA1_NOT_ALLOWED', 'certified key is named with SHA-1; legacy SHA-1 is not allowed');
+  }
   // verifySignedAttest checked the type is TPM_ST_ATTEST_CERTIFY.
   const { name } = attest.attested as CertifyInfo;
   if (!constantTimeEqual(name, objectName(evidence.keyPublic))) {

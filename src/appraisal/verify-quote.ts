@@ -1,5 +1,5 @@
 import { hash } from 'node:crypto';
-import { VerificationError } from '../errors.js';
+import { PolicyError, VerificationError } from '../errors.js';
 import type { Attest, ClockInfo, QuoteInfo } from '../tpm/attest.js';
 import { TPM_ST } from '../tpm/constants.js';
 import { formatPcrSelection, type PcrBankSelection, type PcrValues } from '../tpm/pcr-selection.js';
@@ -37,7 +37,7 @@ const QUOTE: AttestKind = {
   what: 'quote',
   type: TPM_ST.ATTEST_QUOTE,
   tpmSt: 'TPM_ST_ATTEST_QUOTE',
-  codes: { magic: 'ERR_QUOTE_MAGIC', type: 'ERR_QUOTE_TYPE', nonce: 'ERR_QUOTE_NONCE_MISMATCH' },
+  codes: { magic: 'ERR_QUOTE_MAGIC', type: 'ERR_QUOTE_TYPE', nonce: 'ERR_QUOTE_NONCE_MISMATCH', sha1: 'ERR_QUOTE_SHA1_NOT_ALLOWED' },
 };
 
 /**
@@ -58,6 +58,10 @@ export function verifyQuote(ak: SigningKey, evidence: QuoteEvidence, policy: Quo
   // verifySignedAttest checked the type is TPM_ST_ATTEST_QUOTE.
   const { pcrSelect, pcrDigest } = attest.attested as QuoteInfo;
   for (const [bank, indexes] of Object.entries(policy.requiredPcrs ?? {})) {
+    // A baseline that relies on SHA-1 PCR values is legacy too: SHA-1 extends can collide.
+    if (bank === 'sha1' && !policy.allowSha1) {
+      throw new PolicyError('ERR_QUOTE_SHA1_NOT_ALLOWED', 'the baseline requires sha1 PCRs; legacy SHA-1 is not allowed');
+    }
     const signed = pcrSelect.find((s) => s.hash.name === bank);
     const missing = indexes.filter((i) => !signed?.pcrs.includes(i));
     if (missing.length > 0) {

@@ -12,21 +12,21 @@ export interface ClockInfo {
   readonly safe: boolean;
 }
 
-/** TPMS_QUOTE_INFO (§10.12.4). */
+/** TPMS_QUOTE_INFO (Part 2 §10.12). */
 export interface QuoteInfo {
   readonly type: 'quote';
   readonly pcrSelect: PcrBankSelection[];
   readonly pcrDigest: Uint8Array;
 }
 
-/** TPMS_CERTIFY_INFO (§10.12.3). */
+/** TPMS_CERTIFY_INFO (Part 2 §10.12). */
 export interface CertifyInfo {
   readonly type: 'certify';
   readonly name: Uint8Array;
   readonly qualifiedName: Uint8Array;
 }
 
-/** TPMS_CREATION_INFO (§10.12.7). */
+/** TPMS_CREATION_INFO (Part 2 §10.12). */
 export interface CreationInfo {
   readonly type: 'creation';
   readonly objectName: Uint8Array;
@@ -40,7 +40,7 @@ export interface OtherInfo {
 
 export type AttestedInfo = QuoteInfo | CertifyInfo | CreationInfo | OtherInfo;
 
-/** TPMS_ATTEST (Part 2 §10.12.12): what TPM2_Quote, TPM2_Certify, ... sign. */
+/** TPMS_ATTEST (Part 2 §10.12, attestation structures): what TPM2_Quote, TPM2_Certify, ... sign. */
 export interface Attest {
   readonly magic: number;
   readonly type: number;
@@ -55,6 +55,8 @@ export interface Attest {
 const NAME_MAX = 66;
 /** sizeof(TPMU_HA): the largest digest (SHA-512). */
 const DIGEST_MAX = 64;
+/** TPM2B_DATA holds up to sizeof(TPMT_HA): a digest and its algorithm. */
+const DATA_MAX = 66;
 
 /**
  * Parses a TPMS_ATTEST. The magic is returned, not checked here: the verifiers check it and
@@ -65,7 +67,7 @@ export function parseAttest(bytes: Uint8Array): Attest {
   const magic = r.u32('magic');
   const type = r.u16('type');
   const qualifiedSigner = r.tpm2b('qualifiedSigner', NAME_MAX);
-  const extraData = r.tpm2b('extraData', DIGEST_MAX);
+  const extraData = r.tpm2b('extraData', DATA_MAX);
   const clockInfo = readClockInfo(r);
   const firmwareVersion = r.u64('firmwareVersion');
   const attested = readAttested(r, type);
@@ -83,7 +85,7 @@ function readClockInfo(r: TpmReader): ClockInfo {
   return { clock, resetCount, restartCount, safe: safe === 1 };
 }
 
-/** TPMU_ATTEST (§10.12.11), selected by the TPMI_ST_ATTEST type. */
+/** TPMU_ATTEST (Part 2 §10.12), selected by the TPMI_ST_ATTEST type. */
 function readAttested(r: TpmReader, type: number): AttestedInfo {
   switch (type) {
     case TPM_ST.ATTEST_QUOTE:
@@ -93,31 +95,31 @@ function readAttested(r: TpmReader, type: number): AttestedInfo {
     case TPM_ST.ATTEST_CREATION:
       return { type: 'creation', objectName: r.tpm2b('objectName', NAME_MAX), creationHash: r.tpm2b('creationHash', DIGEST_MAX) };
     case TPM_ST.ATTEST_TIME:
-      // TPMS_TIME_ATTEST_INFO (§10.12.6): TPMS_TIME_INFO then firmwareVersion.
+      // TPMS_TIME_ATTEST_INFO (Part 2 §10.12): TPMS_TIME_INFO then firmwareVersion.
       r.u64('time.time');
       readClockInfo(r);
       r.u64('time.firmwareVersion');
       return { type: 'time' };
     case TPM_ST.ATTEST_NV:
-      // TPMS_NV_CERTIFY_INFO (§10.12.8).
+      // TPMS_NV_CERTIFY_INFO (Part 2 §10.12).
       r.tpm2b('indexName', NAME_MAX);
       r.u16('offset');
       r.tpm2b('nvContents', 2048);
       return { type: 'nv' };
     case TPM_ST.ATTEST_NV_DIGEST:
-      // TPMS_NV_DIGEST_CERTIFY_INFO (§10.12.9).
+      // TPMS_NV_DIGEST_CERTIFY_INFO (Part 2 §10.12).
       r.tpm2b('indexName', NAME_MAX);
       r.tpm2b('nvDigest', DIGEST_MAX);
       return { type: 'nv-digest' };
     case TPM_ST.ATTEST_COMMAND_AUDIT:
-      // TPMS_COMMAND_AUDIT_INFO (§10.12.5).
+      // TPMS_COMMAND_AUDIT_INFO (Part 2 §10.12).
       r.u64('auditCounter');
       r.u16('digestAlg');
       r.tpm2b('auditDigest', DIGEST_MAX);
       r.tpm2b('commandDigest', DIGEST_MAX);
       return { type: 'command-audit' };
     case TPM_ST.ATTEST_SESSION_AUDIT:
-      // TPMS_SESSION_AUDIT_INFO (§10.12.6).
+      // TPMS_SESSION_AUDIT_INFO (Part 2 §10.12).
       r.u8('exclusiveSession');
       r.tpm2b('sessionDigest', DIGEST_MAX);
       return { type: 'session-audit' };

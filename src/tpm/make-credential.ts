@@ -91,11 +91,16 @@ interface Seed {
 /** Part 1 Annex B.10 (RSA secret sharing): a random seed, OAEP-encrypted with the nameAlg and label "IDENTITY". */
 function rsaSeed(ek: RsaPublic, hash: HashInfo, random: RandomSource): Seed {
   const seed = random(hash.size);
-  const encrypted = publicEncrypt(
-    { key: publicKeyOf(ek), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: hash.name, oaepLabel: Buffer.from('IDENTITY\0') },
-    seed,
-  );
-  return { seed, encryptedSecret: encrypted };
+  try {
+    const encrypted = publicEncrypt(
+      { key: publicKeyOf(ek), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: hash.name, oaepLabel: Buffer.from('IDENTITY\0') },
+      seed,
+    );
+    return { seed, encryptedSecret: encrypted };
+  } catch (e) {
+    // e.g. a seed of the nameAlg's size that does not fit OAEP under a small modulus.
+    throw input('EK cannot encrypt the seed with RSA-OAEP', e);
+  }
 }
 
 /** OpenSSL names and order sizes of the curves curveInfo knows (node's ECDH takes these names). */

@@ -1,5 +1,5 @@
 import { ParseError } from '../errors.js';
-import { hashInfo } from './constants.js';
+import { hashByName, hashInfo } from './constants.js';
 import { bitmapToPcrs, type PcrValues } from './pcr-selection.js';
 import { TpmReader } from './reader.js';
 
@@ -18,6 +18,9 @@ const SELECTION_SLOT_SIZE = 8;
 const SELECT_BYTES = 4;
 const DIGESTS_PER_LIST = 8;
 const DIGEST_SLOT = 64;
+/** tpm2-tools writes the selection as the TPM returns it: 3 bytes, PCRs 0..23. */
+const SELECT_BYTES_WRITTEN = 3;
+const DIGEST_LIST_SIZE = 4 + DIGESTS_PER_LIST * (2 + DIGEST_SLOT);
 
 export function parsePcrFile(bytes: Uint8Array): PcrValues {
   try {
@@ -78,4 +81,48 @@ function readPcrFile(r: TpmReader): PcrValues {
     out[bank.name] = values;
   }
   return out;
+}
+
+/**
+ * Writes `values` in the same format, as `tpm2_quote -o` does: banks in the order given (for
+ * a quote, the order of its signed selection, since tpm2_checkquote hashes the file's values in
+ * file order), indexes ascending, eight digests per TPML_DIGEST.
+ */
+export function encodePcrFile(values: PcrValues): Uint8Array {
+  const banks = Object.entries(values);
+  if (banks.length > SELECTION_SLOTS) throw new ParseError('ERR_TPM_BAD_VALUE', `PCR file: ${banks.length} banks, at most ${SELECTION_SLOTS}`);
+  const selection = Buffer.alloc(4 + SELECTION_SLOTS * SELECTION_SLOT_SIZE);
+  selection.writeUInt32LE(banks.length, 0);
+  const digests: Uint8Array[] = [];
+  banks.forEach(([name, byIndex], slot) => {
+    const hash = hashByName(name);
+    const at = 4 + slot * SELECTION_SLOT_SIZE;
+    selection.writeUInt16LE(hash.alg, at);
+    selection.writeUInt8(SELECT_BYTES_WRITTEN, at + 2);
+    for (const index of Object.keys(byIndex).map(Number).sort((a, b) => a - b)) {
+      if (!Number.isInteger(index) || index < 0 || index >= SELECT_BYTES_WRITTEN * 8) {
+        throw new ParseError('ERR_TPM_BAD_VALUE', `PCR file: ${name} PCR ${index} is not in 0..${SELECT_BYTES_WRITTEN * 8 - 1}`);
+      }
+      const digest = byIndex[index]!;
+      if (digest.length !== hash.size) {
+        throw new ParseError('ERR_TPM_SIZE_MISMATCH', `PCR file: ${name} PCR ${index} is ${digest.length} bytes, not ${hash.size}`);
+      }
+      selection[at + 3 + (index >> 3)]! |= 1 << (index & 7);
+      digests.push(digest);
+    }
+  });
+  const listCount = Math.ceil(digests.length / DIGESTS_PER_LIST);
+  const lists = Buffer.alloc(4 + listCount * DIGEST_LIST_SIZE);
+  lists.writeUInt32LE(listCount, 0);
+  for (let l = 0; l < listCount; l++) {
+    const chunk = digests.slice(l * DIGESTS_PER_LIST, (l + 1) * DIGESTS_PER_LIST);
+    const at = 4 + l * DIGEST_LIST_SIZE;
+    lists.writeUInt32LE(chunk.length, at);
+    chunk.forEach((digest, d) => {
+      const slot = at + 4 + d * (2 + DIGEST_SLOT);
+      lists.writeUInt16LE(digest.length, slot);
+      lists.set(digest, slot + 2);
+    });
+  }
+  return new Uint8Array(Buffer.concat([selection, lists]));
 }

@@ -1,5 +1,5 @@
 import { ParseError } from '../errors.js';
-import { hashInfo, type HashInfo } from './constants.js';
+import { hashByName, hashInfo, type HashInfo } from './constants.js';
 import type { TpmReader } from './reader.js';
 
 /** PCR values by bank name ("sha256") and index. */
@@ -54,4 +54,45 @@ export function bitmapToPcrs(bitmap: Uint8Array): number[] {
 /** "sha256:0,1,2+sha1:7" as tpm2-tools writes selections, for messages and CLI output. */
 export function formatPcrSelection(banks: readonly PcrBankSelection[]): string {
   return banks.map((b) => `${b.hash.name}:${b.pcrs.join(',')}`).join('+');
+}
+
+/** PCRs a PC Client TPM implements (TPMS_PCR_SELECTION of PCR_SELECT_MIN = 3 bytes). */
+const PCR_COUNT = 24;
+
+/**
+ * A PCR selection as tpm2-tools takes it (`tpm2_quote -l`, `tpm2_pcrread`): banks joined by
+ * "+", each `bank:pcrs` where bank is a hash name ("sha256") or algorithm id ("0xb") and pcrs
+ * is "all" or a comma list of indexes (decimal or 0x hex). Indexes come back ascending, without
+ * repeats; a bank may appear once. Any other text is ERR_PCR_SELECTION_SPEC.
+ */
+export function parsePcrSelectionSpec(spec: string): PcrBankSelection[] {
+  const banks: PcrBankSelection[] = [];
+  for (const part of spec.split('+')) {
+    const colon = part.indexOf(':');
+    if (colon < 0) throw selectionError(spec, `"${part}" is not bank:pcrs`);
+    const hash = selectionBank(spec, part.slice(0, colon));
+    if (banks.some((b) => b.hash.alg === hash.alg)) throw selectionError(spec, `bank ${hash.name} appears twice`);
+    const list = part.slice(colon + 1);
+    const pcrs = list === 'all' ? Array.from({ length: PCR_COUNT }, (_, i) => i) : list.split(',').map((p) => selectionIndex(spec, p));
+    banks.push({ hash, pcrs: [...new Set(pcrs)].sort((a, b) => a - b) });
+  }
+  return banks;
+}
+
+function selectionBank(spec: string, bank: string): HashInfo {
+  try {
+    return /^(0x[0-9a-f]+|[0-9]+)$/i.test(bank) ? hashInfo(Number(bank), 'bank') : hashByName(bank);
+  } catch (e) {
+    throw selectionError(spec, `"${bank}" is not a PCR bank this TPM code supports`, e);
+  }
+}
+
+function selectionIndex(spec: string, text: string): number {
+  const index = /^(0x[0-9a-f]+|[0-9]+)$/i.test(text) ? Number(text) : NaN;
+  if (Number.isNaN(index) || index >= PCR_COUNT) throw selectionError(spec, `"${text}" is not a PCR index 0..${PCR_COUNT - 1}`);
+  return index;
+}
+
+function selectionError(spec: string, problem: string, cause?: unknown): ParseError {
+  return new ParseError('ERR_PCR_SELECTION_SPEC', `PCR selection "${spec}": ${problem}`, cause === undefined ? undefined : { cause });
 }

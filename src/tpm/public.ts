@@ -77,6 +77,10 @@ export function readTpmtPublic(r: TpmReader): TpmPublic {
       throw new ParseError('ERR_TPM_BAD_VALUE', `TPMT_PUBLIC: RSA keyBits ${keyBits} is not a TPM key size`);
     }
     const rawExponent = r.u32('exponent');
+    // An even or unit exponent is no RSA key: e = 1 would make any padded digest a "signature".
+    if (rawExponent !== 0 && (rawExponent < 3 || rawExponent % 2 === 0)) {
+      throw new ParseError('ERR_TPM_BAD_VALUE', `TPMT_PUBLIC: RSA exponent ${rawExponent} is not an odd number >= 3`);
+    }
     // TPM2B_PUBLIC_KEY_RSA (Part 2 §11.2.4.5): the modulus, at most 512 bytes.
     const modulus = r.tpm2b('unique.rsa', 512);
     if (modulus.length !== 0 && modulus.length !== keyBits / 8) {
@@ -84,6 +88,10 @@ export function readTpmtPublic(r: TpmReader): TpmPublic {
         'ERR_TPM_SIZE_MISMATCH',
         `TPMT_PUBLIC: RSA modulus is ${modulus.length} bytes, keyBits says ${keyBits / 8}`,
       );
+    }
+    // A TPM-generated modulus has exactly keyBits bits and is odd; anything else is forged.
+    if (modulus.length !== 0 && ((modulus[0]! & 0x80) === 0 || (modulus[modulus.length - 1]! & 1) === 0)) {
+      throw new ParseError('ERR_TPM_BAD_VALUE', `TPMT_PUBLIC: RSA modulus is not an odd ${keyBits}-bit number`);
     }
     return {
       type: 'rsa',

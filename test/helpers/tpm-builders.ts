@@ -179,30 +179,3 @@ export function buildCertify(spec: { extraData: Uint8Array; name: Uint8Array; ma
     .tpm2b(spec.name)
     .done();
 }
-
-/** tpm2-tools' serialized PCR file (see src/tpm/pcr-file.ts), little-endian C structures. */
-export function buildPcrFile(banks: Array<{ bank: 'sha1' | 'sha256'; values: Array<[number, Uint8Array]> }>): Uint8Array {
-  const sel = Buffer.alloc(4 + 16 * 8);
-  sel.writeUInt32LE(banks.length, 0);
-  banks.forEach(({ bank, values }, i) => {
-    sel.writeUInt16LE(hashByName(bank).alg, 4 + i * 8);
-    sel.writeUInt8(3, 6 + i * 8);
-    for (const [index] of values) sel[7 + i * 8 + (index >> 3)]! |= 1 << (index & 7);
-  });
-  // Values in the file's own selection order: ascending per bank.
-  const digests = banks.flatMap(({ values }) => [...values].sort((a, b) => a[0] - b[0]).map(([, v]) => v));
-  const lists: Buffer[] = [];
-  for (let i = 0; i < digests.length; i += 8) {
-    const list = Buffer.alloc(4 + 8 * 66);
-    const chunk = digests.slice(i, i + 8);
-    list.writeUInt32LE(chunk.length, 0);
-    chunk.forEach((d, j) => {
-      list.writeUInt16LE(d.length, 4 + j * 66);
-      Buffer.from(d).copy(list, 6 + j * 66);
-    });
-    lists.push(list);
-  }
-  const count = Buffer.alloc(4);
-  count.writeUInt32LE(lists.length, 0);
-  return new Uint8Array(Buffer.concat([sel, count, ...lists]));
-}

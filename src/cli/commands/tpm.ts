@@ -235,7 +235,7 @@ export interface EkCertificateReport {
   readonly error?: { readonly code: string; readonly message: string };
 }
 
-export async function readTpmInfo(tpm: Tpm, store: EkRootStore): Promise<TpmInfo> {
+async function readTpmInfo(tpm: Tpm, store: EkRootStore): Promise<TpmInfo> {
   const p = await tpm.getProperties(PT.FAMILY_INDICATOR, IDENTITY_PROPERTIES);
   const text = (...props: number[]) => {
     const values = props.map((prop) => p.get(prop));
@@ -306,7 +306,7 @@ function checkEkCertificate(der: Uint8Array, store: EkRootStore, ekPublic?: TpmP
   }
 }
 
-export function formatTpmInfo(info: TpmInfo): string {
+function formatTpmInfo(info: TpmInfo): string {
   const line = (label: string, value: string | undefined, indent = '') => `${indent}${label.padEnd(16 - indent.length)}${value ?? '(not reported)'}\n`;
   const { spec } = info;
   const fw = info.firmwareVersion?.padStart(16, '0');
