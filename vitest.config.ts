@@ -8,6 +8,5 @@ export default defineConfig({
     // swtpm and SoftHSM instances are per file; two workers match the CI machine's cores.
     pool: 'forks',
     maxWorkers: 2,
-    reporters: process.env.CI_JSON_REPORT ? ['default', ['json', { outputFile: process.env.CI_JSON_REPORT }]] : ['default'],
   },
 });

@@ -24,12 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm ci only when the lockfile differs from the one last installed.
-stamp=node_modules/.attestor-installed-lock
-if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+# npm ci only when the lockfile or the Node.js version (native modules' ABI) changed since.
+stamp=node_modules/.attestor-installed
+want="$(node --version) $(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "npm ci"
   npm ci --no-fund --no-audit
-  cp package-lock.json "$stamp"
+  printf '%s' "$want" > "$stamp"
 fi
 
 # TypeScript build when any source or config is newer than the last build.
@@ -44,13 +45,23 @@ fi
 # The agent's addon, when its sources exist.
 if [ -f native/binding.gyp ]; then
   addon=native/build/Release/node_tss.node
-  if [ ! -f "$addon" ] || [ -n "$(find native -path native/build -prune -o -newer "$addon" -type f -print -quit)" ]; then
+  addon_stamp=native/build/.node-version
+  if [ ! -f "$addon" ] || [ "$(cat "$addon_stamp" 2>/dev/null)" != "$(node --version)" ] ||
+    [ -n "$(find native -path native/build -prune -o -path native/node_modules -prune -o -newer "$addon" -type f -print -quit)" ]; then
     say "building native addon node-tss"
     # Build against the headers of the Node.js that runs us when they are installed
     # (Debian's nodejs ships them), so node-gyp never needs to download any.
     nodedir="$(node -p 'require("path").resolve(process.execPath, "../..")')"
     nodedir_flag=()
     [ -f "$nodedir/include/node/node.h" ] && nodedir_flag=(--nodedir="$nodedir")
-    node_modules/.bin/node-gyp rebuild --directory native "${nodedir_flag[@]}" >/dev/null
+    log="$(mktemp)"
+    if ! node_modules/.bin/node-gyp rebuild --directory native "${nodedir_flag[@]}" >"$log" 2>&1; then
+      cat "$log" >&2
+      rm -f "$log"
+      say "the native addon failed to build (see above); the verifier does not need it"
+      exit 1
+    fi
+    rm -f "$log"
+    node --version > "$addon_stamp"
   fi
 fi

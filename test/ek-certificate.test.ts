@@ -375,6 +375,23 @@ describe('EK certificates made here (chains, constraints, vendor quirks)', () =>
     expect(verifyEkCertificate(leaf.pem, both).chain).toHaveLength(3);
   });
 
+  it('ERR_EK_CERT_MALFORMED: more intermediates sent along than a real EK chain has', () => {
+    const five = Array.from({ length: 5 }, () => intermediate.der);
+    expect(codeOf(() => verifyEkCertificate(leaf.der, rootStore, { extraIntermediates: five }))).toBe('ERR_EK_CERT_MALFORMED');
+    expect(verifyEkCertificate(leaf.der, rootStore, { extraIntermediates: five.slice(0, 4) }).chain).toHaveLength(3);
+  });
+
+  it('ERR_EK_CERT_MALFORMED: an RSA key with an exponent above 65537 (each verification would cost more)', async () => {
+    const big = await generate({
+      name: 'RSASSA-PKCS1-v1_5',
+      modulusLength: 1024,
+      publicExponent: new Uint8Array([1, 0, 3]),
+      hash: 'SHA-256',
+    });
+    const cert = await issue({ subject: 'CN=Big Exponent', keys: big, ca: {} });
+    expect(codeOf(() => parseEkCertificate(cert.der))).toBe('ERR_EK_CERT_MALFORMED');
+  });
+
   it('refuses an EK certificate whose intermediate is neither in the store nor sent along', () => {
     expect(codeOf(() => verifyEkCertificate(leaf.der, rootStore))).toBe('ERR_EK_CERT_CHAIN');
     expect(codeOf(() => verifyEkCertificate(leaf.der, rootStore, { extraIntermediates: ['garbage'] }))).toBe('ERR_EK_CERT_MALFORMED');
@@ -514,21 +531,25 @@ describe('EK certificates made here (chains, constraints, vendor quirks)', () =>
       intermediates.push(issuer);
     }
     const ek = await issue({ issuer, keys: ecLeafKeys, ek: true });
-    const extraIntermediates = intermediates.map((c) => c.der);
-    expect(() => verifyEkCertificate(ek.der, rootStore, { extraIntermediates })).toThrow(/more than 6 intermediates/);
-    expect(codeOf(() => verifyEkCertificate(ek.der, rootStore, { extraIntermediates }))).toBe('ERR_EK_CERT_CHAIN');
+    // In the store: at most four intermediates may be sent along.
+    const deep = rootStoreFromPemTexts([
+      { name: 'root.pem', pem: root.pem },
+      ...intermediates.map((c, i) => ({ name: `level-${i + 1}.pem`, pem: c.pem })),
+    ]);
+    expect(() => verifyEkCertificate(ek.der, deep)).toThrow(/more than 6 intermediates/);
+    expect(codeOf(() => verifyEkCertificate(ek.der, deep))).toBe('ERR_EK_CERT_CHAIN');
     const six = await issue({ issuer: intermediates[5]!, keys: ecLeafKeys, ek: true });
-    expect(verifyEkCertificate(six.der, rootStore, { extraIntermediates }).chain).toHaveLength(8);
+    expect(verifyEkCertificate(six.der, deep).chain).toHaveLength(8);
   });
 
-  it('gives up on intermediates that all sign each other instead of trying every ordering', async () => {
-    // Same name and key: each one verifies every other, so an unbounded search would try 12^6 paths.
+  it('refuses, without trying every ordering, intermediates that all sign each other', async () => {
+    // Same name and key: each one verifies every other; the search must end with no anchor.
     const loop = await Promise.all(
-      Array.from({ length: 12 }, () => issue({ subject: 'CN=Loop', issuerName: 'CN=Loop', keys: ecLeafKeys, ca: {} })),
+      Array.from({ length: 4 }, () => issue({ subject: 'CN=Loop', issuerName: 'CN=Loop', keys: ecLeafKeys, ca: {} })),
     );
     const ek = await issue({ issuer: loop[0], keys: ecLeafKeys, ek: true });
     const extraIntermediates = loop.map((c) => c.der);
-    expect(() => verifyEkCertificate(ek.der, rootStore, { extraIntermediates })).toThrow(/gave up after examining/);
+    expect(codeOf(() => verifyEkCertificate(ek.der, rootStore, { extraIntermediates }))).toBe('ERR_EK_CERT_CHAIN');
   });
 
   it('refuses a store whose certificates only certify each other', async () => {

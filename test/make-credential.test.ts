@@ -228,6 +228,13 @@ describe('makeCredential (pure)', () => {
       expectInputError(() => makeCredential(rsa, badName, secret));
     });
 
+    it('an RSA EK too small for an OAEP-wrapped seed of its nameAlg (RSA-1024, SHA-512)', () => {
+      const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey;
+      const modulus = Buffer.from(small.export({ format: 'jwk' }).n!, 'base64url');
+      const ek: TpmPublic = { ...rsa, nameAlg: TPM_ALG.SHA512, keyBits: 1024, modulus };
+      expectInputError(() => makeCredential(ek, nameOf(TPM_ALG.SHA512, Buffer.alloc(64)), secret));
+    });
+
     it('a random source that never gives a valid ECC scalar', () => {
       expectInputError(() => makeCredential(ecc, name, secret, (n) => new Uint8Array(n)));
     });

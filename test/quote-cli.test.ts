@@ -92,14 +92,17 @@ describe.each(Object.entries(bundles))('attestor quote verify decides like tpm2_
     if (ours.code === 1) expect(ours.err).toMatch(/^error: ERR_[A-Z0-9_]+: /);
   });
 
-  it('--json prints the verified PCR values; PEM AKs are accepted', async () => {
-    const r = await attestor(verifyArgs(files, ['--json']));
-    expect(r.code).toBe(0);
-    const json = JSON.parse(r.out);
-    expect(json.valid).toBe(true);
-    const fromFile = parsePcrFile(new Uint8Array(readFileSync(files.pcrs)));
-    for (const [bank, byIndex] of Object.entries(fromFile)) {
-      for (const [i, v] of Object.entries(byIndex)) expect(json.pcrs[bank][i]).toBe(Buffer.from(v).toString('hex'));
+  it('--json prints the verified PCR values, with the AK as TPM2B_PUBLIC or as PEM', async () => {
+    const pem = files.ak.replace(/ak\.pub$/, files.ak.includes('keylime') ? 'akpub.pem' : 'ak.pem');
+    for (const ak of [files.ak, pem]) {
+      const r = await attestor(verifyArgs({ ...files, ak }, ['--json']));
+      expect(r.code, r.err).toBe(0);
+      const json = JSON.parse(r.out);
+      expect(json.valid).toBe(true);
+      const fromFile = parsePcrFile(new Uint8Array(readFileSync(files.pcrs)));
+      for (const [bank, byIndex] of Object.entries(fromFile)) {
+        for (const [i, v] of Object.entries(byIndex)) expect(json.pcrs[bank][i]).toBe(Buffer.from(v).toString('hex'));
+      }
     }
   });
 });
@@ -147,6 +150,17 @@ describe('usage errors exit 2', () => {
     const r = await attestor(args);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/error/);
+  });
+
+  it('ERR_KEY_UNSUPPORTED: a PEM key that cannot be an AK (secp256k1, RSA-1024)', async () => {
+    for (const key of [
+      generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).publicKey,
+      generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey,
+    ]) {
+      const r = await attestor(verifyArgs({ ...f, ak: write(key.export({ format: 'pem', type: 'spki' }) as string) }));
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/^error: ERR_KEY_UNSUPPORTED: /);
+    }
   });
 
   it('malformed input files exit 1 with a code', async () => {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { checkAttestationKey } from '../src/appraisal/attestation-key.js';
 import { verifyCertify } from '../src/appraisal/verify-certify.js';
 import { verifyQuote } from '../src/appraisal/verify-quote.js';
-import { TPMA_OBJECT } from '../src/tpm/constants.js';
+import { TPMA_OBJECT, TPM_ALG } from '../src/tpm/constants.js';
 import { objectName } from '../src/tpm/name.js';
 import { parsePcrFile } from '../src/tpm/pcr-file.js';
 import { formatPcrSelection } from '../src/tpm/pcr-selection.js';
@@ -95,4 +95,17 @@ it('ERR_CERTIFY_MAGIC: a signed certify structure without TPM_GENERATED_VALUE', 
   expect(codeOf(() => verifyCertify(keyPublic, ev, { qualifyingData: Uint8Array.of(1) }))).toBe('ERR_CERTIFY_MAGIC');
   const good = buildCertify({ extraData: Uint8Array.of(1), name: objectName(keyPublic) });
   expect(() => verifyCertify(keyPublic, { ...ev, certifyInfo: good, signature: ak.sign(good) }, { qualifyingData: Uint8Array.of(1) })).not.toThrow();
+});
+
+it('ERR_CERTIFY_SHA1_NOT_ALLOWED: a key named with SHA-1 (or a SHA-1 signature) unless allowed', () => {
+  const ak = softAk('ecc');
+  const akPublic = parseTpm2bPublic(ak.public);
+  const sha1Named = { ...akPublic, nameAlg: TPM_ALG.SHA1 };
+  const info = buildCertify({ extraData: Uint8Array.of(1), name: objectName(sha1Named) });
+  const ev = { keyPublic: sha1Named, certifyInfo: info, signature: ak.sign(info) };
+  expect(codeOf(() => verifyCertify(akPublic, ev, { qualifyingData: Uint8Array.of(1) }))).toBe('ERR_CERTIFY_SHA1_NOT_ALLOWED');
+  expect(() => verifyCertify(akPublic, ev, { qualifyingData: Uint8Array.of(1), allowSha1: true })).not.toThrow();
+  const good = buildCertify({ extraData: Uint8Array.of(1), name: objectName(akPublic) });
+  const sha1Signed = { keyPublic: akPublic, certifyInfo: good, signature: ak.sign(good, { hash: 'sha1' }) };
+  expect(codeOf(() => verifyCertify(akPublic, sha1Signed, { qualifyingData: Uint8Array.of(1) }))).toBe('ERR_CERTIFY_SHA1_NOT_ALLOWED');
 });

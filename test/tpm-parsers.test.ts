@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AttestorError, ParseError } from '../src/errors.js';
@@ -5,6 +6,7 @@ import { parseAttest } from '../src/tpm/attest.js';
 import { TPM_ALG } from '../src/tpm/constants.js';
 import { encodePcrFile, parsePcrFile } from '../src/tpm/pcr-file.js';
 import { formatPcrSelection, parsePcrSelectionSpec } from '../src/tpm/pcr-selection.js';
+import { objectName } from '../src/tpm/name.js';
 import { parseTpm2bPublic, parseTpmtPublic } from '../src/tpm/public.js';
 import { publicKeyOf } from '../src/tpm/public-key.js';
 import { parseSignature } from '../src/tpm/signature.js';
@@ -12,7 +14,7 @@ import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
 import { codeOf } from './helpers/code-of.js';
 import { softAk, Writer } from './helpers/tpm-builders.js';
 import { fixture, manifest } from './fixtures.js';
-import { vector } from './vectors.js';
+import { vector, vectorsDir } from './vectors.js';
 
 const KEYLIME = 'quote-bundles/keylime-tpm2-tools/';
 const samples = {
@@ -89,6 +91,17 @@ describe('TPMT_PUBLIC details', () => {
     expect(publicKeyOf(parseTpmtPublic(rsaPublic({}))).export({ format: 'jwk' }).e).toBe('AQAB');
   });
 
+  it('ERR_TPM_BAD_VALUE: RSA values no TPM would make (e = 1, even e, short or even modulus)', () => {
+    // With e = 1 the "signature" of a digest would be its own padding: a forgery.
+    for (const exponent of [1, 2, 65536]) expect(codeOf(() => parseTpmtPublic(rsaPublic({ exponent })))).toBe('ERR_TPM_BAD_VALUE');
+    const short = new Uint8Array(keylimeAk.modulus);
+    short[0] = 0x00;
+    expect(codeOf(() => parseTpmtPublic(rsaPublic({ modulus: short })))).toBe('ERR_TPM_BAD_VALUE');
+    const even = new Uint8Array(keylimeAk.modulus);
+    even[even.length - 1]! &= 0xfe;
+    expect(codeOf(() => parseTpmtPublic(rsaPublic({ modulus: even })))).toBe('ERR_TPM_BAD_VALUE');
+  });
+
   it('ERR_TPM_SIZE_MISMATCH: a modulus that is not keyBits long', () => {
     expect(codeOf(() => parseTpmtPublic(rsaPublic({ keyBits: 3072 })))).toBe('ERR_TPM_SIZE_MISMATCH');
   });
@@ -129,6 +142,29 @@ describe('TPMS_ATTEST, TPML_PCR_SELECTION and TPMT_SIGNATURE details', () => {
   const quote = vector(`${KEYLIME}quote.out`);
   // Offsets in the vector: magic(4) type(2) signer(2+34) extraData(2+20) clock(17) fw(8) = 89.
   const selectionAt = 4 + 2 + 36 + 22 + 17 + 8;
+
+  it('parses a real CREATION attestation (GCE AK) with its signer and firmware version', () => {
+    const j = JSON.parse(readFileSync(`${vectorsDir}/quote-bundles/windows_gcp_shielded_vm.json`, 'utf8'));
+    const b64 = (x: string) => new Uint8Array(Buffer.from(x, 'base64'));
+    const ak = parseTpmtPublic(b64(j.AK.Public));
+    const creation = parseAttest(b64(j.AK.CreateAttestation));
+    const quoteAttest = parseAttest(b64(j.Quote.Quote));
+    expect(creation.attested.type).toBe('creation');
+    if (creation.attested.type !== 'creation') throw new Error('unreachable');
+    // The creation attestation is about the AK itself, signed by it (go-attestation's AK proof).
+    expect(Buffer.from(creation.attested.objectName).equals(Buffer.from(objectName(ak)))).toBe(true);
+    expect(creation.attested.creationHash).toHaveLength(32);
+    expect(Buffer.from(creation.qualifiedSigner).equals(Buffer.from(quoteAttest.qualifiedSigner))).toBe(true);
+    expect(creation.firmwareVersion).toBe(quoteAttest.firmwareVersion);
+    expect(() => verifyTpmSignature(ak, b64(j.AK.CreateAttestation), parseSignature(b64(j.AK.CreateSignature)))).not.toThrow();
+  });
+
+  it('accepts qualifying data up to sizeof(TPMT_HA) = 66 bytes, not more', () => {
+    const build = (n: number) =>
+      new Writer().u32(0xff544347).u16(0x8017).tpm2b(new Uint8Array(34)).tpm2b(new Uint8Array(n)).u64(1n).u32(0).u32(0).u8(1).u64(0n).tpm2b(new Uint8Array(34)).tpm2b(new Uint8Array(34)).done();
+    expect(parseAttest(build(66)).extraData).toHaveLength(66);
+    expect(codeOf(() => parseAttest(build(67)))).toBe('ERR_TPM_BAD_VALUE');
+  });
 
   it('ERR_TPM_BAD_VALUE: clockInfo.safe other than YES/NO', () => {
     const b = new Uint8Array(quote);

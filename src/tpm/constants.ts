@@ -100,15 +100,24 @@ export function hashByName(name: string): HashInfo {
 export interface CurveInfo {
   readonly curve: number;
   readonly nodeName: 'P-256' | 'P-384' | 'P-521';
+  /** The name OpenSSL (node:crypto's ECDH, asymmetricKeyDetails.namedCurve) uses. */
+  readonly openssl: 'prime256v1' | 'secp384r1' | 'secp521r1';
   /** Byte length of a field element (coordinates, r and s). */
   readonly size: number;
+  /** Bit length of the group order n. */
+  readonly orderBits: number;
 }
 
 const CURVES: readonly CurveInfo[] = [
-  { curve: TPM_ECC.NIST_P256, nodeName: 'P-256', size: 32 },
-  { curve: TPM_ECC.NIST_P384, nodeName: 'P-384', size: 48 },
-  { curve: TPM_ECC.NIST_P521, nodeName: 'P-521', size: 66 },
+  { curve: TPM_ECC.NIST_P256, nodeName: 'P-256', openssl: 'prime256v1', size: 32, orderBits: 256 },
+  { curve: TPM_ECC.NIST_P384, nodeName: 'P-384', openssl: 'secp384r1', size: 48, orderBits: 384 },
+  { curve: TPM_ECC.NIST_P521, nodeName: 'P-521', openssl: 'secp521r1', size: 66, orderBits: 521 },
 ];
+
+/** The curve a node:crypto key is on, by OpenSSL's name; undefined for curves TPMs do not use. */
+export function curveByOpensslName(name: string | undefined): CurveInfo | undefined {
+  return CURVES.find((x) => x.openssl === name);
+}
 
 export function curveInfo(curve: number): CurveInfo {
   const c = CURVES.find((x) => x.curve === curve);

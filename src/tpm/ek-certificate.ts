@@ -52,6 +52,7 @@ const MAX_INTERMEDIATES = 6;
  * intermediates that share a name and a key would make the search explore every ordering of them.
  */
 const MAX_CANDIDATES = 64;
+const MAX_EXTRA_INTERMEDIATES = 4;
 
 interface SignatureScheme {
   readonly kind: 'pkcs1' | 'pss' | 'ecdsa';
@@ -146,6 +147,10 @@ export function verifyEkCertificate(
   const extras = (opts.extraIntermediates ?? []).flatMap((x) =>
     certificatesIn(x, 'intermediate certificate').map((der) => parseCertificate(der, 'intermediate certificate')),
   );
+  // Real EK chains have one or two intermediates; more only feeds the path search.
+  if (extras.length > MAX_EXTRA_INTERMEDIATES) {
+    throw malformed('intermediate certificates', `${extras.length} sent, at most ${MAX_EXTRA_INTERMEDIATES}`);
+  }
   const search: PathSearch = { store, extras, now, failures: [], examined: 0 };
   const path = findPath(search, ek, 0, new Set());
   if (!path) {
@@ -434,8 +439,19 @@ function importSpki(spki: Uint8Array): KeyObject {
   if (Buffer.compare(oid.whole, OID_RSAES_OAEP) === 0) {
     der = derSequence(Buffer.concat([RSA_ENCRYPTION, readTlv(outer, 'subjectPublicKey').whole]));
   }
-  return createPublicKey({ key: Buffer.from(der), format: 'der', type: 'spki' });
+  const key = createPublicKey({ key: Buffer.from(der), format: 'der', type: 'spki' });
+  // Chain building verifies a signature per candidate issuer; a huge modulus or exponent
+  // would make each of those cost milliseconds. No TPM vendor uses either.
+  const { modulusLength, publicExponent } = key.asymmetricKeyDetails ?? {};
+  if (key.asymmetricKeyType === 'rsa' && ((modulusLength ?? 0) > MAX_RSA_BITS || (publicExponent ?? 0n) > MAX_RSA_EXPONENT)) {
+    throw new RangeError(`RSA key of ${modulusLength} bits with exponent ${publicExponent} is outside what EK PKIs use`);
+  }
+  return key;
 }
+
+const MAX_RSA_BITS = 8192;
+/** 65537 is what TPM vendors' EK and CA keys use; larger exponents only slow verification. */
+const MAX_RSA_EXPONENT = 65537n;
 
 function derSequence(content: Uint8Array): Uint8Array {
   const n = content.length;

@@ -103,21 +103,14 @@ function rsaSeed(ek: RsaPublic, hash: HashInfo, random: RandomSource): Seed {
   }
 }
 
-/** OpenSSL names and order sizes of the curves curveInfo knows (node's ECDH takes these names). */
-const ECDH_CURVES: Record<string, { openssl: string; orderBits: number }> = {
-  'P-256': { openssl: 'prime256v1', orderBits: 256 },
-  'P-384': { openssl: 'secp384r1', orderBits: 384 },
-  'P-521': { openssl: 'secp521r1', orderBits: 521 },
-};
-
 /**
  * Part 1 Annex C.6 (ECC secret sharing): an ephemeral key pair on the EK's curve; the seed is
  * KDFe(nameAlg, Z = x(ephemeral * EK), "IDENTITY", x(ephemeral), x(EK)); the ephemeral public
  * point (TPMS_ECC_POINT) is what the TPM receives.
  */
 function eccSeed(ek: EccPublic, hash: HashInfo, random: RandomSource): Seed {
-  const { nodeName, size } = curveInfo(ek.curve);
-  const curve = ECDH_CURVES[nodeName]!;
+  const curve = curveInfo(ek.curve);
+  const { size } = curve;
   const ekPoint = Buffer.concat([Buffer.of(4), leftPad(ek.x, size), leftPad(ek.y, size)]);
   const ecdh = createECDH(curve.openssl);
   for (let attempt = 0; ; attempt++) {

@@ -1,14 +1,12 @@
 import { constants, verify, type KeyObject } from 'node:crypto';
 import { PolicyError, VerificationError } from '../errors.js';
-import { TPM_ALG, hex16 } from './constants.js';
+import { TPM_ALG, curveByOpensslName, hex16 } from './constants.js';
 import type { TpmPublic } from './public.js';
 import { leftPad, publicKeyOf } from './public-key.js';
 import type { TpmSignature } from './signature.js';
 
 /** A signing key as the verifier knows it: the TPM public area, or a bare key (PEM input). */
 export type SigningKey = TpmPublic | KeyObject;
-
-const NODE_CURVE_SIZE: Record<string, number> = { prime256v1: 32, secp384r1: 48, secp521r1: 66 };
 
 /**
  * Verifies a TPMT_SIGNATURE over `message` (the TPM signs H(message) with the scheme's hash).
@@ -22,8 +20,10 @@ export function verifyTpmSignature(key: SigningKey, message: Uint8Array, sig: Tp
   checkScheme(key, keyObject, sig);
   let ok: boolean;
   if (sig.sigAlg === TPM_ALG.ECDSA) {
-    const size = NODE_CURVE_SIZE[keyObject.asymmetricKeyDetails?.namedCurve ?? ''] ?? 0;
+    const size = curveByOpensslName(keyObject.asymmetricKeyDetails?.namedCurve)?.size ?? 0;
     // r and s are integers in [1, n-1]: longer than the field means a forged encoding.
+    // (s and n - s both verify, as with any ECDSA: replay protection rests on the nonce, never
+    // on signature bytes.)
     if (sig.r.length > size || sig.s.length > size || size === 0) {
       throw new VerificationError('ERR_SIGNATURE_INVALID', 'ECDSA signature does not fit the key\'s curve');
     }
@@ -34,7 +34,8 @@ export function verifyTpmSignature(key: SigningKey, message: Uint8Array, sig: Tp
     ok = verify(
       sig.hash.name,
       message,
-      // TPMs use the largest salt the key permits or the digest size (Part 1 §B.7): accept either.
+      // The salt length is recovered from the signature: TPMs use the digest size or the largest
+      // the key permits, and PSS is secure with any, so no length is imposed.
       { key: keyObject, padding, saltLength: constants.RSA_PSS_SALTLEN_AUTO },
       sig.sig,
     );
