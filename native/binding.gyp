@@ -4,7 +4,7 @@
   "targets": [
     {
       "target_name": "node_tss",
-      "sources": ["src/tpm.cc"],
+      "sources": ["src/tpm.cc", "src/deadline-tcti.cc", "src/file-lock.cc"],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
       ],

@@ -17,8 +17,8 @@ import { defaultStateDir, quoteWithPcrValues, type TpmInfo } from '../src/cli/co
 import { runAttestor } from '../src/cli/program.js';
 import { parsePcrFile } from '../src/tpm/pcr-file.js';
 import { parseTpm2bPublic } from '../src/tpm/public.js';
+import { rejection } from './helpers/rejection.js';
 import { hexHandle, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
-import { rejection } from './native-helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');

@@ -4,10 +4,12 @@
  * activation, and the failures of a damaged state directory.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EK_CERT_INDEX, TpmSession } from '../src/agent/tpm-session.js';
+import { srkTemplate } from '../src/agent/tpm-templates.js';
+import { TssError, openTpm } from '../src/agent/tss.js';
 import { verifyCertify } from '../src/appraisal/verify-certify.js';
 import { verifyQuote } from '../src/appraisal/verify-quote.js';
 import { TPMA_OBJECT } from '../src/tpm/constants.js';
@@ -18,8 +20,9 @@ import { objectName } from '../src/tpm/name.js';
 import { parseTpm2bPublic } from '../src/tpm/public.js';
 import { parseSignature } from '../src/tpm/signature.js';
 import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
-import { hexHandle, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
-import { rejection, transientHandles } from './native-helpers.js';
+import { AttestorError } from '../src/errors.js';
+import { rejection } from './helpers/rejection.js';
+import { hexHandle, startSwtpm, tpm2, transientHandles, type Swtpm } from './helpers/swtpm.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
@@ -118,6 +121,25 @@ describe('a session with the default keys (RSA EK, ECC AK)', () => {
     expect(hex(await session.activate(cred.credentialBlob, cred.encryptedSecret))).toBe(hex(secret));
   });
 
+  it('reports the activation failure, not a failure to flush the EK afterwards', async () => {
+    const ek = parseTpm2bPublic(session.ek.public);
+    const wrong = makeCredential(ek, (await session.identityKey()).name, randomBytes(32));
+    const flush = session.tpm.flushContext;
+    let leftEk: number | undefined;
+    // A fault injected into the wrapper: the flush after the failed activation fails too.
+    session.tpm.flushContext = async (handle) => {
+      leftEk = handle;
+      throw new AttestorError('ERR_TSS_UNREACHABLE', 'injected flush failure');
+    };
+    try {
+      const e = await rejection(session.activate(wrong.credentialBlob, wrong.encryptedSecret), 'ERR_TSS_COMMAND');
+      expect((e as TssError).command).toBe('Esys_ActivateCredential');
+    } finally {
+      session.tpm.flushContext = flush;
+    }
+    await session.tpm.flushContext(leftEk!);
+  });
+
   it('runs concurrent operations of one session to completion', async () => {
     const qualifyingData = randomBytes(16);
     const ek = parseTpm2bPublic(session.ek.public);
@@ -172,14 +194,65 @@ describe('EK and AK choices', () => {
   });
 });
 
-describe('a damaged state directory', () => {
-  async function stateWithAk(): Promise<string> {
+describe('the state directory', () => {
+  it('gives two agents opening a fresh state directory at once one AK, which both use', async () => {
     const dir = newStateDir();
-    const s = await TpmSession.open({ tcti: sw.tcti, stateDir: dir });
-    await s.close();
-    return dir;
-  }
+    const [a, b] = await Promise.all([TpmSession.open({ tcti: sw.tcti, stateDir: dir }), TpmSession.open({ tcti: sw.tcti, stateDir: dir })]);
+    try {
+      expect(hex(a.ak.public)).toBe(hex(b.ak.public));
+      expect(hex(await readFile(join(dir, 'ak.pub')))).toBe(hex(a.ak.public));
+      // No temporary files are left behind, only the key and the lock file.
+      expect((await readdir(dir)).sort()).toEqual(['.lock', 'ak.priv', 'ak.pub']);
+      // Both quote with it.
+      const qualifyingData = randomBytes(16);
+      for (const s of [a, b]) {
+        const q = await s.quote({ sha256: [0] }, qualifyingData);
+        verifyQuote(parseTpm2bPublic(a.ak.public), { quote: q.attest, signature: q.signature, pcrs: await s.pcrRead({ sha256: [0] }) }, { qualifyingData });
+      }
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
 
+  it.each(['777', '770', '703'])('refuses a state directory of mode %s, writable by others (ERR_TPM_STATE)', async (mode) => {
+    const dir = newStateDir();
+    await mkdir(dir);
+    await chmod(dir, parseInt(mode, 8));
+    const e = await rejection(TpmSession.open({ tcti: sw.tcti, stateDir: dir }), 'ERR_TPM_STATE');
+    expect(e.message).toContain(`mode ${mode}`);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('reports a TPM without room for the AK (a TPM warning) as ERR_TSS_COMMAND, not as a foreign AK', async () => {
+    const dir = await stateWithAk();
+    // swtpm has three object slots and no resource manager: fill two of them elsewhere.
+    const filler = await openTpm(sw.tcti);
+    try {
+      await filler.createPrimary('owner', srkTemplate('ecc'));
+      await filler.createPrimary('owner', srkTemplate('rsa'));
+      const e = await rejection(TpmSession.open({ tcti: sw.tcti, stateDir: dir }), 'ERR_TSS_COMMAND');
+      // TPM_RC_OBJECT_MEMORY (Part 2 §6.6.3): out of object slots.
+      expect((e as TssError).rc).toBe(0x902);
+      expect((e as TssError).command).toBe('Esys_Load');
+    } finally {
+      await filler.close();
+    }
+    // The AK was kept and loads once there is room.
+    const s = await TpmSession.open({ tcti: sw.tcti, stateDir: dir });
+    expect(hex(s.ak.public)).toBe(hex(await readFile(join(dir, 'ak.pub'))));
+    await s.close();
+  });
+});
+
+async function stateWithAk(): Promise<string> {
+  const dir = newStateDir();
+  const s = await TpmSession.open({ tcti: sw.tcti, stateDir: dir });
+  await s.close();
+  return dir;
+}
+
+describe('a damaged state directory', () => {
   it('refuses a state directory with only one AK blob (ERR_TPM_STATE)', async () => {
     const dir = await stateWithAk();
     await rm(join(dir, 'ak.priv'));
@@ -200,6 +273,8 @@ describe('a damaged state directory', () => {
     await writeFile(join(dir, 'ak.priv'), priv);
     const e = await rejection(TpmSession.open({ tcti: sw.tcti, stateDir: dir }), 'ERR_TPM_STATE');
     expect(e.message).toMatch(/integrity/);
+    // TPM_RC_INTEGRITY on TPM2_Load's first parameter (inPrivate).
+    expect(((e as AttestorError).cause as TssError).rc).toBe(0x1df);
     // The blobs were left as they were.
     expect(hex(await readFile(join(dir, 'ak.priv')))).toBe(hex(priv));
   });

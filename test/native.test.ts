@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import '../src/reflect-metadata.js';
 import * as x509 from '@peculiar/x509';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SerialQueue, Tpm, TssError, loadNodeTss, openTpm, type Handle, type NativeTpm } from '../src/agent/tss.js';
-import { TPM_CAP, TPM_PT, parseCapabilityData } from '../src/agent/tpm-marshal.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { SerialQueue } from '../src/agent/serial-queue.js';
+import { Tpm, TssError, loadNodeTss, openTpm, type Handle, type NativeTpm } from '../src/agent/tss.js';
+import { TPM_CAP, TPM_PT, TpmWriter, marshalPcrSelection, parseCapabilityData } from '../src/agent/tpm-marshal.js';
 import { akTemplate, ekTemplate, identityKeyTemplate, srkTemplate, type KeyType } from '../src/agent/tpm-templates.js';
 import { verifyCertify } from '../src/appraisal/verify-certify.js';
 import { verifyQuote } from '../src/appraisal/verify-quote.js';
@@ -26,8 +27,8 @@ import { publicKeyOf } from '../src/tpm/public-key.js';
 import { parseTpm2bPublic } from '../src/tpm/public.js';
 import { parseSignature } from '../src/tpm/signature.js';
 import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
-import { EK_CERT_NV, hexHandle, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
-import { rejection, transientHandles } from './native-helpers.js';
+import { EK_CERT_NV, hexHandle, startSwtpm, tpm2, transientHandles, type Swtpm } from './helpers/swtpm.js';
+import { rejection } from './helpers/rejection.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const ADDON = new URL('../native/build/Release/node_tss.node', import.meta.url);
@@ -86,6 +87,25 @@ describe('loading the addon and opening a TPM', () => {
     expect(typeof loadNodeTss().NativeTpm).toBe('function');
   });
 
+  it("turns tpm2-tss' own stderr log off when it loads the addon, unless TSS2_LOG is set", async () => {
+    const saved = process.env.TSS2_LOG;
+    const loadFresh = async () => {
+      vi.resetModules();
+      (await import('../src/agent/tss.js')).loadNodeTss();
+    };
+    try {
+      delete process.env.TSS2_LOG;
+      await loadFresh();
+      expect(process.env.TSS2_LOG).toBe('all+none');
+      process.env.TSS2_LOG = 'esys+debug';
+      await loadFresh();
+      expect(process.env.TSS2_LOG).toBe('esys+debug');
+    } finally {
+      if (saved === undefined) delete process.env.TSS2_LOG;
+      else process.env.TSS2_LOG = saved;
+    }
+  });
+
   it.each([
     ['an unknown TCTI', 'nosuchtcti:foo', 0x000a0015, /not supported/i],
     ['a malformed swtpm configuration', 'swtpm:host=127.0.0.1,port=notaport', 0x000a000b, /bad value/i],
@@ -111,6 +131,61 @@ describe('loading the addon and opening a TPM', () => {
     }
   });
 
+  it('gives up a TPM that stops answering after the timeout (ERR_TSS_UNREACHABLE), then fails at once', async () => {
+    const hung = await startSwtpm({ pcrBanks: 'sha256' });
+    const t = await openTpm(hung.tcti, { timeoutMs: 1000 });
+    try {
+      expect((await t.getRandom(8)).length).toBe(8);
+      process.kill(hung.pid, 'SIGSTOP');
+      try {
+        let started = Date.now();
+        const e = await rejection(t.getRandom(8), 'ERR_TSS_UNREACHABLE');
+        expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+        expect(e).toMatchObject({ command: 'Esys_GetRandom', rc: 0x000a000a, timedOut: true });
+        expect(e.message).toContain('no answer within 1000 ms');
+        started = Date.now();
+        const again = await rejection(t.getRandom(8), 'ERR_TSS_UNREACHABLE');
+        expect(Date.now() - started).toBeLessThan(500);
+        expect(again.message).toContain('was given up when Esys_GetRandom got no answer within 1000 ms');
+        // Opening it again is bounded too (the swtpm TCTI talks to swtpm while it loads).
+        started = Date.now();
+        const open = await rejection(openTpm(hung.tcti, { timeoutMs: 300 }), 'ERR_TSS_UNREACHABLE');
+        expect(Date.now() - started).toBeLessThan(2000);
+        expect(open).toMatchObject({ command: 'Tss2_TctiLdr_Initialize', timedOut: true });
+        await t.close();
+      } finally {
+        process.kill(hung.pid, 'SIGCONT');
+      }
+      // Once it answers again, a new connection works.
+      const fresh = await openTpm(hung.tcti, { timeoutMs: 10_000 });
+      expect((await fresh.getRandom(8)).length).toBe(8);
+      await fresh.close();
+    } finally {
+      await t.close();
+      await hung.stop();
+    }
+  });
+
+  it('close() queued behind createPrimary() or load() still flushes their objects', async () => {
+    const t = await openTpm(sw.tcti);
+    const primary = t.createPrimary('owner', srkTemplate('ecc'));
+    const closed = t.close();
+    await primary;
+    await closed;
+    expect(await transientHandles(sw)).toBe('');
+
+    const u = await openTpm(sw.tcti);
+    const srk = await u.createPrimary('owner', srkTemplate('ecc'));
+    const blobs = await u.create(srk.handle, akTemplate('ecc'));
+    await u.flushContext(srk.handle);
+    const parent = await u.createPrimary('owner', srkTemplate('ecc'));
+    const loaded = u.load(parent.handle, blobs.private, blobs.public);
+    const closedToo = u.close();
+    await loaded;
+    await closedToo;
+    expect(await transientHandles(sw)).toBe('');
+  });
+
   it('refuses calls after close() with ERR_TSS_CLOSED; close() is idempotent', async () => {
     const t = await openTpm(sw.tcti);
     const srk = await t.createPrimary('owner', srkTemplate('ecc'));
@@ -131,7 +206,7 @@ describe('loading the addon and opening a TPM', () => {
       const fds = () => readdirSync('/proc/self/fd').length;
       const before = fds();
       let open = [];
-      for (let i = 0; i < 40; i++) { const t = new NativeTpm(); await t.open('cmd:cat'); open.push(t); }
+      for (let i = 0; i < 40; i++) { const t = new NativeTpm(); await t.open('cmd:cat', 30000); open.push(t); }
       const during = fds();
       open = null;
       for (let i = 0; i < 5; i++) { gc(); await new Promise((r) => setTimeout(r, 20)); }
@@ -186,11 +261,21 @@ describe('capabilities and random numbers', () => {
     for (const b of banks) expect(getcap).toContain(`${b.hash.name}: [ ${b.pcrs.join(', ')} ]`);
   });
 
-  it('lists the NV indexes, including both EK certificates', async () => {
-    const nv = await tpm.getHandles(0x01000000);
+  it('lists the NV indexes, including both EK certificates, however few the TPM returns per call', async () => {
     const tools = (await tpm2(sw, ['tpm2_getcap', 'handles-nv-index'])).stdout.toString();
-    expect(nv).toEqual(tools.trim().split('\n').map((line) => Number(line.replace(/^- /, ''))));
-    expect(nv).toEqual(expect.arrayContaining([EK_CERT_NV.rsa2048, EK_CERT_NV.eccP256]));
+    const expected = tools.trim().split('\n').map((line) => Number(line.replace(/^- /, '')));
+    expect(expected.length).toBeGreaterThanOrEqual(3);
+    expect(await tpm.getHandles(0x01000000)).toEqual(expected);
+    // One handle per TPM2_GetCapability: the rest come from following moreData.
+    expect(await tpm.getHandles(0x01000000, 1)).toEqual(expected);
+    expect(expected).toEqual(expect.arrayContaining([EK_CERT_NV.rsa2048, EK_CERT_NV.eccP256]));
+  });
+
+  it('refuses a TPM that answers moreData with handles it already gave (ERR_TSS_COMMAND), instead of looping', async () => {
+    const stuck = {
+      getCapability: async () => ({ moreData: 1, data: Buffer.from(new TpmWriter().u32(TPM_CAP.HANDLES).u32(1).u32(0x01000005).finish()) }),
+    } as unknown as NativeTpm;
+    await rejection(new Tpm(stuck, 'stuck').getHandles(0x01000000, 1), 'ERR_TSS_COMMAND');
   });
 });
 
@@ -354,6 +439,37 @@ describe('PCRs', () => {
     expect(printed).toBe(ours.join(''));
   });
 
+  it('takes bank names in any case, and keys the values by the tpm2-tools names', async () => {
+    const { values } = await tpm.pcrRead({ SHA256: [0, 1], Sha1: [7] });
+    expect(Object.keys(values).sort()).toEqual(['sha1', 'sha256']);
+    expect(Object.keys(values.sha256!)).toEqual(['0', '1']);
+    expect(hex(values.sha1![7]!)).toBe(hex((await tpm.pcrRead({ sha1: [7] })).values.sha1![7]!));
+  });
+
+  it('refuses, by rejecting, a bank named twice (ERR_TSS_INPUT), an unknown bank and a PCR out of range', async () => {
+    await rejection(tpm.pcrRead({ sha256: [0], SHA256: [1] }), 'ERR_TSS_INPUT');
+    await rejection(tpm.quote(1, new Uint8Array(8), { sha256: [0], SHA256: [1] }), 'ERR_TSS_INPUT');
+    let unknown: Promise<unknown> | undefined;
+    expect(() => (unknown = tpm.pcrRead({ md5: [0] }))).not.toThrow();
+    await rejection(unknown!, 'ERR_TPM_UNSUPPORTED_ALG');
+    await rejection(tpm.pcrRead({ sha256: [24] }), 'ERR_TPM_BAD_VALUE');
+  });
+
+  it('refuses a TPM whose TPM2_PCR_Read makes less progress than a TPM must (ERR_TSS_COMMAND), instead of looping', async () => {
+    // A stand-in for the addon answering one PCR a call: 24 PCRs take at most ceil(24 / 8) + 1 calls.
+    let calls = 0;
+    const slow = {
+      pcrRead: async () => ({
+        updateCounter: 1,
+        selection: Buffer.from(marshalPcrSelection({ sha256: [calls++] })),
+        digests: Buffer.from(new TpmWriter().u32(1).tpm2b(new Uint8Array(32)).finish()),
+      }),
+    } as unknown as NativeTpm;
+    const all = Array.from({ length: 24 }, (_, i) => i);
+    await rejection(new Tpm(slow, 'slow').pcrRead({ sha256: all }), 'ERR_TSS_COMMAND');
+    expect(calls).toBe(4);
+  });
+
   it('omits PCRs of a bank the TPM has not allocated', async () => {
     const { values } = await tpm.pcrRead({ sha384: [0], sha256: [0] });
     expect(Object.keys(values)).toEqual(['sha256']);
@@ -514,7 +630,7 @@ describe('one context, many callers', () => {
 
   it('the raw addon refuses an overlapping call instead of racing on the ESYS context', async () => {
     const raw = new (loadNodeTss().NativeTpm)();
-    await raw.open(sw.tcti);
+    await raw.open(sw.tcti, 30_000);
     try {
       const first = raw.getRandom(8);
       expect(() => raw.getRandom(8)).toThrow(/must not overlap/);
@@ -559,6 +675,8 @@ describe('bad input to the addon', () => {
     ['a handle that is not a UINT32', () => tpm.readPublic(-1)],
     ['a PCR index over 31', () => tpm.pcrExtend(32, { sha256: new Uint8Array(32) })],
     ['an unknown hierarchy', () => tpm.createPrimary('nowhere' as 'owner', srkTemplate('ecc'))],
+    ['a timeout of 0 ms', () => openTpm(sw.tcti, { timeoutMs: 0 })],
+    ['a timeout that is not an integer', () => openTpm(sw.tcti, { timeoutMs: 1.5 })],
   ])('refuses %s (ERR_TSS_INPUT)', async (_label, call) => {
     await rejection(call(), 'ERR_TSS_INPUT');
   });

@@ -14,7 +14,7 @@ import {
   type Pkcs11Key,
 } from '../src/agent/pkcs11-key.js';
 import { Pkcs11Session, type Template } from '../src/agent/pkcs11-module.js';
-import { CKK_EC, HSM_KEY_FLAGS } from '../src/appraisal/hsm-key-report.js';
+import { CKK_EC, HSM_KEY_FLAGS, keyEvidenceDigest, type HsmKeyReport } from '../src/appraisal/hsm-key-report.js';
 import { verifyHsmKey } from '../src/appraisal/verify-hsm-key.js';
 import { startSoftHsm, type SoftHsm } from './helpers/softhsm.js';
 
@@ -33,6 +33,13 @@ afterAll(async () => {
 });
 
 const P256_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
+
+/**
+ * verifyHsmKey as the verifier runs it once the agent's quote verified with qualifying data
+ * keyEvidenceDigest(nonce, report) (the quote itself: test/agent-hsm-key-binding.test.ts).
+ */
+const verifyQuoted = (report: HsmKeyReport, nonce: Uint8Array) =>
+  verifyHsmKey(report, { nonce, quotedQualifyingData: keyEvidenceDigest(nonce, report) });
 const P384_PARAMS = Buffer.from('06052b81040022', 'hex');
 
 function override(template: Template, values: Overrides): Template {
@@ -119,6 +126,17 @@ describe('the agent key in a PKCS#11 token', () => {
     }
   });
 
+  it('findOrGenerateKey called concurrently generates one key, which every caller gets', async () => {
+    const keys = await Promise.all([1, 2, 3].map(() => findOrGenerateKey(session, 'raced')));
+    for (const k of keys) expect(Buffer.from(k.spki).equals(keys[0]!.spki)).toBe(true);
+    // One private key with that label on the token (two would make the label ambiguous).
+    const found = await session.find([
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+      { type: pkcs11js.CKA_LABEL, value: 'raced' },
+    ]);
+    expect(found).toHaveLength(1);
+  });
+
   it('findOrGenerateKey generates a missing key once, then finds it', async () => {
     expect(await lookupKey(session, 'fresh')).toBeUndefined();
     const made = await findOrGenerateKey(session, 'fresh');
@@ -183,21 +201,21 @@ describe('HSM key reports from SoftHSM', () => {
   it('verify with verifyHsmKey and the same nonce', async () => {
     const nonce = randomBytes(32);
     const report = await makeKeyReport(session, agentKey, nonce);
-    const { publicKey, claims } = verifyHsmKey(report, { nonce });
+    const { publicKey, reported } = verifyQuoted(report, nonce);
     expect(publicKey.equals(agentKey.publicKey)).toBe(true);
-    expect(claims.token).toEqual({
+    expect(reported.token).toEqual({
       manufacturer: session.token.manufacturer,
       model: session.token.model,
       serial: session.token.serial,
       label: hsm.tokenLabel,
     });
-    expect(claims.attributes.extractable).toBe(false);
+    expect(reported.attributes.extractable).toBe(false);
   });
 
   it('are made concurrently on one session and each verifies', async () => {
     const nonces = [1, 2, 3, 4, 5].map(() => randomBytes(16));
     const reports = await Promise.all(nonces.map((n) => makeKeyReport(session, agentKey, n)));
-    reports.forEach((r, i) => expect(() => verifyHsmKey(r, { nonce: nonces[i]! })).not.toThrow());
+    reports.forEach((r, i) => expect(() => verifyQuoted(r, nonces[i]!)).not.toThrow());
   });
 
   it('refuse another nonce and a flipped signature bit with ERR_SIGNATURE_INVALID', async () => {
@@ -205,11 +223,11 @@ describe('HSM key reports from SoftHSM', () => {
     const report = await makeKeyReport(session, agentKey, nonce);
     const other = Buffer.from(nonce);
     other[0]! ^= 1;
-    expect(() => verifyHsmKey(report, { nonce: other })).toThrow(expect.objectContaining({ code: 'ERR_SIGNATURE_INVALID' }));
+    expect(() => verifyQuoted(report, other)).toThrow(expect.objectContaining({ code: 'ERR_SIGNATURE_INVALID' }));
     for (const bit of [0, 255, 511]) {
       const signature = Buffer.from(report.signature);
       signature[bit >> 3]! ^= 1 << (bit & 7);
-      expect(() => verifyHsmKey({ ...report, signature }, { nonce })).toThrow(
+      expect(() => verifyQuoted({ ...report, signature }, nonce)).toThrow(
         expect.objectContaining({ code: 'ERR_SIGNATURE_INVALID' }),
       );
     }
@@ -223,7 +241,7 @@ describe('HSM key reports from SoftHSM', () => {
     expect(value!.length).toBe(32);
     const nonce = randomBytes(32);
     const report = await makeKeyReport(session, key, nonce);
-    expect(() => verifyHsmKey(report, { nonce })).toThrow(
+    expect(() => verifyQuoted(report, nonce)).toThrow(
       expect.objectContaining({
         code: 'ERR_HSM_KEY_ATTRIBUTES',
         violated: ['sensitive', 'extractable', 'neverExtractable', 'alwaysSensitive'],
@@ -237,7 +255,7 @@ describe('HSM key reports from SoftHSM', () => {
     const nonce = randomBytes(32);
     const report = await makeKeyReport(session, key, nonce);
     expect(report.attributes).toMatchObject({ sensitive: true, extractable: false, local: false });
-    expect(() => verifyHsmKey(report, { nonce })).toThrow(
+    expect(() => verifyQuoted(report, nonce)).toThrow(
       expect.objectContaining({
         code: 'ERR_HSM_KEY_ATTRIBUTES',
         violated: ['neverExtractable', 'alwaysSensitive', 'local'],
@@ -251,7 +269,7 @@ describe('HSM key reports from SoftHSM', () => {
     const key = await findKey(session, 'agent-identity');
     expect(Buffer.from(key.spki).equals(agentKey.spki)).toBe(true);
     const nonce = randomBytes(32);
-    const { publicKey } = verifyHsmKey(await makeKeyReport(session, key, nonce), { nonce });
+    const { publicKey } = verifyQuoted(await makeKeyReport(session, key, nonce), nonce);
     expect(publicKey.equals(agentKey.publicKey)).toBe(true);
   });
 });

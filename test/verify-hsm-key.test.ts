@@ -16,7 +16,7 @@ import { verifyHsmKey, type HsmKeyRequirements } from '../src/appraisal/verify-h
 import { codeOf } from './helpers/code-of.js';
 
 // Pure appraisal: reports here are signed by software keys; test/pkcs11-key.test.ts checks
-// reports a SoftHSM token made.
+// reports a SoftHSM token made, test/agent-hsm-key-binding.test.ts one bound to a swtpm quote.
 
 const p256 = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const spkiOf = (k: KeyObject) => new Uint8Array(k.export({ type: 'spki', format: 'der' }));
@@ -38,6 +38,14 @@ const goodEvidence: HsmKeyEvidence = {
 };
 
 const NONCE = randomBytes(32);
+
+/**
+ * verifyHsmKey of a report whose quote (already verified) carried keyEvidenceDigest(nonce,
+ * report): a host that is honest about the binding, so what is under test is the report.
+ */
+function verifyBound(report: HsmKeyReport, nonce: Uint8Array = NONCE, requirements?: HsmKeyRequirements) {
+  return verifyHsmKey(report, { nonce, quotedQualifyingData: keyEvidenceDigest(nonce, report), requirements });
+}
 
 /** Evidence with `changes` applied, signed as the agent does (ES256 over keyEvidenceMessage). */
 function signed(
@@ -138,7 +146,8 @@ describe('parseHsmKeyReport', () => {
     ['signature empty', { ...good, signature: new Uint8Array(0) }],
   ])('refuses %s with ERR_HSM_KEY_REPORT_MALFORMED', (_what, value) => {
     expect(codeOf(() => parseHsmKeyReport(value))).toBe('ERR_HSM_KEY_REPORT_MALFORMED');
-    expect(codeOf(() => verifyHsmKey(value as HsmKeyReport, { nonce: NONCE }))).toBe('ERR_HSM_KEY_REPORT_MALFORMED');
+    const quotedQualifyingData = new Uint8Array(32);
+    expect(codeOf(() => verifyHsmKey(value as HsmKeyReport, { nonce: NONCE, quotedQualifyingData }))).toBe('ERR_HSM_KEY_REPORT_MALFORMED');
   });
 
   it('accepts the limits of CK_TOKEN_INFO', () => {
@@ -149,29 +158,58 @@ describe('parseHsmKeyReport', () => {
 });
 
 describe('verifyHsmKey', () => {
-  it('accepts a report signed over the nonce and returns the key and claims', () => {
-    const { publicKey, claims } = verifyHsmKey(signed(), { nonce: NONCE });
+  it('accepts a report signed over the nonce and bound to the quote; returns the key and, apart, what the host reported', () => {
+    const { publicKey, curve, reported } = verifyBound(signed());
     expect(publicKey.equals(p256.publicKey)).toBe(true);
+    expect(curve).toBe('P-256');
     const { token, attributes } = goodEvidence;
-    expect(claims).toEqual({ residence: 'pkcs11', curve: 'P-256', token, attributes });
+    expect(reported).toEqual({ residence: 'pkcs11', token, attributes });
+  });
+
+  describe('the binding to the quote (ERR_HSM_KEY_NOT_BOUND)', () => {
+    const report = signed();
+    const quoted = keyEvidenceDigest(NONCE, report);
+    const refused = (r: HsmKeyReport, quotedQualifyingData: unknown) =>
+      codeOf(() => verifyHsmKey(r, { nonce: NONCE, quotedQualifyingData: quotedQualifyingData as Uint8Array }));
+
+    it('refuses a report changed after the quote, even signed again by the same key', () => {
+      const better = signed({ attributes: { local: true, alwaysSensitive: true }, token: { label: 'renamed' } });
+      expect(refused(better, quoted)).toBe('ERR_HSM_KEY_NOT_BOUND');
+    });
+
+    it('refuses a report of another key, validly signed over the same nonce', () => {
+      const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const theirs = signed({ publicKey: spkiOf(other.publicKey) }, other.privateKey);
+      expect(refused(theirs, quoted)).toBe('ERR_HSM_KEY_NOT_BOUND');
+    });
+
+    it('refuses qualifying data made for another nonce, or that is not 32 bytes, or missing', () => {
+      const otherNonce = randomBytes(32);
+      expect(refused(report, keyEvidenceDigest(otherNonce, report))).toBe('ERR_HSM_KEY_NOT_BOUND');
+      expect(refused(report, quoted.subarray(0, 31))).toBe('ERR_HSM_KEY_NOT_BOUND');
+      expect(refused(report, undefined)).toBe('ERR_HSM_KEY_NOT_BOUND');
+      expect(refused(report, Array.from(quoted))).toBe('ERR_HSM_KEY_NOT_BOUND');
+      // The very digest verifies.
+      expect(() => verifyHsmKey(report, { nonce: NONCE, quotedQualifyingData: quoted })).not.toThrow();
+    });
   });
 
   it.each(HSM_KEY_FLAGS.map((f) => [f]))('names %s when it has the wrong value (ERR_HSM_KEY_ATTRIBUTES)', (flag) => {
     const report = signed({ attributes: { [flag]: !goodEvidence.attributes[flag] } });
-    expect(() => verifyHsmKey(report, { nonce: NONCE })).toThrow(
+    expect(() => verifyBound(report)).toThrow(
       expect.objectContaining({ code: 'ERR_HSM_KEY_ATTRIBUTES', violated: [flag], message: expect.stringContaining(flag) }),
     );
   });
 
   it('names every violated attribute at once', () => {
     const report = signed({ attributes: { token: false, extractable: true, local: false } });
-    expect(() => verifyHsmKey(report, { nonce: NONCE })).toThrow(
+    expect(() => verifyBound(report)).toThrow(
       expect.objectContaining({ code: 'ERR_HSM_KEY_ATTRIBUTES', violated: ['token', 'extractable', 'local'] }),
     );
   });
 
   it('refuses a key type other than CKK_EC with ERR_KEY_UNSUPPORTED', () => {
-    expect(codeOf(() => verifyHsmKey(signed({ attributes: { keyType: 0 } }), { nonce: NONCE }))).toBe('ERR_KEY_UNSUPPORTED');
+    expect(codeOf(() => verifyBound(signed({ attributes: { keyType: 0 } })))).toBe('ERR_KEY_UNSUPPORTED');
   });
 
   it.each([
@@ -180,7 +218,7 @@ describe('verifyHsmKey', () => {
     ['Ed25519', generateKeyPairSync('ed25519')],
   ])('refuses a %s public key with ERR_KEY_UNSUPPORTED', (_name, pair) => {
     const report = { ...signed({ publicKey: spkiOf(pair.publicKey) }), signature: new Uint8Array(64) };
-    expect(codeOf(() => verifyHsmKey(report, { nonce: NONCE }))).toBe('ERR_KEY_UNSUPPORTED');
+    expect(codeOf(() => verifyBound(report))).toBe('ERR_KEY_UNSUPPORTED');
   });
 
   it.each<[string, (spki: Buffer) => Uint8Array]>([
@@ -188,12 +226,12 @@ describe('verifyHsmKey', () => {
     ['followed by a trailing byte', (spki) => Buffer.concat([spki, Buffer.from([0])])],
   ])('refuses a publicKey %s with ERR_HSM_KEY_REPORT_MALFORMED', (_what, mutate) => {
     const report = signed({ publicKey: mutate(Buffer.from(goodEvidence.publicKey)) });
-    expect(codeOf(() => verifyHsmKey(report, { nonce: NONCE }))).toBe('ERR_HSM_KEY_REPORT_MALFORMED');
+    expect(codeOf(() => verifyBound(report))).toBe('ERR_HSM_KEY_REPORT_MALFORMED');
   });
 
   it('accepts the same key with its point compressed (a valid SPKI, signed as such)', () => {
     const report = signed({ publicKey: compressedSpki(p256.publicKey) });
-    expect(verifyHsmKey(report, { nonce: NONCE }).publicKey.equals(p256.publicKey)).toBe(true);
+    expect(verifyBound(report).publicKey.equals(p256.publicKey)).toBe(true);
   });
 
   it.each<[string, () => HsmKeyReport]>([
@@ -214,13 +252,13 @@ describe('verifyHsmKey', () => {
       () => ({ ...signed(), attributes: { ...goodEvidence.attributes, alwaysSensitive: false } }),
     ],
   ])('refuses a report %s with ERR_SIGNATURE_INVALID', (_what, make) => {
-    expect(codeOf(() => verifyHsmKey(make(), { nonce: NONCE }))).toBe('ERR_SIGNATURE_INVALID');
+    expect(codeOf(() => verifyBound(make()))).toBe('ERR_SIGNATURE_INVALID');
   });
 
   it('applies the token allowlist of the requirements', () => {
     const report = signed();
     const withAllowed = (allowedTokens: HsmKeyRequirements['allowedTokens']) =>
-      verifyHsmKey(report, { nonce: NONCE, requirements: { allowedTokens } });
+      verifyBound(report, NONCE, { allowedTokens });
     expect(() => withAllowed([{ manufacturer: 'Other' }, { manufacturer: 'Example HSM Corp', model: 'HSM-9000' }])).not.toThrow();
     expect(() => withAllowed([{ serial: '0011223344' }])).not.toThrow();
     expect(() => withAllowed(undefined)).not.toThrow();
@@ -296,10 +334,21 @@ describe('verifyHsmKey', () => {
           fc.tuple(fc.oneof(flipBit, resize, negate, keyType, tokenText, alg, wrongType), fc.constant(NONCE)),
           fc.tuple(fc.constant<Mutation>((r) => r), otherNonce),
         ),
-        ([mutate, nonce]) => {
+        fc.boolean(),
+        ([mutate, nonce], quotedMutated) => {
+          const mutated = mutate(original) as HsmKeyReport;
+          // The quote is the original report's, or (a host lying in both) the mutated one's.
+          let quotedQualifyingData = keyEvidenceDigest(NONCE, original);
+          if (quotedMutated) {
+            try {
+              quotedQualifyingData = keyEvidenceDigest(nonce, mutated);
+            } catch {
+              // A report that has no digest cannot be quoted either.
+            }
+          }
           let error: unknown;
           try {
-            verifyHsmKey(mutate(original) as HsmKeyReport, { nonce });
+            verifyHsmKey(mutated, { nonce, quotedQualifyingData });
           } catch (e) {
             error = e;
           }
@@ -309,7 +358,7 @@ describe('verifyHsmKey', () => {
       { numRuns: 500 },
     );
     // The unmutated report does verify, so the property is not vacuous.
-    expect(() => verifyHsmKey(original, { nonce: NONCE })).not.toThrow();
+    expect(() => verifyBound(original)).not.toThrow();
   });
 });
 

@@ -23,6 +23,7 @@ using Bytes = std::vector<uint8_t>;
 struct Outcome {
   TSS2_RC rc = TSS2_RC_SUCCESS;
   std::string command;  // the TSS function that failed; empty on success
+  bool timedOut = false;  // the failure is the TPM not answering before the deadline
   std::vector<std::pair<const char*, Bytes>> bytes;
   std::vector<std::pair<const char*, double>> numbers;
 
@@ -102,13 +103,14 @@ bool Marshal(Outcome& out, const char* fnName, MarshalFn<T> fn, const T& value, 
 #define MARSHAL(out, TYPE, value, key) \
   node_tss::Marshal<TYPE>(out, "Tss2_MU_" #TYPE "_Marshal", Tss2_MU_##TYPE##_Marshal, value, key)
 
-// A rejection carrying the TSS return code and the function that returned it; the TS wrapper
-// (src/agent/tss.ts) turns it into a TssError.
-inline Napi::Error TssFailure(Napi::Env env, const std::string& command, TSS2_RC rc) {
+// A rejection carrying the TSS return code and the function that returned it, and whether the
+// TPM missed the deadline; the TS wrapper (src/agent/tss.ts) turns it into a TssError.
+inline Napi::Error TssFailure(Napi::Env env, const std::string& command, TSS2_RC rc, bool timedOut = false) {
   Napi::Error e = Napi::Error::New(env, command + ": " + Tss2_RC_Decode(rc));
   e.Set("rc", Napi::Number::New(env, rc));
   e.Set("rcText", Napi::String::New(env, Tss2_RC_Decode(rc)));
   e.Set("command", Napi::String::New(env, command));
+  if (timedOut) e.Set("timedOut", Napi::Boolean::New(env, true));
   return e;
 }
 

@@ -7,6 +7,8 @@
 // queues them, and Run() refuses an overlapping call rather than racing.
 #include <functional>
 
+#include "deadline-tcti.h"
+#include "file-lock.h"
 #include "support.h"
 
 namespace node_tss {
@@ -32,11 +34,14 @@ class Job final : public Napi::AsyncWorker {
  public:
   using Work = std::function<void(Outcome&)>;
 
-  Job(Napi::Env env, Napi::ObjectReference owner, bool* busy, Work work)
+  // `tcti`: the context's deadline TCTI, to tell a missed deadline from other failures (null
+  // for open(), which reports that itself).
+  Job(Napi::Env env, Napi::ObjectReference owner, bool* busy, TSS2_TCTI_CONTEXT* tcti, Work work)
       : Napi::AsyncWorker(env, "node-tss"),
         deferred_(Napi::Promise::Deferred::New(env)),
         owner_(std::move(owner)),
         busy_(busy),
+        tcti_(tcti),
         work_(std::move(work)) {
     *busy_ = true;
   }
@@ -44,13 +49,16 @@ class Job final : public Napi::AsyncWorker {
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
  protected:
-  void Execute() override { work_(outcome_); }
+  void Execute() override {
+    work_(outcome_);
+    if (outcome_.failed() && tcti_ != nullptr && deadline_tcti::Expired(tcti_)) outcome_.timedOut = true;
+  }
 
   void OnOK() override {
     *busy_ = false;
     Napi::Env env = Env();
     if (outcome_.failed()) {
-      deferred_.Reject(TssFailure(env, outcome_.command, outcome_.rc).Value());
+      deferred_.Reject(TssFailure(env, outcome_.command, outcome_.rc, outcome_.timedOut).Value());
       return;
     }
     Napi::Object result = Napi::Object::New(env);
@@ -69,6 +77,7 @@ class Job final : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference owner_;
   bool* busy_;
+  TSS2_TCTI_CONTEXT* tcti_;
   Work work_;
   Outcome outcome_;
 };
@@ -112,7 +121,7 @@ class NativeTpm final : public Napi::ObjectWrap<NativeTpm> {
 
   void Release() {
     if (esys_ != nullptr) Esys_Finalize(&esys_);
-    if (tcti_ != nullptr) Tss2_TctiLdr_Finalize(&tcti_);
+    if (tcti_ != nullptr) deadline_tcti::Finalize(&tcti_);
   }
 
   // Queues `work` for this context. `needsContext` is false only for open().
@@ -120,25 +129,34 @@ class NativeTpm final : public Napi::ObjectWrap<NativeTpm> {
     Napi::Env env = info.Env();
     if (busy_) throw Napi::Error::New(env, "node-tss: calls on one TPM context must not overlap");
     if (needsContext && esys_ == nullptr) throw Napi::Error::New(env, "node-tss: the TPM context is not open");
-    auto* job = new Job(env, Napi::Persistent(info.This().As<Napi::Object>()), &busy_, std::move(work));
+    auto* job = new Job(env, Napi::Persistent(info.This().As<Napi::Object>()), &busy_, tcti_, std::move(work));
     Napi::Promise promise = job->Promise();
     job->Queue();
     return promise;
   }
 
-  // open(tcti: string): "name:conf" as tpm2-tools takes it; Tss2_TctiLdr parses it.
+  // open(tcti: string, timeoutMs): "name:conf" as tpm2-tools takes it; Tss2_TctiLdr parses it.
+  // Every exchange with the TPM, from loading the TCTI on, must complete within timeoutMs
+  // (see deadline-tcti.h); after one that does not, the context only fails.
   Napi::Value Open(const Napi::CallbackInfo& info) {
     std::string conf = StringArg(info, 0, "tcti");
+    uint32_t timeoutMs = U32Arg(info, 1, "timeoutMs");
+    if (timeoutMs == 0) throw Napi::TypeError::New(info.Env(), "timeoutMs must be at least 1");
     // While busy the context is being written by a worker: Run() refuses that case first.
     if (!busy_ && esys_ != nullptr) throw Napi::Error::New(info.Env(), "node-tss: already open");
     return Run(
         info,
-        [this, conf](Outcome& out) {
+        [this, conf, timeoutMs](Outcome& out) {
           TSS2_TCTI_CONTEXT* tcti = nullptr;
-          if (CALL(out, Tss2_TctiLdr_Initialize, conf.c_str(), &tcti)) return;
+          bool timedOut = false;
+          if (out.Check("Tss2_TctiLdr_Initialize", deadline_tcti::Open(conf, timeoutMs, &tcti, &timedOut))) {
+            out.timedOut = timedOut;
+            return;
+          }
           ESYS_CONTEXT* esys = nullptr;
           if (CALL(out, Esys_Initialize, &esys, tcti, nullptr)) {
-            Tss2_TctiLdr_Finalize(&tcti);
+            out.timedOut = deadline_tcti::Expired(tcti);
+            deadline_tcti::Finalize(&tcti);
             return;
           }
           tcti_ = tcti;
@@ -423,6 +441,7 @@ class NativeTpm final : public Napi::ObjectWrap<NativeTpm> {
 
 static Napi::Object InitNodeTss(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeTpm", node_tss::NativeTpm::Define(env));
+  exports.Set("lockFile", Napi::Function::New(env, node_tss::LockFile, "lockFile"));
   return exports;
 }
 

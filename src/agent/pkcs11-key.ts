@@ -1,13 +1,22 @@
-import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { randomBytes, type KeyObject } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import { AttestorError, PolicyError } from '../errors.js';
 import {
   keyEvidenceDigest,
+  p256PublicKey,
   type HsmKeyAttributes,
   type HsmKeyEvidence,
   type HsmKeyReport,
 } from '../appraisal/hsm-key-report.js';
-import { Pkcs11Error, readUlong, type Handle, type Pkcs11Session, type Template } from './pkcs11-module.js';
+import {
+  Pkcs11Error,
+  attributeValues,
+  findObjects,
+  readUlong,
+  type Pkcs11Handle,
+  type Pkcs11Session,
+  type Template,
+} from './pkcs11-module.js';
 
 /**
  * The agent's identity key in a PKCS#11 token: an EC P-256 key pair generated on the token,
@@ -19,6 +28,8 @@ import { Pkcs11Error, readUlong, type Handle, type Pkcs11Session, type Template 
 const P256_EC_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
 /** An uncompressed P-256 point: 0x04 || X || Y. */
 const P256_POINT_LENGTH = 65;
+/** DER of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1; RFC 5480 §2) up to its BIT STRING's point. */
+const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
 
 /** Private key attributes read for the report, in HsmKeyAttributes order. */
 const REPORTED_ATTRIBUTES = [
@@ -36,8 +47,8 @@ export interface Pkcs11Key {
   readonly label: string;
   /** CKA_ID shared by the private and public objects (the PKCS#11 convention linking a pair). */
   readonly id: Uint8Array;
-  readonly privateKey: Handle;
-  readonly publicKeyObject: Handle;
+  readonly privateKey: Pkcs11Handle;
+  readonly publicKeyObject: Pkcs11Handle;
   /** SubjectPublicKeyInfo DER of the public key. */
   readonly spki: Uint8Array;
   readonly publicKey: KeyObject;
@@ -71,48 +82,13 @@ export function ecP256KeyPairTemplates(label: string, id: Uint8Array): { publicK
 }
 
 /** Generates a new key pair labelled `label` on the token. */
-export async function generateKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key> {
-  const id = randomBytes(16);
-  const templates = ecP256KeyPairTemplates(label, id);
-  const pair = await session.run('C_GenerateKeyPair', (p11, s) =>
-    p11.C_GenerateKeyPairAsync(
-      s,
-      { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
-      templates.publicKey,
-      templates.privateKey,
-    ),
-  );
-  return keyOf(session, label, id, pair.privateKey, pair.publicKey);
+export function generateKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key> {
+  return session.run('C_GenerateKeyPair', (p11, s) => generateOn(p11, s, label));
 }
 
 /** The key pair whose private key is labelled `label`, or undefined if there is none. */
-export async function lookupKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key | undefined> {
-  const privateKey = await only(
-    session.find([
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-      { type: pkcs11js.CKA_LABEL, value: label },
-    ]),
-    `private keys labelled ${JSON.stringify(label)}`,
-  );
-  if (!privateKey) return undefined;
-  const [keyType, id] = await session.attributes(privateKey, [pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_ID]);
-  if (readUlong(keyType!) !== pkcs11js.CKK_EC) {
-    throw new PolicyError('ERR_KEY_UNSUPPORTED', `key ${JSON.stringify(label)} is not an EC key`);
-  }
-  const publicKey = await only(
-    session.find([
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
-      { type: pkcs11js.CKA_ID, value: id! },
-    ]),
-    `public keys with the CKA_ID of ${JSON.stringify(label)}`,
-  );
-  if (!publicKey) {
-    throw new Pkcs11Error(
-      'ERR_PKCS11_KEY_NOT_FOUND',
-      `key ${JSON.stringify(label)} has no public key object with its CKA_ID`,
-    );
-  }
-  return keyOf(session, label, id!, privateKey, publicKey);
+export function lookupKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key | undefined> {
+  return session.run('C_FindObjects/C_GetAttributeValue', (p11, s) => lookupOn(p11, s, label));
 }
 
 export async function findKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key> {
@@ -121,9 +97,12 @@ export async function findKey(session: Pkcs11Session, label: string): Promise<Pk
   return key;
 }
 
-/** The agent's key: the one labelled `label`, generated on first use. */
-export async function findOrGenerateKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key> {
-  return (await lookupKey(session, label)) ?? generateKey(session, label);
+/**
+ * The agent's key: the one labelled `label`, generated on first use. The lookup and the
+ * generation are one operation on the session, so concurrent callers get the same single key.
+ */
+export function findOrGenerateKey(session: Pkcs11Session, label: string): Promise<Pkcs11Key> {
+  return session.run('C_FindObjects/C_GenerateKeyPair', async (p11, s) => lookupOn(p11, s, label) ?? (await generateOn(p11, s, label)));
 }
 
 /** The private key's security attributes as the token reports them. */
@@ -171,29 +150,77 @@ export async function makeKeyReport(session: Pkcs11Session, key: Pkcs11Key, nonc
   return { ...evidence, signature: await signDigest(session, key, keyEvidenceDigest(nonce, evidence)) };
 }
 
-async function keyOf(
-  session: Pkcs11Session,
+/*
+ * The steps below run inside one Pkcs11Session.run (`p11`, `s`): an operation of several
+ * Cryptoki calls that no other call on the session interleaves with.
+ */
+
+async function generateOn(p11: pkcs11js.PKCS11, s: Pkcs11Handle, label: string): Promise<Pkcs11Key> {
+  const id = randomBytes(16);
+  const templates = ecP256KeyPairTemplates(label, id);
+  const pair = await p11.C_GenerateKeyPairAsync(
+    s,
+    { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
+    templates.publicKey,
+    templates.privateKey,
+  );
+  return keyOf(p11, s, label, id, pair.privateKey, pair.publicKey);
+}
+
+function lookupOn(p11: pkcs11js.PKCS11, s: Pkcs11Handle, label: string): Pkcs11Key | undefined {
+  const privateKey = only(
+    findObjects(p11, s, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+      { type: pkcs11js.CKA_LABEL, value: label },
+    ]),
+    `private keys labelled ${JSON.stringify(label)}`,
+  );
+  if (!privateKey) return undefined;
+  const [keyType, id] = attributeValues(p11, s, privateKey, [pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_ID]);
+  if (readUlong(keyType!) !== pkcs11js.CKK_EC) {
+    throw new PolicyError('ERR_KEY_UNSUPPORTED', `key ${JSON.stringify(label)} is not an EC key`);
+  }
+  const publicKey = only(
+    findObjects(p11, s, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+      { type: pkcs11js.CKA_ID, value: id! },
+    ]),
+    `public keys with the CKA_ID of ${JSON.stringify(label)}`,
+  );
+  if (!publicKey) {
+    throw new Pkcs11Error(
+      'ERR_PKCS11_KEY_NOT_FOUND',
+      `key ${JSON.stringify(label)} has no public key object with its CKA_ID`,
+    );
+  }
+  return keyOf(p11, s, label, id!, privateKey, publicKey);
+}
+
+function keyOf(
+  p11: pkcs11js.PKCS11,
+  s: Pkcs11Handle,
   label: string,
   id: Uint8Array,
-  privateKey: Handle,
-  publicKeyObject: Handle,
-): Promise<Pkcs11Key> {
-  const [params, point] = await session.attributes(publicKeyObject, [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_EC_POINT]);
+  privateKey: Pkcs11Handle,
+  publicKeyObject: Pkcs11Handle,
+): Pkcs11Key {
+  const [params, point] = attributeValues(p11, s, publicKeyObject, [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_EC_POINT]);
   if (!params!.equals(P256_EC_PARAMS)) {
     throw new PolicyError(
       'ERR_KEY_UNSUPPORTED',
       `key ${JSON.stringify(label)} is not on curve P-256 (CKA_EC_PARAMS ${params!.toString('hex')})`,
     );
   }
-  const publicKey = p256PublicKey(point!, label);
+  const publicKey = publicKeyOfPoint(point!, label);
   return { label, id, privateKey, publicKeyObject, publicKey, spki: publicKey.export({ type: 'spki', format: 'der' }) };
 }
 
 /**
  * CKA_EC_POINT is the DER OCTET STRING of the X9.62 point (PKCS#11 v2.40 §2.3.3): 04 41 ||
  * point for P-256. Some modules return the bare point; the lengths (67 vs 65) tell them apart.
+ * The key is made as a report's verifier makes it, from the SPKI of the point.
  */
-function p256PublicKey(ecPoint: Buffer, label: string): KeyObject {
+function publicKeyOfPoint(ecPoint: Buffer, label: string): KeyObject {
   const point =
     ecPoint.length === P256_POINT_LENGTH + 2 && ecPoint[0] === 0x04 && ecPoint[1] === P256_POINT_LENGTH
       ? ecPoint.subarray(2)
@@ -202,23 +229,14 @@ function p256PublicKey(ecPoint: Buffer, label: string): KeyObject {
     new PolicyError('ERR_KEY_UNSUPPORTED', `key ${JSON.stringify(label)}: CKA_EC_POINT ${why}`, { cause });
   if (point.length !== P256_POINT_LENGTH || point[0] !== 0x04) throw unsupported('is not an uncompressed P-256 point');
   try {
-    return createPublicKey({
-      format: 'jwk',
-      key: {
-        kty: 'EC',
-        crv: 'P-256',
-        x: point.subarray(1, 33).toString('base64url'),
-        y: point.subarray(33).toString('base64url'),
-      },
-    });
+    return p256PublicKey(Buffer.concat([P256_SPKI_PREFIX, point]));
   } catch (e) {
     throw unsupported('is not a point on P-256', e);
   }
 }
 
-/** The single handle `found` resolves to, undefined for none; ERR_PKCS11_AMBIGUOUS for several. */
-async function only(found: Promise<Handle[]>, what: string): Promise<Handle | undefined> {
-  const handles = await found;
+/** The single handle of `handles`, undefined for none; ERR_PKCS11_AMBIGUOUS for several. */
+function only(handles: Pkcs11Handle[], what: string): Pkcs11Handle | undefined {
   if (handles.length > 1) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${handles.length} ${what}`);
   return handles[0];
 }

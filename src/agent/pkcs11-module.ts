@@ -1,6 +1,7 @@
 import { endianness } from 'node:os';
 import pkcs11js from 'pkcs11js';
 import { AttestorError, type ErrorCode } from '../errors.js';
+import { SerialQueue } from './serial-queue.js';
 
 /**
  * A logged-in session on one PKCS#11 token (Cryptoki v2.40, pkcs11js). Every call goes through
@@ -9,7 +10,8 @@ import { AttestorError, type ErrorCode } from '../errors.js';
  * function and its CKR_ return value. The user PIN is used for C_Login and never kept.
  */
 
-export type Handle = Buffer;
+/** A Cryptoki handle (CK_SLOT_ID, CK_SESSION_HANDLE, CK_OBJECT_HANDLE) as pkcs11js passes it. */
+export type Pkcs11Handle = Buffer;
 export type Template = pkcs11js.Template;
 
 /** A failed PKCS#11 operation; `ckr` is the Cryptoki return value's name when the module gave one. */
@@ -42,9 +44,11 @@ export interface OpenTokenOptions {
 
 /**
  * Loaded modules by path. Cryptoki is initialised once per process, so sessions on the same
- * module share one load and the last close finalises it.
+ * module share one load, and the last close finalises it if this code initialised it: when
+ * another part of the process (the issuer's signer, a module loaded by another path) did,
+ * C_Initialize answered CKR_CRYPTOKI_ALREADY_INITIALIZED and C_Finalize is theirs to call.
  */
-const modules = new Map<string, { p11: pkcs11js.PKCS11; refs: number }>();
+const modules = new Map<string, { p11: pkcs11js.PKCS11; refs: number; finalize: boolean }>();
 
 function acquireModule(path: string): pkcs11js.PKCS11 {
   const loaded = modules.get(path);
@@ -58,14 +62,19 @@ function acquireModule(path: string): pkcs11js.PKCS11 {
   } catch (e) {
     throw new Pkcs11Error('ERR_PKCS11_MODULE', `cannot load PKCS#11 module ${path}: ${(e as Error).message}`);
   }
+  let finalize = true;
   try {
     // Async calls run on libuv worker threads: the module must lock with OS primitives.
     p11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
   } catch (e) {
-    p11.close();
-    throw translate(e, 'C_Initialize', 'ERR_PKCS11_MODULE');
+    if (ckrOf(e) === 'CKR_CRYPTOKI_ALREADY_INITIALIZED') {
+      finalize = false;
+    } else {
+      p11.close();
+      throw translate(e, 'C_Initialize', 'ERR_PKCS11_MODULE');
+    }
   }
-  modules.set(path, { p11, refs: 1 });
+  modules.set(path, { p11, refs: 1, finalize });
   return p11;
 }
 
@@ -74,16 +83,31 @@ function releaseModule(path: string): void {
   if (!loaded || --loaded.refs > 0) return;
   modules.delete(path);
   try {
-    loaded.p11.C_Finalize();
+    if (loaded.finalize) loaded.p11.C_Finalize();
   } finally {
     loaded.p11.close();
+  }
+}
+
+/** The CKR_ name of a pkcs11js failure, undefined for anything else. */
+function ckrOf(e: unknown): string | undefined {
+  return e instanceof pkcs11js.Pkcs11Error ? e.message : undefined;
+}
+
+/** Runs a clean-up step whose failure must not hide the failure being reported. */
+function bestEffort(step: () => void): void {
+  try {
+    step();
+  } catch {
+    // The error already on its way says what went wrong.
   }
 }
 
 /** pkcs11js errors -> Pkcs11Error with the CKR name; our own errors pass through. */
 function translate(e: unknown, fn: string, code: ErrorCode = 'ERR_PKCS11'): AttestorError {
   if (e instanceof AttestorError) return e;
-  if (e instanceof pkcs11js.Pkcs11Error) return new Pkcs11Error(code, `${fn} failed`, e.message);
+  const ckr = ckrOf(e);
+  if (ckr) return new Pkcs11Error(code, `${fn} failed`, ckr);
   return new Pkcs11Error(code, `${fn} failed: ${e instanceof Error ? e.message : String(e)}`);
 }
 
@@ -111,20 +135,20 @@ export function readUlong(value: Buffer): number {
 }
 
 export class Pkcs11Session {
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private closed?: Promise<void>;
 
   private constructor(
     private readonly p11: pkcs11js.PKCS11,
     private readonly modulePath: string,
-    private readonly handle: Handle,
+    private readonly handle: Pkcs11Handle,
     readonly token: Pkcs11TokenInfo,
   ) {}
 
   /** Loads the module, finds the token by label, opens a read-write session and logs in as user. */
   static async open(opts: OpenTokenOptions): Promise<Pkcs11Session> {
     const p11 = acquireModule(opts.modulePath);
-    let handle: Handle | undefined;
+    let handle: Pkcs11Handle | undefined;
     try {
       const { slot, token } = findToken(p11, opts.tokenLabel);
       try {
@@ -135,11 +159,8 @@ export class Pkcs11Session {
       login(p11, handle, opts.pin, opts.tokenLabel);
       return new Pkcs11Session(p11, opts.modulePath, handle, token);
     } catch (e) {
-      try {
-        if (handle) p11.C_CloseSession(handle);
-      } finally {
-        releaseModule(opts.modulePath);
-      }
+      if (handle) bestEffort(() => p11.C_CloseSession(handle!));
+      bestEffort(() => releaseModule(opts.modulePath));
       throw e;
     }
   }
@@ -148,65 +169,74 @@ export class Pkcs11Session {
    * Runs `op` on this session after every earlier call finished; pkcs11js failures inside it
    * become Pkcs11Error naming `fn`.
    */
-  run<T>(fn: string, op: (p11: pkcs11js.PKCS11, session: Handle) => T | Promise<T>): Promise<T> {
+  run<T>(fn: string, op: (p11: pkcs11js.PKCS11, session: Pkcs11Handle) => T | Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new Pkcs11Error('ERR_PKCS11', `${fn}: the session is closed`));
-    const result = this.queue.then(async () => {
+    return this.queue.run(async () => {
       try {
         return await op(this.p11, this.handle);
       } catch (e) {
         throw translate(e, fn);
       }
     });
-    this.queue = result.catch(() => undefined);
-    return result;
   }
 
   /** Handles of the objects matching `template` (C_FindObjectsInit/C_FindObjects/C_FindObjectsFinal). */
-  find(template: Template): Promise<Handle[]> {
-    return this.run('C_FindObjects', (p11, session) => {
-      p11.C_FindObjectsInit(session, template);
-      try {
-        const found: Handle[] = [];
-        for (let batch = p11.C_FindObjects(session, 16); batch.length > 0; batch = p11.C_FindObjects(session, 16)) {
-          found.push(...batch);
-        }
-        return found;
-      } finally {
-        p11.C_FindObjectsFinal(session);
-      }
-    });
+  find(template: Template): Promise<Pkcs11Handle[]> {
+    return this.run('C_FindObjects', (p11, session) => findObjects(p11, session, template));
   }
 
   /** The values of `types` on `object`, in that order (C_GetAttributeValue). */
-  attributes(object: Handle, types: readonly number[]): Promise<Buffer[]> {
-    return this.run('C_GetAttributeValue', (p11, session) =>
-      p11.C_GetAttributeValue(session, object, types.map((type) => ({ type }))).map((a) => a.value),
-    );
+  attributes(object: Pkcs11Handle, types: readonly number[]): Promise<Buffer[]> {
+    return this.run('C_GetAttributeValue', (p11, session) => attributeValues(p11, session, object, types));
   }
 
-  /** Logs out, closes the session and, with the last session on the module, finalises it. Idempotent. */
+  /**
+   * Logs out, closes the session and, with the last session on the module, finalises it;
+   * every step is tried, and the first failure is reported. Idempotent.
+   */
   close(): Promise<void> {
-    this.closed ??= this.queue.then(() => {
-      try {
+    this.closed ??= this.queue.run(() => {
+      const failures: Pkcs11Error[] = [];
+      const step = (fn: string, call: () => void) => {
         try {
-          this.p11.C_Logout(this.handle);
-        } finally {
-          try {
-            this.p11.C_CloseSession(this.handle);
-          } finally {
-            releaseModule(this.modulePath);
-          }
+          call();
+        } catch (e) {
+          failures.push(translate(e, fn));
         }
-      } catch (e) {
-        throw translate(e, 'C_Logout/C_CloseSession/C_Finalize');
-      }
+      };
+      step('C_Logout', () => this.p11.C_Logout(this.handle));
+      step('C_CloseSession', () => this.p11.C_CloseSession(this.handle));
+      step('C_Finalize', () => releaseModule(this.modulePath));
+      if (failures[0]) throw failures[0];
     });
     return this.closed;
   }
 }
 
-function findToken(p11: pkcs11js.PKCS11, label: string): { slot: Handle; token: Pkcs11TokenInfo } {
-  let matches: { slot: Handle; token: Pkcs11TokenInfo }[];
+/**
+ * Handles of the objects matching `template` (C_FindObjectsInit/C_FindObjects/C_FindObjectsFinal),
+ * for use inside Pkcs11Session.run, where one operation may need several Cryptoki calls.
+ */
+export function findObjects(p11: pkcs11js.PKCS11, session: Pkcs11Handle, template: Template): Pkcs11Handle[] {
+  p11.C_FindObjectsInit(session, template);
+  try {
+    const found: Pkcs11Handle[] = [];
+    for (let batch = p11.C_FindObjects(session, 16); batch.length > 0; batch = p11.C_FindObjects(session, 16)) {
+      found.push(...batch);
+    }
+    return found;
+  } finally {
+    p11.C_FindObjectsFinal(session);
+  }
+}
+
+/** The values of `types` on `object`, in that order (C_GetAttributeValue), for use inside Pkcs11Session.run. */
+export function attributeValues(p11: pkcs11js.PKCS11, session: Pkcs11Handle, object: Pkcs11Handle, types: readonly number[]): Buffer[] {
+  return p11.C_GetAttributeValue(session, object, types.map((type) => ({ type }))).map((a) => a.value);
+}
+
+function findToken(p11: pkcs11js.PKCS11, label: string): { slot: Pkcs11Handle; token: Pkcs11TokenInfo } {
+  let matches: { slot: Pkcs11Handle; token: Pkcs11TokenInfo }[];
   const present: string[] = [];
   try {
     matches = p11.C_GetSlotList(true).flatMap((slot) => {
@@ -237,11 +267,11 @@ function findToken(p11: pkcs11js.PKCS11, label: string): { slot: Handle; token: 
   return match;
 }
 
-function login(p11: pkcs11js.PKCS11, session: Handle, pin: string, label: string): void {
+function login(p11: pkcs11js.PKCS11, session: Pkcs11Handle, pin: string, label: string): void {
   try {
     p11.C_Login(session, pkcs11js.CKU_USER, pin);
   } catch (e) {
-    const ckr = e instanceof pkcs11js.Pkcs11Error ? e.message : undefined;
+    const ckr = ckrOf(e);
     if (ckr === 'CKR_USER_ALREADY_LOGGED_IN') {
       // Login state is per application and token: a second session would share (and, on
       // close, log out) the first one's login, and its PIN would go unchecked.

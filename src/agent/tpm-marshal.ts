@@ -1,4 +1,4 @@
-import { ParseError } from '../errors.js';
+import { AttestorError, ParseError } from '../errors.js';
 import { hashByName, hashInfo, TPM_ALG } from '../tpm/constants.js';
 import { readPcrSelection, type PcrBankSelection, type PcrValues } from '../tpm/pcr-selection.js';
 import { TpmReader } from '../tpm/reader.js';
@@ -41,7 +41,7 @@ export const TPM_PT = {
 /** The number of PCRs a TPMS_PCR_SELECTION bitmap covers (PC Client TPMs implement 24). */
 const PCR_COUNT = 24;
 /** TPML_DIGEST holds at most 8 digests (Part 2 §10.9.2); TPM2_PCR_Read returns at most that. */
-const DIGESTS_MAX = 8;
+export const DIGESTS_MAX = 8;
 /** Handles or properties in one capability answer: bounded far above what any TPM returns. */
 const LIST_MAX = 1024;
 
@@ -85,9 +85,24 @@ export class TpmWriter {
   }
 }
 
+/**
+ * `spec` with tpm2-tools' bank names (the ones results are keyed by: "SHA256" becomes
+ * "sha256") and each PCR once. A bank named twice ({ sha256: [0], SHA256: [1] }) is refused
+ * with ERR_TSS_INPUT rather than guessed at; an unknown bank is ERR_TPM_UNSUPPORTED_ALG.
+ */
+export function canonicalPcrSelection(spec: PcrSelectionSpec): PcrSelectionSpec {
+  const out: Record<string, number[]> = {};
+  for (const [bank, pcrs] of Object.entries(spec)) {
+    const { name } = hashByName(bank);
+    if (out[name]) throw new AttestorError('ERR_TSS_INPUT', `PCR selection: the ${name} bank is named twice`);
+    out[name] = [...new Set(pcrs)];
+  }
+  return out;
+}
+
 /** TPML_PCR_SELECTION (Part 2 §10.9.7): one TPMS_PCR_SELECTION per bank, 3-byte bitmaps. */
 export function marshalPcrSelection(spec: PcrSelectionSpec): Uint8Array {
-  const banks = Object.entries(spec);
+  const banks = Object.entries(canonicalPcrSelection(spec));
   const w = new TpmWriter().u32(banks.length);
   for (const [bank, pcrs] of banks) {
     const bitmap = new Uint8Array(PCR_COUNT / 8);

@@ -1,26 +1,41 @@
-import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { AttestorError } from '../errors.js';
+import { EK_CERT_NV } from '../tpm/constants.js';
 import { objectName } from '../tpm/name.js';
 import { parseTpm2bPublic } from '../tpm/public.js';
 import type { PcrValues } from '../tpm/pcr-selection.js';
+import { SerialQueue } from './serial-queue.js';
+import { StateDir } from './state-dir.js';
 import type { PcrSelectionSpec } from './tpm-marshal.js';
 import { akTemplate, ekTemplate, identityKeyTemplate, srkTemplate, type KeyType } from './tpm-templates.js';
-import { SerialQueue, TssError, openTpm, type Attestation, type Handle, type NodeTss, type Tpm } from './tss.js';
+import { TssError, loadNodeTss, openTpm, type Attestation, type Handle, type Hierarchy, type NodeTss, type Tpm } from './tss.js';
 
-/** NV indexes of the EK certificates (TCG EK Credential Profile 2.0 §2.2.1.5). */
-export const EK_CERT_INDEX: Readonly<Record<KeyType, number>> = { rsa: 0x01c00002, ecc: 0x01c0000a };
+/** The EK certificate index of each EK type the session re-derives (templates L-1 and L-2). */
+export const EK_CERT_INDEX: Readonly<Record<KeyType, number>> = { rsa: EK_CERT_NV.rsa2048, ecc: EK_CERT_NV.eccP256 };
+
+/**
+ * TPM_RC format-one errors (Part 2 §6.6.3) that TPM2_Load returns for blobs that are not this
+ * TPM's (another TPM or a cleared one: the SRK differs) or that were damaged: TPM_RC_VALUE,
+ * TPM_RC_SIZE, TPM_RC_INTEGRITY, TPM_RC_BINDING on one of its parameters. Anything else (a
+ * warning such as TPM_RC_OBJECT_MEMORY, a failure) says nothing about the blobs.
+ */
+const FOREIGN_BLOB_ERRORS: ReadonlySet<number> = new Set([0x004, 0x015, 0x01f, 0x025]);
+const TPM_RC_FMT1 = 0x080;
+const TPM_RC_P = 0x040;
 
 export interface TpmSessionOptions {
   /** TCTI string: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, ... */
   readonly tcti: string;
-  /** The agent's state directory: the AK and identity key blobs live here (created if missing). */
+  /**
+   * The agent's state directory: the AK and identity key blobs live here (created 0700 if
+   * missing; one the group or others may write is refused). Keys are created in it under an
+   * exclusive lock, so concurrent agents share one AK.
+   */
   readonly stateDir: string;
   /** Which EK to use; 'auto' (default) takes RSA if its certificate is present, else ECC if its certificate is, else RSA. */
   readonly ekType?: KeyType | 'auto';
   /** Type of the AK when it is first created (default ECC P-256); an existing AK is kept as it is. */
   readonly akType?: KeyType;
+  /** How long each exchange with the TPM may take (default: openTpm's). */
+  readonly timeoutMs?: number;
   /** Another build of the addon (tests); default: loadNodeTss(). */
   readonly addon?: NodeTss;
 }
@@ -40,12 +55,6 @@ export interface TpmKey {
   readonly name: Uint8Array;
 }
 
-/** A key kept in the state directory as tpm2-tools would (`tpm2_load -u NAME.pub -r NAME.priv`). */
-interface KeyBlobs {
-  readonly private: Uint8Array;
-  readonly public: Uint8Array;
-}
-
 /**
  * The agent's TPM: the EK (and its certificate) identifies the TPM, the AK quotes and
  * certifies, the identity key is what credentials are issued to.
@@ -57,9 +66,10 @@ interface KeyBlobs {
  * PolicySecret session) for TPM2_ActivateCredential. Only the AK stays loaded, plus the
  * identity key once used, so a TPM without a resource manager (three object slots) suffices.
  *
- * The AK is created once and kept as blobs (ak.pub / ak.priv) in the state directory: the
- * verifier enrolls it, and it must never change for this TPM. If the blobs no longer load
- * (the TPM was cleared), open() fails with ERR_TPM_STATE rather than making a new AK.
+ * The AK is created once and kept as blobs (ak.pub / ak.priv) in the state directory
+ * (state-dir.ts: created under its lock, never replaced): the verifier enrolls it, and it must
+ * never change for this TPM. If the blobs are not this TPM's (it was cleared, or the directory
+ * comes from another host), open() fails with ERR_TPM_STATE rather than making a new AK.
  */
 export class TpmSession {
   private readonly queue = new SerialQueue();
@@ -68,20 +78,21 @@ export class TpmSession {
   private constructor(
     /** The underlying TPM connection, for operations the session does not wrap. */
     readonly tpm: Tpm,
-    private readonly stateDir: string,
+    private readonly stateDir: StateDir,
     readonly ek: EndorsementKey,
     readonly ak: TpmKey,
     private readonly akHandle: Handle,
   ) {}
 
   static async open(opts: TpmSessionOptions): Promise<TpmSession> {
-    const tpm = await openTpm(opts.tcti, opts.addon);
+    const addon = opts.addon ?? loadNodeTss();
+    const stateDir = await StateDir.open(opts.stateDir, addon);
+    const tpm = await openTpm(opts.tcti, { addon, timeoutMs: opts.timeoutMs });
     try {
-      await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
       const ek = await readEndorsementKey(tpm, opts.ekType ?? 'auto');
       const akType = opts.akType ?? 'ecc';
-      const { handle, key } = await loadOrCreate(tpm, opts.stateDir, 'ak', akTemplate(akType));
-      return new TpmSession(tpm, opts.stateDir, ek, key, handle);
+      const { handle, key } = await loadOrCreate(tpm, stateDir, 'ak', akTemplate(akType));
+      return new TpmSession(tpm, stateDir, ek, key, handle);
     } catch (e) {
       await tpm.close();
       throw e;
@@ -120,14 +131,11 @@ export class TpmSession {
    * Name (marshalled TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET): the recovered secret.
    */
   activate(credentialBlob: Uint8Array, encryptedSecret: Uint8Array): Promise<Uint8Array> {
-    return this.queue.run(async () => {
-      const ek = await this.tpm.createPrimary('endorsement', ekTemplate(this.ek.type));
-      try {
-        return await this.tpm.activateCredential(this.akHandle, ek.handle, credentialBlob, encryptedSecret);
-      } finally {
-        await this.tpm.flushContext(ek.handle);
-      }
-    });
+    return this.queue.run(() =>
+      withPrimary(this.tpm, 'endorsement', ekTemplate(this.ek.type), (ek) =>
+        this.tpm.activateCredential(this.akHandle, ek, credentialBlob, encryptedSecret),
+      ),
+    );
   }
 
   /** Flushes the loaded keys and closes the TPM connection. */
@@ -156,9 +164,8 @@ async function readEndorsementKey(tpm: Tpm, wanted: KeyType | 'auto'): Promise<E
     const ecc = await readEkCertificate(tpm, 'ecc');
     if (ecc !== null) [type, certificate] = ['ecc', ecc];
   }
-  const ek = await tpm.createPrimary('endorsement', ekTemplate(type));
-  await tpm.flushContext(ek.handle);
-  return { type, public: ek.public, certificate };
+  const ek = await withPrimary(tpm, 'endorsement', ekTemplate(type), async (_, pub) => pub);
+  return { type, public: ek, certificate };
 }
 
 async function readEkCertificate(tpm: Tpm, type: KeyType): Promise<Uint8Array | null> {
@@ -172,67 +179,63 @@ async function readEkCertificate(tpm: Tpm, type: KeyType): Promise<Uint8Array | 
 }
 
 /**
- * Loads the key `name` from the state directory under the SRK, creating and saving it first
- * if it is not there. The SRK is flushed again: only the key stays loaded.
+ * Runs `use` with a primary key created for it, then flushes the key. When `use` fails, that
+ * failure is the one reported, whatever the flush does.
  */
-async function loadOrCreate(tpm: Tpm, stateDir: string, name: string, template: Uint8Array): Promise<{ handle: Handle; key: TpmKey }> {
-  const srk = await tpm.createPrimary('owner', srkTemplate('ecc'));
+async function withPrimary<T>(
+  tpm: Tpm,
+  hierarchy: Hierarchy,
+  template: Uint8Array,
+  use: (handle: Handle, pub: Uint8Array) => Promise<T>,
+): Promise<T> {
+  const key = await tpm.createPrimary(hierarchy, template);
+  let result: T;
   try {
-    let blobs = await readBlobs(stateDir, name);
-    if (blobs === null) {
-      blobs = await tpm.create(srk.handle, template);
-      await saveBlobs(stateDir, name, blobs);
-    }
-    const key = keyOf(stateDir, name, blobs.public);
-    let handle: Handle;
-    try {
-      handle = await tpm.load(srk.handle, blobs.private, blobs.public);
-    } catch (e) {
-      if (!(e instanceof TssError) || e.code !== 'ERR_TSS_COMMAND') throw e;
-      throw stateError(stateDir, name, `does not load in this TPM (${e.rcText}); was the TPM cleared or the directory copied from another host?`, e);
-    }
-    return { handle, key };
-  } finally {
-    await tpm.flushContext(srk.handle);
+    result = await use(key.handle, key.public);
+  } catch (e) {
+    await tpm.flushContext(key.handle).catch(() => undefined);
+    throw e;
   }
+  await tpm.flushContext(key.handle);
+  return result;
 }
 
-function keyOf(stateDir: string, name: string, pub: Uint8Array): TpmKey {
+/**
+ * Loads the key `name` from the state directory under the SRK, creating and saving it first
+ * if it is not there, all under the directory's lock: blobs are read once the lock is held, so
+ * of two agents starting at once the second loads the key the first created. The SRK is
+ * flushed again: only the key stays loaded.
+ */
+function loadOrCreate(tpm: Tpm, stateDir: StateDir, name: string, template: Uint8Array): Promise<{ handle: Handle; key: TpmKey }> {
+  return stateDir.withLock(() =>
+    withPrimary(tpm, 'owner', srkTemplate('ecc'), async (srk) => {
+      let blobs = await stateDir.readKey(name);
+      if (blobs === null) {
+        blobs = await tpm.create(srk, template);
+        await stateDir.createKey(name, blobs);
+      }
+      const key = keyOf(stateDir, name, blobs.public);
+      try {
+        return { handle: await tpm.load(srk, blobs.private, blobs.public), key };
+      } catch (e) {
+        if (!isForeignBlob(e)) throw e;
+        throw stateDir.keyError(name, `does not load in this TPM (${e.rcText}); was the TPM cleared or the directory copied from another host?`, e);
+      }
+    }),
+  );
+}
+
+/** A TPM2_Load failure that means the blobs are not this TPM's (see FOREIGN_BLOB_ERRORS). */
+function isForeignBlob(e: unknown): e is TssError {
+  if (!(e instanceof TssError) || e.rc >>> 16 !== 0) return false;
+  const rc = e.rc & 0xfff;
+  return (rc & TPM_RC_FMT1) !== 0 && (rc & TPM_RC_P) !== 0 && FOREIGN_BLOB_ERRORS.has(rc & 0x3f);
+}
+
+function keyOf(stateDir: StateDir, name: string, pub: Uint8Array): TpmKey {
   try {
     return { public: pub, name: objectName(parseTpm2bPublic(pub)) };
   } catch (e) {
-    throw stateError(stateDir, name, `has a ${name}.pub that is not a TPM2B_PUBLIC`, e);
+    throw stateDir.keyError(name, `has a ${name}.pub that is not a TPM2B_PUBLIC`, e);
   }
-}
-
-async function readBlobs(stateDir: string, name: string): Promise<KeyBlobs | null> {
-  const [priv, pub] = await Promise.all([readIfExists(join(stateDir, `${name}.priv`)), readIfExists(join(stateDir, `${name}.pub`))]);
-  if (priv === null && pub === null) return null;
-  if (priv === null || pub === null) throw stateError(stateDir, name, `has only one of ${name}.priv and ${name}.pub`);
-  return { private: priv, public: pub };
-}
-
-/** Writes both blobs (private first, so a reader never sees a public without its private), each atomically. */
-async function saveBlobs(stateDir: string, name: string, blobs: KeyBlobs): Promise<void> {
-  for (const [file, bytes] of [
-    [`${name}.priv`, blobs.private],
-    [`${name}.pub`, blobs.public],
-  ] as const) {
-    const tmp = join(stateDir, `.${file}.${randomUUID()}`);
-    await writeFile(tmp, bytes, { mode: 0o600 });
-    await rename(tmp, join(stateDir, file));
-  }
-}
-
-async function readIfExists(path: string): Promise<Uint8Array | null> {
-  try {
-    return await readFile(path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
-}
-
-function stateError(stateDir: string, name: string, problem: string, cause?: unknown): AttestorError {
-  return new AttestorError('ERR_TPM_STATE', `TPM key "${name}" in ${stateDir} ${problem}`, cause === undefined ? undefined : { cause });
 }

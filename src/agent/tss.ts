@@ -2,9 +2,12 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { AttestorError, type ErrorCode } from '../errors.js';
 import type { PcrBankSelection, PcrValues } from '../tpm/pcr-selection.js';
+import { SerialQueue } from './serial-queue.js';
 import {
+  DIGESTS_MAX,
   TPM_CAP,
   TPM_PT,
+  canonicalPcrSelection,
   marshalDigestValues,
   marshalPcrSelection,
   marshalSigScheme,
@@ -25,6 +28,9 @@ import {
 /** The addon as `npm run build:native` leaves it; src/agent and dist/agent are both two levels below the package root. */
 const ADDON_URL = new URL('../../native/build/Release/node_tss.node', import.meta.url);
 
+/** How long one exchange with the TPM may take by default before the TPM counts as unreachable. */
+export const DEFAULT_TPM_TIMEOUT_MS = 30_000;
+
 /** A failure reported by tpm2-tss: its return code, the decoded text and the TSS function that returned it. */
 export class TssError extends AttestorError {
   constructor(
@@ -36,6 +42,8 @@ export class TssError extends AttestorError {
     readonly rcText: string,
     /** The TSS function that failed, e.g. "Esys_Quote". */
     readonly command: string,
+    /** The TPM did not answer within the Tpm's timeout (code ERR_TSS_UNREACHABLE). */
+    readonly timedOut = false,
   ) {
     super(code, message);
   }
@@ -48,7 +56,8 @@ export type Hierarchy = 'owner' | 'endorsement' | 'platform' | 'null';
 
 /** The raw addon (native/src/tpm.cc): marshalled TPM structures in and out, one call at a time. */
 export interface NativeTpm {
-  open(tcti: string): Promise<object>;
+  /** Every exchange with the TPM must complete within `timeoutMs`; after one that does not, the context only fails. */
+  open(tcti: string, timeoutMs: number): Promise<object>;
   close(): void;
   getCapability(capability: number, property: number, count: number): Promise<{ moreData: number; data: Buffer }>;
   getRandom(bytesRequested: number): Promise<{ bytes: Buffer }>;
@@ -71,6 +80,12 @@ export interface NativeTpm {
 
 export interface NodeTss {
   NativeTpm: new () => NativeTpm;
+  /**
+   * flock(2) LOCK_EX|LOCK_NB on an open file (Node.js has no file locks): true once this open
+   * file description holds the lock, false while another holds it. Closing the descriptor, or
+   * the process ending, releases it.
+   */
+  lockFile(fd: number): boolean;
 }
 
 /** What TPM2_Quote and TPM2_Certify return. */
@@ -86,9 +101,14 @@ let loaded: NodeTss | undefined;
 /**
  * Loads the addon (once). When it is missing or cannot load (libtss2 absent), the error says
  * how to build it; `url` is only for pointing at another build.
+ *
+ * tpm2-tss writes its own log of every failure to stderr, which the typed error already
+ * reports: unless the user set TSS2_LOG (e.g. all+debug to debug), it is turned off here, for
+ * the CLI and library users alike.
  */
 export function loadNodeTss(url: URL = ADDON_URL): NodeTss {
   if (url === ADDON_URL && loaded) return loaded;
+  process.env.TSS2_LOG ??= 'all+none';
   const path = fileURLToPath(url);
   let mod: NodeTss;
   try {
@@ -105,26 +125,27 @@ export function loadNodeTss(url: URL = ADDON_URL): NodeTss {
   return mod;
 }
 
-/** Opens a TPM through a TCTI string as tpm2-tools takes it: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, `mssim:...`. */
-export async function openTpm(tcti: string, addon: NodeTss = loadNodeTss()): Promise<Tpm> {
-  const native = new addon.NativeTpm();
-  try {
-    await native.open(tcti);
-  } catch (e) {
-    throw toTssError(e, `TPM at "${tcti}"`);
-  }
-  return new Tpm(native, tcti);
+export interface OpenTpmOptions {
+  /**
+   * How long each exchange with the TPM may take (default 30 s, far above any TPM command).
+   * Past it the call rejects with ERR_TSS_UNREACHABLE and the Tpm is given up: later calls
+   * fail at once, and the TPM has to be opened again.
+   */
+  readonly timeoutMs?: number;
+  /** Another build of the addon (tests); default: loadNodeTss(). */
+  readonly addon?: NodeTss;
 }
 
-/** Runs tasks one after another in the order they were queued; a failed task does not stop the ones after it. */
-export class SerialQueue {
-  private tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(task: () => Promise<T> | T): Promise<T> {
-    const result = this.tail.then(task);
-    this.tail = result.catch(() => undefined);
-    return result;
+/** Opens a TPM through a TCTI string as tpm2-tools takes it: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, `mssim:...`. */
+export async function openTpm(tcti: string, opts: OpenTpmOptions = {}): Promise<Tpm> {
+  const native = new (opts.addon ?? loadNodeTss()).NativeTpm();
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TPM_TIMEOUT_MS;
+  try {
+    await native.open(tcti, timeoutMs);
+  } catch (e) {
+    throw toTssError(e, `TPM at "${tcti}"`, timeoutMs);
   }
+  return new Tpm(native, tcti, timeoutMs);
 }
 
 /** Default TPM_PT_NV_BUFFER_MAX when a TPM does not report it (PC Client TPMs have at least 1024). */
@@ -137,12 +158,18 @@ const RANDOM_CHUNK = 32;
  * a worker thread; results are marshalled TPM structures for src/tpm/ to parse. close()
  * flushes the transient objects this Tpm loaded (a TPM without a resource manager, such as
  * swtpm, would keep them) and frees the context; if close() is never called, the finalizer
- * frees the context.
+ * frees the context. A TPM that does not answer within the timeout gives ERR_TSS_UNREACHABLE
+ * and the Tpm is given up (see OpenTpmOptions.timeoutMs).
  */
 export class Tpm {
   private readonly queue = new SerialQueue();
   private closed = false;
-  /** Transient objects created or loaded here and not flushed yet. */
+  /** Set when the TPM missed a deadline: the connection is given up and every call fails with it. */
+  private gaveUp: TssError | undefined;
+  /**
+   * Transient objects created or loaded here and not flushed yet. Kept up to date inside the
+   * queued calls, so a close() queued behind a createPrimary() or load() flushes its object.
+   */
   private readonly transients = new Set<Handle>();
   private nvBufferMax: number | undefined;
 
@@ -150,6 +177,8 @@ export class Tpm {
     private readonly native: NativeTpm,
     /** The TCTI string it was opened with, for messages. */
     readonly tcti: string,
+    /** The timeout it was opened with, for messages. */
+    private readonly timeoutMs = DEFAULT_TPM_TIMEOUT_MS,
   ) {}
 
   /**
@@ -159,10 +188,17 @@ export class Tpm {
   private run<T>(call: (native: NativeTpm) => Promise<T> | T): Promise<T> {
     const result = this.queue.run(() => {
       if (this.closed) throw new AttestorError('ERR_TSS_CLOSED', `TPM at "${this.tcti}" is closed`);
+      if (this.gaveUp) {
+        const { rc, rcText, command } = this.gaveUp;
+        const message = `TPM at "${this.tcti}" was given up when ${command} got no answer within ${this.timeoutMs} ms; open the TPM again`;
+        throw new TssError('ERR_TSS_UNREACHABLE', message, rc, rcText, command, true);
+      }
       return call(this.native);
     });
     return result.catch((e: unknown) => {
-      throw toTssError(e, `TPM at "${this.tcti}"`);
+      const error = toTssError(e, `TPM at "${this.tcti}"`, this.timeoutMs);
+      if (error instanceof TssError && error.timedOut) this.gaveUp ??= error;
+      throw error;
     });
   }
 
@@ -186,10 +222,25 @@ export class Tpm {
     return c.capability === TPM_CAP.PCRS ? c.banks.filter((b) => b.pcrs.length > 0) : [];
   }
 
-  /** Handles in use from `first` on (NV indexes 0x01xxxxxx, persistent objects 0x81xxxxxx, ...). */
-  async getHandles(first: number, count = 256): Promise<number[]> {
-    const c = parseCapabilityData((await this.getCapability(TPM_CAP.HANDLES, first, count)).data);
-    return c.capability === TPM_CAP.HANDLES ? c.handles : [];
+  /**
+   * Handles in use of the type of `first` (NV indexes 0x01xxxxxx, persistent objects
+   * 0x81xxxxxx, ...) from `first` on, asking `perCall` at a time until the TPM has no more.
+   */
+  async getHandles(first: number, perCall = 256): Promise<number[]> {
+    const handles: number[] = [];
+    for (let from = first; ; ) {
+      const { moreData, data } = await this.getCapability(TPM_CAP.HANDLES, from, perCall);
+      const c = parseCapabilityData(data);
+      const page = c.capability === TPM_CAP.HANDLES ? c.handles : [];
+      const last = page.at(-1);
+      // Each page must start past the previous one, or a confused TPM would keep us looping.
+      if (page.some((h, i) => h < from || (i > 0 && h <= page[i - 1]!))) {
+        throw new AttestorError('ERR_TSS_COMMAND', `TPM at "${this.tcti}": TPM2_GetCapability returned handles out of order`);
+      }
+      handles.push(...page);
+      if (!moreData || last === undefined || last === 0xffffffff) return handles;
+      from = last + 1;
+    }
   }
 
   /** `size` random bytes from the TPM's RNG (TPM2_GetRandom, several calls if needed). */
@@ -252,10 +303,12 @@ export class Tpm {
   }
 
   /** TPM2_CreatePrimary from a marshalled TPM2B_PUBLIC template (see tpm-templates.ts); empty hierarchy auth. */
-  async createPrimary(hierarchy: Hierarchy, template: Uint8Array): Promise<{ handle: Handle; public: Uint8Array }> {
-    const r = await this.run((n) => n.createPrimary(hierarchy, template));
-    this.transients.add(r.handle);
-    return r;
+  createPrimary(hierarchy: Hierarchy, template: Uint8Array): Promise<{ handle: Handle; public: Uint8Array }> {
+    return this.run(async (n) => {
+      const r = await n.createPrimary(hierarchy, template);
+      this.transients.add(r.handle);
+      return r;
+    });
   }
 
   /** TPM2_Create under `parent`: the marshalled TPM2B_PRIVATE (wrapped by the parent) and TPM2B_PUBLIC. */
@@ -264,10 +317,12 @@ export class Tpm {
   }
 
   /** TPM2_Load of what create() returned. */
-  async load(parent: Handle, priv: Uint8Array, pub: Uint8Array): Promise<Handle> {
-    const { handle } = await this.run((n) => n.load(parent, priv, pub));
-    this.transients.add(handle);
-    return handle;
+  load(parent: Handle, priv: Uint8Array, pub: Uint8Array): Promise<Handle> {
+    return this.run(async (n) => {
+      const { handle } = await n.load(parent, priv, pub);
+      this.transients.add(handle);
+      return handle;
+    });
   }
 
   /**
@@ -280,33 +335,45 @@ export class Tpm {
 
   /** TPM2_FlushContext of a transient object or session. */
   async flushContext(handle: Handle): Promise<void> {
-    await this.run((n) => n.flushContext(handle));
-    this.transients.delete(handle);
+    await this.run(async (n) => {
+      await n.flushContext(handle);
+      this.transients.delete(handle);
+    });
   }
 
   /**
    * TPM2_PCR_Read of a selection, repeated until every implemented PCR asked for is read (the
-   * TPM answers at most eight a call). PCRs the TPM does not have are absent from `values`;
+   * TPM answers at most eight a call). `values` is keyed by tpm2-tools' bank names ("sha256"
+   * whether asked as "sha256" or "SHA256"); PCRs the TPM does not have are absent from it.
    * `updateCounter` is that of the last read.
    */
   pcrRead(selection: PcrSelectionSpec): Promise<{ updateCounter: number; values: PcrValues }> {
-    const first = marshalPcrSelection(selection);
     return this.run(async (n) => {
+      const wanted = canonicalPcrSelection(selection);
+      const total = Object.values(wanted).reduce((sum, pcrs) => sum + pcrs.length, 0);
+      // A TPM reads up to eight PCRs a call, and nothing of a bank it has not allocated, which
+      // one more call finds out: more calls than that mean a TPM that does not progress.
+      const maxCalls = Math.ceil(total / DIGESTS_MAX) + 1;
       const values: Record<string, Record<number, Uint8Array>> = {};
       let updateCounter = 0;
-      for (let asked = first; ; ) {
-        const r = await n.pcrRead(asked);
+      let rest = wanted;
+      for (let calls = 0; ; calls++) {
+        if (calls === maxCalls) {
+          throw new AttestorError('ERR_TSS_COMMAND', `TPM at "${this.tcti}": TPM2_PCR_Read still had PCRs to read after ${maxCalls} calls for ${total} PCRs`);
+        }
+        const r = await n.pcrRead(marshalPcrSelection(rest));
         updateCounter = r.updateCounter;
         let fresh = 0;
         for (const [bank, pcrs] of Object.entries(pcrValuesOf(r.selection, r.digests))) {
           for (const [pcr, digest] of Object.entries(pcrs)) {
-            (values[bank] ??= {})[Number(pcr)] = digest;
+            const index = Number(pcr);
+            if (!rest[bank]?.includes(index)) continue;
+            (values[bank] ??= {})[index] = digest;
             fresh++;
           }
         }
-        const rest = remainingSelection(selection, values);
+        rest = remainingSelection(wanted, values);
         if (fresh === 0 || Object.keys(rest).length === 0) break;
-        asked = marshalPcrSelection(rest);
       }
       return { updateCounter, values };
     });
@@ -341,12 +408,12 @@ export class Tpm {
     return (await this.run((n) => n.activateCredential(activate, ek, credentialBlob, encryptedSecret))).secret;
   }
 
-  /** Flushes this Tpm's transient objects, then frees the context. Idempotent. */
+  /** Flushes this Tpm's transient objects (unless the TPM was given up), then frees the context. Idempotent. */
   async close(): Promise<void> {
     await this.queue.run(async () => {
       if (this.closed) return;
       this.closed = true;
-      for (const handle of this.transients) {
+      for (const handle of this.gaveUp ? [] : this.transients) {
         // Best effort: a TPM that went away has no objects left to flush.
         await this.native.flushContext(handle).catch(() => undefined);
       }
@@ -370,15 +437,19 @@ const TPM_RC_REFERENCE_H0 = 0x910;
 const TPM_RC_REFERENCE_H6 = 0x916;
 
 /** Maps what the addon threw to a typed error; anything else (a bug) passes through. */
-function toTssError(e: unknown, where: string): unknown {
+function toTssError(e: unknown, where: string, timeoutMs: number): unknown {
   if (e instanceof AttestorError) return e;
   if (e instanceof TypeError || e instanceof RangeError) {
     return new AttestorError('ERR_TSS_INPUT', `${where}: ${e.message}`, { cause: e });
   }
-  const native = e as { rc?: unknown; rcText?: unknown; command?: unknown };
+  const native = e as { rc?: unknown; rcText?: unknown; command?: unknown; timedOut?: unknown };
   if (typeof native.rc !== 'number' || typeof native.command !== 'string') return e;
   const rcText = String(native.rcText);
   const hex = `0x${native.rc.toString(16).padStart(8, '0')}`;
+  if (native.timedOut === true) {
+    const message = `${where}: ${native.command} got no answer within ${timeoutMs} ms; the connection is given up, open the TPM again`;
+    return new TssError('ERR_TSS_UNREACHABLE', message, native.rc, rcText, native.command, true);
+  }
   return new TssError(classify(native.rc, native.command), `${where}: ${native.command} failed: ${rcText} (${hex})`, native.rc, rcText, native.command);
 }
 

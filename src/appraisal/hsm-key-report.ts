@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
-import { AttestorError, ParseError } from '../errors.js';
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { AttestorError, ParseError, PolicyError } from '../errors.js';
 
 /**
  * The report an agent makes about a key held in a PKCS#11 token (DESIGN flow 3): the public
@@ -181,6 +181,30 @@ function checkEvidence(value: unknown): HsmKeyEvidence {
     token: { manufacturer: text('manufacturer'), model: text('model'), serial: text('serial'), label: text('label') },
     alg,
   };
+}
+
+/**
+ * The P-256 key of a SubjectPublicKeyInfo (DER, nothing after it): the key an HSM key report
+ * carries, and the one the agent builds from its token's CKA_EC_POINT. Throws
+ * ERR_HSM_KEY_REPORT_MALFORMED for bytes that are not such an SPKI (a point off the curve
+ * included), ERR_KEY_UNSUPPORTED for a key of another type or curve.
+ */
+export function p256PublicKey(spki: Uint8Array): KeyObject {
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+  } catch (e) {
+    throw new ParseError('ERR_HSM_KEY_REPORT_MALFORMED', 'HSM key report: publicKey is not a valid SPKI', { cause: e });
+  }
+  // OpenSSL ignores bytes after the SPKI; the evidence must be exactly the key's encoding.
+  if (!key.export({ type: 'spki', format: 'der' }).equals(spki)) {
+    throw new ParseError('ERR_HSM_KEY_REPORT_MALFORMED', 'HSM key report: publicKey has bytes beyond its SPKI DER');
+  }
+  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+    const details = key.asymmetricKeyDetails?.namedCurve ?? key.asymmetricKeyType ?? 'unknown';
+    throw new PolicyError('ERR_KEY_UNSUPPORTED', `HSM key: ${details} key; only EC P-256 (ES256) is accepted`);
+  }
+  return key;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -1,14 +1,17 @@
-import { createPublicKey, verify, type KeyObject } from 'node:crypto';
-import { ParseError, PolicyError, VerificationError } from '../errors.js';
+import { verify, type KeyObject } from 'node:crypto';
+import { PolicyError, VerificationError } from '../errors.js';
 import {
   CKK_EC,
   HSM_KEY_FLAGS,
+  keyEvidenceDigest,
   keyEvidenceMessage,
+  p256PublicKey,
   parseHsmKeyReport,
   type HsmKeyAttributes,
   type HsmKeyReport,
   type HsmTokenIdentity,
 } from './hsm-key-report.js';
+import { constantTimeEqual } from './signed-attest.js';
 
 /**
  * Appraisal of an HSM key report (DESIGN flow 3: "PKCS#11 key -> attribute report + signature
@@ -16,12 +19,12 @@ import {
  *
  * What this does and does not prove. The signature proves the reporter holds the private key
  * of the reported public key now (it covers the fresh nonce). The attributes and the token
- * identity, however, are self-reported by the host: without a vendor attestation chain from
- * the token nothing here proves the key is really non-extractable or lives in that token. They
- * gain weight only through the binding of DESIGN flow 3: the quote's qualifying data is
- * keyEvidenceDigest(nonce, report), so the TPM-attested host, whose boot state the appraisal
- * accepts, vouches for this report. Callers must therefore verify the quote against that
- * digest before trusting these claims.
+ * identity, however, are reported by the host: without a vendor attestation chain from the
+ * token nothing here proves the key is really non-extractable or lives in that token. They
+ * gain weight only through the binding of DESIGN flow 3, which this checks: the qualifying
+ * data of the agent's quote (verified by verifyQuote) must be keyEvidenceDigest(nonce,
+ * report), so the TPM-attested host, whose boot state the appraisal accepts, vouches for this
+ * very report. The result keeps them apart as `reported`.
  */
 
 /** Attribute values a key must have to count as HSM-resident and non-exportable. */
@@ -46,16 +49,35 @@ export interface HsmKeyRequirements {
   allowedTokens?: readonly Partial<HsmTokenIdentity>[];
 }
 
-export interface HsmKeyClaims {
+export interface HsmKeyCheck {
+  /** The nonce of the challenge the report answers. */
+  nonce: Uint8Array;
+  /**
+   * The qualifying data (TPMS_ATTEST.extraData) of the agent's quote for the same challenge,
+   * as verifyQuote returned it (VerifiedQuote.attest.extraData) once the quote verified. It
+   * must be keyEvidenceDigest(nonce, report): otherwise the quote vouches for another report
+   * (ERR_HSM_KEY_NOT_BOUND).
+   */
+  quotedQualifyingData: Uint8Array;
+  requirements?: HsmKeyRequirements;
+}
+
+/**
+ * What the host reported about its key and token. Checked against the requirements and bound
+ * to the attested quote, but stated by the host, not proven by the token.
+ */
+export interface HsmKeyReported {
   residence: 'pkcs11';
-  curve: 'P-256';
   token: HsmTokenIdentity;
   attributes: HsmKeyAttributes;
 }
 
 export interface VerifiedHsmKey {
+  /** The key; the reporter proved it holds the private half (signature over the nonce). */
   publicKey: KeyObject;
-  claims: HsmKeyClaims;
+  /** Checked from the key itself. */
+  curve: 'P-256';
+  reported: HsmKeyReported;
 }
 
 /** ERR_HSM_KEY_ATTRIBUTES, naming every attribute that has the wrong value. */
@@ -69,11 +91,15 @@ export class HsmKeyAttributeError extends PolicyError {
   }
 }
 
-export function verifyHsmKey(
-  report: HsmKeyReport,
-  opts: { nonce: Uint8Array; requirements?: HsmKeyRequirements },
-): VerifiedHsmKey {
+export function verifyHsmKey(report: HsmKeyReport, opts: HsmKeyCheck): VerifiedHsmKey {
   const r = parseHsmKeyReport(report);
+  const quoted = opts.quotedQualifyingData;
+  if (!(quoted instanceof Uint8Array) || !constantTimeEqual(quoted, keyEvidenceDigest(opts.nonce, r))) {
+    throw new VerificationError(
+      'ERR_HSM_KEY_NOT_BOUND',
+      "HSM key: the quote's qualifying data is not keyEvidenceDigest(nonce, report): the attested host did not vouch for this report",
+    );
+  }
   const publicKey = p256PublicKey(r.publicKey);
   if (r.attributes.keyType !== CKK_EC) {
     const keyType = `0x${r.attributes.keyType.toString(16)}`;
@@ -99,25 +125,7 @@ export function verifyHsmKey(
     );
   }
 
-  return { publicKey, claims: { residence: 'pkcs11', curve: 'P-256', token: r.token, attributes: r.attributes } };
-}
-
-function p256PublicKey(spki: Uint8Array): KeyObject {
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
-  } catch (e) {
-    throw new ParseError('ERR_HSM_KEY_REPORT_MALFORMED', 'HSM key report: publicKey is not a valid SPKI', { cause: e });
-  }
-  // OpenSSL ignores bytes after the SPKI; the evidence must be exactly the key's encoding.
-  if (!key.export({ type: 'spki', format: 'der' }).equals(spki)) {
-    throw new ParseError('ERR_HSM_KEY_REPORT_MALFORMED', 'HSM key report: publicKey has bytes beyond its SPKI DER');
-  }
-  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    const details = key.asymmetricKeyDetails?.namedCurve ?? key.asymmetricKeyType ?? 'unknown';
-    throw new PolicyError('ERR_KEY_UNSUPPORTED', `HSM key: ${details} key; only EC P-256 (ES256) is accepted`);
-  }
-  return key;
+  return { publicKey, curve: 'P-256', reported: { residence: 'pkcs11', token: r.token, attributes: r.attributes } };
 }
 
 function tokenMatches(token: HsmTokenIdentity, entry: Partial<HsmTokenIdentity>): boolean {

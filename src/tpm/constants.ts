@@ -62,6 +62,23 @@ export const TPMA_OBJECT = {
   x509sign: 1 << 19,
 } as const;
 
+/**
+ * NV indexes of EK certificates (TCG EK Credential Profile 2.0 §2.2.1.5): the low range
+ * (templates L-1 and L-2, the default EKs) and the high range H-1..H-3.
+ */
+export const EK_CERT_NV = {
+  /** RSA 2048 EK, template L-1. */
+  rsa2048: 0x01c00002,
+  /** ECC NIST P-256 EK, template L-2. */
+  eccP256: 0x01c0000a,
+  /** RSA 2048 EK, template H-1. */
+  rsa2048High: 0x01c00012,
+  /** ECC NIST P-256 EK, template H-2. */
+  eccP256High: 0x01c00014,
+  /** ECC NIST P-384 EK, template H-3. */
+  eccP384: 0x01c00016,
+} as const;
+
 /** TPM_ECC_CURVE (Part 2 §6.4). */
 export const TPM_ECC = {
   NIST_P256: 0x0003,

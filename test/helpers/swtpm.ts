@@ -10,18 +10,14 @@ import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTpm2bPublic } from '../../src/tpm/public.js';
-import { curveInfo } from '../../src/tpm/constants.js';
+import { curveInfo, EK_CERT_NV } from '../../src/tpm/constants.js';
 import { leftPad } from '../../src/tpm/public-key.js';
 
-/** NV indexes of the EK certificates (TCG EK Credential Profile 2.0 §2.2.1.5). */
-export const EK_CERT_NV = {
-  /** RSA 2048 EK (template L-1), written by swtpm_setup. */
-  rsa2048: 0x01c00002,
-  /** ECC NIST P-256 EK (template L-2), written by this harness (swtpm_setup 0.7.1 only makes a P-384 EK). */
-  eccP256: 0x01c0000a,
-  /** ECC NIST P-384 EK (template H-3), written by swtpm_setup. */
-  eccP384: 0x01c00016,
-} as const;
+/**
+ * The EK certificate indexes: swtpm_setup writes rsa2048 (L-1) and eccP384 (H-3), this harness
+ * eccP256 (L-2; swtpm_setup 0.7.1 only makes a P-384 EK).
+ */
+export { EK_CERT_NV };
 
 /** Persistent EK handles swtpm_setup creates (its P-384 EK is template H-3: userWithAuth, empty auth). */
 export const PERSISTENT_EK = {
@@ -30,6 +26,8 @@ export const PERSISTENT_EK = {
 } as const;
 
 export interface Swtpm {
+  /** Process id of swtpm (tests stop and continue it to play a TPM that hangs). */
+  readonly pid: number;
   /** TPM command port (TCP, 127.0.0.1). */
   readonly port: number;
   /** swtpm control channel port (TCP, 127.0.0.1): always port + 1, where the swtpm TCTI looks for it. */
@@ -194,6 +192,7 @@ async function launch(dir: string, paths: ConfigPaths): Promise<Swtpm> {
     const tcti = `swtpm:host=127.0.0.1,port=${port}`;
     let stopped: Promise<void> | undefined;
     return {
+      pid: child.pid!,
       port,
       ctrlPort,
       tcti,
@@ -279,6 +278,11 @@ async function provisionEccP256EkCert(sw: Swtpm, paths: ConfigPaths): Promise<vo
   ]);
   await tpm2(sw, ['tpm2_nvwrite', index, '-C', 'p', '-i', certPath]);
   await rm(work, { recursive: true, force: true });
+}
+
+/** The transient objects loaded in the TPM right now, as tpm2_getcap lists them (swtpm has no resource manager). */
+export async function transientHandles(sw: Swtpm): Promise<string> {
+  return (await tpm2(sw, ['tpm2_getcap', 'handles-transient'])).stdout.toString().trim();
 }
 
 /** A handle as tpm2-tools takes it: 0x01c00002. */

@@ -3,10 +3,11 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { TPM_PT, type PcrSelectionSpec } from '../../agent/tpm-marshal.js';
-import { EK_CERT_INDEX, TpmSession } from '../../agent/tpm-session.js';
+import { TpmSession } from '../../agent/tpm-session.js';
 import { ekTemplate, type KeyType } from '../../agent/tpm-templates.js';
 import { openTpm, type Attestation, type Tpm } from '../../agent/tss.js';
 import { AttestorError, isAttestorError } from '../../errors.js';
+import { EK_CERT_NV } from '../../tpm/constants.js';
 import { parseEkCertificate, verifyEkCertificate } from '../../tpm/ek-certificate.js';
 import type { EkRootStore } from '../../tpm/ek-roots.js';
 import { encodePcrFile } from '../../tpm/pcr-file.js';
@@ -28,15 +29,15 @@ const PT = { ...TPM_PT, LEVEL: 0x101, DAY_OF_YEAR: 0x103, YEAR: 0x104 } as const
 const IDENTITY_PROPERTIES = PT.FIRMWARE_VERSION_2 - PT.FAMILY_INDICATOR + 1;
 
 /**
- * EK certificate NV indexes, TCG EK Credential Profile 2.0 §2.2.1.5: the low range (templates
- * L-1, L-2, whose EK this code can re-derive to compare keys) and the high range H-1..H-3.
+ * The EK certificates `tpm info` reports (src/tpm/constants.ts EK_CERT_NV): the low range
+ * (templates L-1, L-2, whose EK this code can re-derive to compare keys) and H-1..H-3.
  */
 const EK_CERTIFICATES: readonly { index: number; key: string; template: string; ekType?: KeyType }[] = [
-  { index: EK_CERT_INDEX.rsa, key: 'RSA 2048', template: 'L-1', ekType: 'rsa' },
-  { index: EK_CERT_INDEX.ecc, key: 'ECC NIST P-256', template: 'L-2', ekType: 'ecc' },
-  { index: 0x01c00012, key: 'RSA 2048', template: 'H-1' },
-  { index: 0x01c00014, key: 'ECC NIST P-256', template: 'H-2' },
-  { index: 0x01c00016, key: 'ECC NIST P-384', template: 'H-3' },
+  { index: EK_CERT_NV.rsa2048, key: 'RSA 2048', template: 'L-1', ekType: 'rsa' },
+  { index: EK_CERT_NV.eccP256, key: 'ECC NIST P-256', template: 'L-2', ekType: 'ecc' },
+  { index: EK_CERT_NV.rsa2048High, key: 'RSA 2048', template: 'H-1' },
+  { index: EK_CERT_NV.eccP256High, key: 'ECC NIST P-256', template: 'H-2' },
+  { index: EK_CERT_NV.eccP384, key: 'ECC NIST P-384', template: 'H-3' },
 ];
 
 /** TPM2B_DATA holds at most sizeof(TPMU_HA) = 64 bytes (Part 2 §10.4.3): the longest qualifying data. */
@@ -243,7 +244,7 @@ async function readTpmInfo(tpm: Tpm, store: EkRootStore): Promise<TpmInfo> {
   };
   const manufacturer = p.get(PT.MANUFACTURER);
   const [fw1, fw2] = [p.get(PT.FIRMWARE_VERSION_1), p.get(PT.FIRMWARE_VERSION_2)];
-  const present = new Set(await tpm.getHandles(EK_CERT_INDEX.rsa));
+  const present = new Set(await tpm.getHandles(EK_CERT_NV.rsa2048));
   const ekCertificates: EkCertificateReport[] = [];
   for (const slot of EK_CERTIFICATES.filter((c) => present.has(c.index))) {
     const der = await tpm.nvRead(slot.index);
