@@ -31,6 +31,22 @@ function appraise(bytes: Uint8Array, quoted: PcrValues, rules: unknown = {}) {
 }
 
 const codes = (reasons: readonly EventlogReason[]) => reasons.map((r) => r.code);
+
+/** What a TPM quoting `pcrs` as well holds after this log: the PCRs the log never extends are at reset. */
+function quoteWith(bytes: Uint8Array, pcrs: readonly number[]): PcrValues {
+  const quoted = parseAndReplay(bytes);
+  return Object.fromEntries(
+    Object.entries(quoted).map(([bank, values]) => {
+      const size = Object.values(values)[0]!.length;
+      return [bank, { ...Object.fromEntries(pcrs.map((pcr) => [pcr, new Uint8Array(size)])), ...values }];
+    }),
+  );
+}
+const cmdlinePcrs = [8, 12];
+
+/** Digests of `data` in GCE's three banks, as an event that measured exactly these bytes has. */
+const gceDigests = (data: Uint8Array): EventSpec['digests'] =>
+  ([[TPM_ALG.SHA1, 'sha1'], [TPM_ALG.SHA256, 'sha256'], [TPM_ALG.SHA384, 'sha384']] as const).map(([alg, h]) => [alg, createHash(h).update(data).digest()] as const);
 const only = (pcrs: PcrValues, bank: string): PcrValues => ({ [bank]: pcrs[bank]! });
 
 describe('replay against the quoted PCRs', () => {
@@ -78,6 +94,28 @@ describe('replay against the quoted PCRs', () => {
     expect(appraise(MOK, reset).reasons).toEqual([expect.objectContaining({ code: 'EVENTLOG_EXTRA_EVENTS', pcr: 14, event: 26 })]);
   });
 
+  it('an event retyped to EV_NO_ACTION (so never extended): its PCR fails in every bank', () => {
+    const result = appraise(tamper(GCE, (e) => (e[27] = { ...e[27]!, type: EV.NO_ACTION })), parseAndReplay(GCE));
+    expect(result.reasons.map((r) => [r.code, r.bank, r.pcr])).toEqual([
+      ['EVENTLOG_PCR_MISMATCH', 'sha1', 4],
+      ['EVENTLOG_PCR_MISMATCH', 'sha256', 4],
+      ['EVENTLOG_PCR_MISMATCH', 'sha384', 4],
+    ]);
+  });
+
+  it('an EV_NO_ACTION event retyped to an extended type: its PCR fails in every bank', () => {
+    const data = Buffer.from('vendor note, not measured');
+    const withNote = tamper(GCE, (e) => e.splice(24, 0, { pcr: 4, type: EV.NO_ACTION, data, digests: gceDigests(data) }));
+    const quoted = parseAndReplay(withNote);
+    expect(appraise(withNote, quoted).ok).toBe(true);
+    const retyped = tamper(withNote, (e) => (e[24] = { ...e[24]!, type: EV.EFI_BOOT_SERVICES_APPLICATION }));
+    expect(appraise(retyped, quoted).reasons.map((r) => [r.code, r.bank, r.pcr])).toEqual([
+      ['EVENTLOG_PCR_MISMATCH', 'sha1', 4],
+      ['EVENTLOG_PCR_MISMATCH', 'sha256', 4],
+      ['EVENTLOG_PCR_MISMATCH', 'sha384', 4],
+    ]);
+  });
+
   it('a quoted bank the log has no digests in, for a PCR it extends, fails', () => {
     const quoted = { ...parseAndReplay(MOK), sha1: { 4: new Uint8Array(20).fill(1) } };
     expect(appraise(MOK, quoted).reasons).toEqual([expect.objectContaining({ code: 'EVENTLOG_BANK_MISSING', bank: 'sha1', pcr: 4 })]);
@@ -92,7 +130,10 @@ describe('replay against the quoted PCRs', () => {
     expect(plain.verified.sha256).not.toContain(10);
     const cmdline = plain.facts.kernelCmdlines[0]!.cmdline;
     const ruled = appraise(GCE, quoted, { kernelCmdlines: [cmdline] });
-    expect(ruled.reasons).toEqual([expect.objectContaining({ code: 'EVENTLOG_PCR_NOT_IN_LOG', bank: 'sha256', pcr: 12 })]);
+    expect(ruled.reasons).toEqual([
+      expect.objectContaining({ code: 'EVENTLOG_PCR_NOT_IN_LOG', bank: 'sha256', pcr: 12 }),
+      expect.objectContaining({ code: 'KERNEL_CMDLINE_UNPROVEN', pcr: 12 }),
+    ]);
   });
 
   it('facts carry only the banks the quote verified', () => {
@@ -151,6 +192,17 @@ describe('facts are not fooled by event types or unsigned data', () => {
     expect(result.facts.bootComponents.map((c) => c.digests)).toEqual(facts.bootComponents.map((c) => c.digests));
     expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_COMPONENT_NOT_ALLOWED', pcr: 4, event: 27 })]);
   });
+
+  it('an image whose bytes are given as its event data (its digest then proves them) is still a component', () => {
+    const [shim, grub] = appraise(GCE, parseAndReplay(GCE)).facts.bootComponents;
+    // What an Authenticode hash is computed over: PE headers and sections, binary from the first bytes on.
+    const image = Buffer.concat([Buffer.from('4d5a90000300000004000000ffff0000', 'hex'), Buffer.from('payload')]);
+    const loaded = tamper(GCE, (e) => e.push({ pcr: 4, type: EV.EFI_BOOT_SERVICES_APPLICATION, data: image, digests: gceDigests(image) }));
+    const rule = { bootComponents: { match: 'any', allowed: [`sha256:${shim!.digests.sha256}`, `sha256:${grub!.digests.sha256}`] } };
+    const result = appraise(loaded, parseAndReplay(loaded), rule);
+    expect(result.facts.bootComponents.map((c) => c.event)).toEqual([23, 27, 112]);
+    expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_COMPONENT_NOT_ALLOWED', pcr: 4, event: 112 })]);
+  });
 });
 
 describe('rules', () => {
@@ -183,6 +235,14 @@ describe('rules', () => {
     expect(codes(short.reasons)).toEqual(['BOOT_COMPONENT_COUNT', 'BOOT_COMPONENT_NOT_ALLOWED']);
   });
 
+  it('boot components ruled but none measured (PCR 4 at its reset value): BOOT_COMPONENTS_MISSING naming PCR 4', () => {
+    const log = parseTcgLog(GCE);
+    const noPcr4 = rebuildLog(log, GCE, specsOf(log).filter((e) => e.pcr !== 4));
+    const result = appraise(noPcr4, quoteWith(noPcr4, [4]), { bootComponents: { match: 'any', allowed: [`sha256:${shim!.digests.sha256}`] } });
+    expect(result.verified.sha256).toContain(4);
+    expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_COMPONENTS_MISSING', pcr: 4 })]);
+  });
+
   it('a digest rule matches only in a bank the quote verified', () => {
     const sha1Rule = { bootComponents: { match: 'any', allowed: [`sha1:${shim!.digests.sha1}`, `sha1:${grub!.digests.sha1}`] } };
     expect(appraise(GCE, parseAndReplay(GCE), sha1Rule).ok).toBe(true);
@@ -202,34 +262,157 @@ describe('rules', () => {
   });
 
   it('kernel command lines: grub (PCR 8) and systemd-boot (PCR 12) are proven by their digests', () => {
+    const gceCmdline =
+      '/boot/vmlinuz-5.11.0-1008-gcp root=PARTUUID=bf817bdf-6a3a-4221-8edb-2c1ca7c5537f ro scsi_mod.use_blk_mq=Y ima_hash=sha256 console=ttyS0 panic=-1';
+    // grub measures its `linux` command and then the command line it hands the kernel: both prove the same text.
     expect(gceFacts.kernelCmdlines).toEqual([
-      {
-        event: 102,
-        pcr: 8,
-        source: 'grub',
-        cmdline: '/boot/vmlinuz-5.11.0-1008-gcp root=PARTUUID=bf817bdf-6a3a-4221-8edb-2c1ca7c5537f ro scsi_mod.use_blk_mq=Y ima_hash=sha256 console=ttyS0 panic=-1',
-      },
+      { event: 100, pcr: 8, source: 'grub-command', cmdline: gceCmdline },
+      { event: 102, pcr: 8, source: 'grub', cmdline: gceCmdline },
     ]);
-    const quoted = parseAndReplay(GCE);
-    expect(appraise(GCE, quoted, { kernelCmdlines: [gceFacts.kernelCmdlines[0]!.cmdline] }).ok).toBe(true);
-    expect(appraise(GCE, quoted, { kernelCmdlines: ['ro quiet'] }).reasons).toEqual([expect.objectContaining({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: 8, event: 102 })]);
+    expect(gceFacts.unprovenCmdlineEvents).toEqual([]);
+    const quoted = quoteWith(GCE, cmdlinePcrs);
+    expect(appraise(GCE, quoted, { kernelCmdlines: [gceCmdline] }).ok).toBe(true);
+    expect(appraise(GCE, quoted, { kernelCmdlines: ['ro quiet'] }).reasons).toEqual([
+      expect.objectContaining({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: 8, event: 100 }),
+      expect.objectContaining({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: 8, event: 102 }),
+    ]);
     const sdBoot = eventlogVector('event-sd-boot-fedora37.bin');
-    const systemd = appraise(sdBoot, parseAndReplay(sdBoot), { kernelCmdlines: ['console=ttyS0 console=tty0 efi=debug'] });
-    expect(systemd.ok).toBe(true);
+    const systemd = appraise(sdBoot, quoteWith(sdBoot, cmdlinePcrs), { kernelCmdlines: ['console=ttyS0 console=tty0 efi=debug'] });
+    expect(systemd.reasons).toEqual([]);
     expect(systemd.facts.kernelCmdlines.map((k) => [k.source, k.pcr, k.event])).toEqual([
       ['systemd', 12, 23],
       ['systemd', 12, 24],
     ]);
   });
 
-  it('kernel command lines: a log that proves none fails (systemd-boot before v251 did not hash its data)', () => {
+  it('kernel command lines: a log that proves none fails, naming the event (systemd-boot before v251 did not hash its data)', () => {
     const arch = eventlogVector('event-arch-linux.bin');
-    expect(codes(appraise(arch, parseAndReplay(arch), { kernelCmdlines: ['ro'] }).reasons)).toEqual(['KERNEL_CMDLINE_UNPROVEN']);
+    const result = appraise(arch, quoteWith(arch, cmdlinePcrs), { kernelCmdlines: ['ro'] });
+    expect(result.reasons).toEqual([expect.objectContaining({ code: 'KERNEL_CMDLINE_UNPROVEN', pcr: 8, event: 24 })]);
   });
 
-  it('a forged grub command line next to the real digest is not a fact', () => {
+  it('kernel command lines: PCR 8 and 12 must both be verified by the quote', () => {
+    const cmdline = gceFacts.kernelCmdlines[0]!.cmdline;
+    const result = appraise(GCE, parseAndReplay(GCE), { kernelCmdlines: [cmdline] });
+    expect(result.reasons).toEqual([expect.objectContaining({ code: 'KERNEL_CMDLINE_UNPROVEN', pcr: 12 })]);
+  });
+
+  it('kernel command lines: a log that states none fails', () => {
+    const uefi = eventlogVector('event-uefi-sha1-log.bin');
+    const result = appraise(uefi, quoteWith(uefi, cmdlinePcrs), { kernelCmdlines: ['ro'] });
+    expect(result.reasons).toEqual([{ code: 'KERNEL_CMDLINE_UNPROVEN', message: 'kernel command lines are ruled but none is proven by a verified PCR (8 or 12)' }]);
+  });
+
+  it('a forged grub command line next to the real digest is not a fact, and fails a rule naming the event', () => {
     const forged = tamper(GCE, (e) => (e[102] = { ...e[102]!, data: Buffer.from('kernel_cmdline: /boot/vmlinuz ro init=/bin/sh\0') }));
-    expect(appraise(forged, parseAndReplay(GCE)).facts.kernelCmdlines).toEqual([]);
+    const result = appraise(forged, quoteWith(GCE, cmdlinePcrs), { kernelCmdlines: ['/boot/vmlinuz ro init=/bin/sh'] });
+    expect(result.facts.kernelCmdlines.map((k) => k.event)).toEqual([100]);
+    expect(result.facts.unprovenCmdlineEvents).toEqual([{ event: 102, pcr: 8, label: 'EV_IPL kernel_cmdline: /boot/vmlinuz ro init=/bin/sh' }]);
+    expect(result.reasons).toEqual([
+      expect.objectContaining({ code: 'KERNEL_CMDLINE_UNPROVEN', pcr: 8, event: 102 }),
+      expect.objectContaining({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: 8, event: 100 }),
+    ]);
+  });
+
+  /** A command line a root user extends into PCR 8 after boot, written as grub would (digest of the text after the tag). */
+  const allowedCmdline = 'root=/dev/sda1 ro quiet';
+  const appendedCmdline = (): EventSpec => ({
+    pcr: 8,
+    type: EV.IPL,
+    data: Buffer.from(`kernel_cmdline: ${allowedCmdline}`),
+    digests: gceDigests(Buffer.from(allowedCmdline)),
+  });
+
+  it('the real command line hidden (data rewritten, digest kept) and an allowed one appended: KERNEL_CMDLINE_UNPROVEN naming the event', () => {
+    const log = tamper(GCE, (e) => {
+      e[102] = { ...e[102]!, data: Buffer.from('grub_cmd: nothing to see\0') };
+      e.push(appendedCmdline());
+    });
+    // What the TPM holds: the boot's digests and the extend made after boot (event data moves no PCR).
+    const result = appraise(log, quoteWith(log, cmdlinePcrs), { kernelCmdlines: [allowedCmdline] });
+    expect(result.ok).toBe(false);
+    expect(codes(result.reasons)).toEqual(['KERNEL_CMDLINE_UNPROVEN', 'KERNEL_CMDLINE_NOT_ALLOWED']);
+    expect(result.reasons[0]).toMatchObject({ pcr: 8, event: 102 });
+    expect(result.reasons[0]!.message).toContain('event 102 (EV_IPL grub_cmd: nothing to see)');
+  });
+
+  it('the real command line retagged (its digest covers only the text after the tag) and an allowed one appended: still judged', () => {
+    const log = tamper(GCE, (e) => {
+      const untag = (n: number, tag: string) => {
+        const data = Buffer.from(e[n]!.data);
+        e[n] = { ...e[n]!, data: Buffer.concat([Buffer.from(tag), data.subarray(data.indexOf(': '))]) };
+      };
+      untag(102, 'grub_cmd');
+      untag(100, 'module_cmdline');
+      e.push(appendedCmdline());
+    });
+    const result = appraise(log, quoteWith(log, cmdlinePcrs), { kernelCmdlines: [allowedCmdline] });
+    expect(result.facts.unprovenCmdlineEvents).toEqual([]);
+    // The `linux` command's text is covered by its digest: whatever its tag, it states the real command line.
+    expect(result.reasons).toEqual([expect.objectContaining({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: 8, event: 100 })]);
+    expect(result.facts.kernelCmdlines.map((k) => [k.event, k.source])).toEqual([
+      [100, 'grub-command'],
+      [112, 'grub'],
+    ]);
+  });
+
+  describe('kernels (files grub measured into PCR 9, known by digest)', () => {
+    const files = gceFacts.bootFiles;
+    const kernel = files.find((f) => f.label === 'EV_IPL /boot/vmlinuz-5.11.0-1008-gcp')!;
+    const others = files.filter((f) => f !== kernel).map((f) => `sha256:${f.digests.sha256}`);
+    const quoted = parseAndReplay(GCE);
+
+    it('lists every file with its digests and path label', () => {
+      expect(files.map((f) => f.event)).toEqual([28, 31, 32, 33, 34, 36, 38, 41, 101]);
+      expect(kernel).toMatchObject({ event: 101, digests: { sha256: expect.stringMatching(/^[0-9a-f]{64}$/) } });
+      expect(files[0]!.label).toBe('EV_IPL (hd0,gpt15)/EFI/ubuntu/grub.cfg');
+    });
+
+    it('the allowed kernel and the other files listed: passes', () => {
+      expect(appraise(GCE, quoted, { kernels: { allowed: [`sha384:${kernel.digests.sha384}`], otherFiles: others } }).reasons).toEqual([]);
+    });
+
+    it('a file neither an allowed kernel nor listed: BOOT_FILE_NOT_ALLOWED naming it', () => {
+      const result = appraise(GCE, quoted, { kernels: { allowed: [`sha256:${kernel.digests.sha256}`], otherFiles: others.slice(1) } });
+      expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_FILE_NOT_ALLOWED', pcr: 9, event: 28, component: 'EV_IPL (hd0,gpt15)/EFI/ubuntu/grub.cfg' })]);
+    });
+
+    it('another kernel: KERNEL_NOT_MEASURED, and the kernel that booted is named', () => {
+      const result = appraise(GCE, quoted, { kernels: { allowed: [`sha256:${'ab'.repeat(32)}`], otherFiles: others } });
+      expect(result.reasons).toEqual([
+        expect.objectContaining({ code: 'KERNEL_NOT_MEASURED', pcr: 9 }),
+        expect.objectContaining({ code: 'BOOT_FILE_NOT_ALLOWED', pcr: 9, event: 101, component: 'EV_IPL /boot/vmlinuz-5.11.0-1008-gcp' }),
+      ]);
+    });
+
+    it('the kernel that booted relabelled, and an allowed one extended after boot: the unknown digest is still named', () => {
+      const golden = Buffer.from('the golden kernel image');
+      const log = tamper(GCE, (e) => {
+        e[101] = { ...e[101]!, data: Buffer.from('(hd0,gpt1)/boot/grub/grubenv\0') };
+        e.push({ pcr: 9, type: EV.IPL, data: Buffer.from('/boot/vmlinuz-5.11.0-1008-gcp\0'), digests: gceDigests(golden) });
+      });
+      const goldenSha256 = createHash('sha256').update(golden).digest('hex');
+      const result = appraise(log, parseAndReplay(log), { kernels: { allowed: [`sha256:${goldenSha256}`], otherFiles: others } });
+      expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_FILE_NOT_ALLOWED', pcr: 9, event: 101, component: 'EV_IPL (hd0,gpt1)/boot/grub/grubenv' })]);
+    });
+
+    it('PCR 9 not verified by the quote: KERNELS_UNVERIFIED', () => {
+      const without9 = { sha256: Object.fromEntries(Object.entries(quoted.sha256!).filter(([i]) => i !== '9')) };
+      const result = appraise(GCE, without9, { kernels: { allowed: [`sha256:${kernel.digests.sha256}`], otherFiles: others } });
+      expect(result.reasons).toEqual([expect.objectContaining({ code: 'KERNELS_UNVERIFIED', pcr: 9 })]);
+    });
+
+    it('a boot whose kernel is not among the PCR 9 files (systemd-boot: the EFI stub measures only the initrd there): KERNEL_NOT_MEASURED', () => {
+      const sdBoot = eventlogVector('event-sd-boot-fedora37.bin');
+      const result = appraise(sdBoot, parseAndReplay(sdBoot), { kernels: { allowed: [`sha256:${kernel.digests.sha256}`] } });
+      expect(result.reasons).toEqual([
+        expect.objectContaining({ code: 'KERNEL_NOT_MEASURED', pcr: 9, message: 'kernels are ruled but none of the 1 file measured into PCR 9 is an allowed kernel' }),
+        expect.objectContaining({ code: 'BOOT_FILE_NOT_ALLOWED', pcr: 9, event: 25, component: 'EV_EVENT_TAG Linux initrd' }),
+      ]);
+      const uefi = eventlogVector('event-uefi-sha1-log.bin');
+      const none = appraise(uefi, quoteWith(uefi, [9]), { kernels: { allowed: [`sha1:${kernel.digests.sha1}`] } });
+      expect(none.reasons).toEqual([expect.objectContaining({ code: 'KERNEL_NOT_MEASURED', pcr: 9, message: 'kernels are ruled but no file is measured into PCR 9' })]);
+    });
   });
 
   it('PCR values: allowed, not allowed, not quoted', () => {

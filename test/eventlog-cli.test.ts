@@ -73,6 +73,23 @@ describe('attestor eventlog show', () => {
     expect(out).toContain('    SecureBoot (8be4df61-93ca-11d2-aa0d-00e098032b8c) = 00\n');
     expect(out).toContain('secure boot: disabled');
     expect(out).toContain('kernel command line (grub, PCR 8, event 102): /boot/vmlinuz-5.11.0-1008-gcp');
+    expect(out).toContain('kernel command line (grub-command, PCR 8, event 100): /boot/vmlinuz-5.11.0-1008-gcp');
+    expect(out).toMatch(/\n {2}boot file: event 101, EV_IPL \/boot\/vmlinuz-5\.11\.0-1008-gcp, sha1:[0-9a-f]{40} sha256:[0-9a-f]{64} sha384:[0-9a-f]{96}\n/);
+  });
+
+  it('names the PCR 8 events whose digests do not prove their data', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'attestor-eventlog-'));
+    try {
+      const bytes = Buffer.from(readFileSync(`${dir}/event-gce-ubuntu-2104-log.bin`));
+      const at = bytes.indexOf('kernel_cmdline: /boot/');
+      bytes.write('kernel_cmdline: /xxxx/', at, 'latin1');
+      writeFileSync(join(tmp, 'log.bin'), bytes);
+      const { code, out } = await run('show', join(tmp, 'log.bin'));
+      expect(code).toBe(0);
+      expect(out).toContain('  unproven: PCR 8 event 102 (EV_IPL kernel_cmdline: /xxxx/vmlinuz-5.11.0-1008-gcp');
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });
 

@@ -7,7 +7,7 @@ import { decodeEventData, decodeImageLoad, decodeVariable } from '../src/eventlo
 import { EV } from '../src/eventlog/event-types.js';
 import { deriveEventlogFacts } from '../src/eventlog/facts.js';
 import { parseAndReplay, replayTcgLog } from '../src/eventlog/replay.js';
-import { parseTcgLog } from '../src/eventlog/tcg-log.js';
+import { DEFAULT_MAX_LOG_BYTES, parseTcgLog } from '../src/eventlog/tcg-log.js';
 import { TPM_ALG } from '../src/tpm/constants.js';
 import {
   agileEvent,
@@ -191,6 +191,17 @@ describe('malformed logs: one typed error each', () => {
     expectCode(() => parseTcgLog(bytes, { maxBytes: 1024 }), 'ERR_EVENTLOG_TOO_LARGE');
   });
 
+  it('ERR_EVENTLOG_TOO_LARGE by default above 1 MiB (real logs are 10-100 KB); a caller may allow more', () => {
+    expect(DEFAULT_MAX_LOG_BYTES).toBe(1024 * 1024);
+    const header = agileLog([]).length + agileEvent({ pcr: 8, type: EV.IPL, data: new Uint8Array() }).length;
+    const atLimit = agileLog([{ pcr: 8, type: EV.IPL, data: new Uint8Array(DEFAULT_MAX_LOG_BYTES - header).fill(0x41) }]);
+    expect(atLimit.length).toBe(DEFAULT_MAX_LOG_BYTES);
+    expect(parseTcgLog(atLimit).events).toHaveLength(2);
+    const over = agileLog([{ pcr: 8, type: EV.IPL, data: new Uint8Array(DEFAULT_MAX_LOG_BYTES - header + 1).fill(0x41) }]);
+    expectCode(() => parseTcgLog(over), 'ERR_EVENTLOG_TOO_LARGE');
+    expect(parseTcgLog(over, { maxBytes: 2 * DEFAULT_MAX_LOG_BYTES }).events).toHaveLength(2);
+  });
+
   it('names the event and offset in the message', () => {
     expect(() => parseTcgLog(withEvent(raw(0, 0, new Uint8Array())))).toThrow(/^event 1 at offset 69: 0 digests/);
   });
@@ -230,6 +241,24 @@ describe('event data', () => {
     });
     const tagged = cat(u32le(0x8f3b22ec), u32le(13), Buffer.from('Linux initrd\0'));
     expect(decodeEventData(EV.EVENT_TAG, tagged)).toMatchObject({ kind: 'tagged', id: 0x8f3b22ec, text: 'Linux initrd' });
+  });
+
+  it('drops trailing NULs in time linear in the data: a 1 MiB run of NULs before, or after, the text', () => {
+    const run = new Uint8Array(1 << 20);
+    const runThenA = cat(run, Buffer.from('A'));
+    const text = decodeEventData(EV.IPL, runThenA);
+    expect(text).toMatchObject({ kind: 'text', encoding: 'utf-8' });
+    expect(text.kind === 'text' && text.text.length).toBe(run.length + 1);
+    expect(decodeEventData(EV.IPL, cat(Buffer.from('A'), run))).toMatchObject({ kind: 'text', text: 'A' });
+    // CHAR16: U+0000 code units, then "A".
+    const utf16 = decodeEventData(EV.IPL, cat(Buffer.from('A\0', 'latin1'), run, Buffer.from('A\0', 'latin1')));
+    expect(utf16.kind === 'text' && [utf16.encoding, utf16.text.length, utf16.text.at(-1)]).toEqual(['utf-16le', run.length / 2 + 2, 'A']);
+    const name = decodeVariable(cat(new Uint8Array(16), u64le(run.length / 2 + 1), u64le(0), run, Buffer.from('A\0', 'latin1')));
+    expect([name.name.length, name.name.at(-1)]).toEqual([run.length / 2 + 1, 'A']);
+    // And through a whole log and its facts: a command-line PCR event the digest proves, which states no command line.
+    const log = parseTcgLog(agileLog([{ pcr: 8, type: EV.IPL, data: cat(run.subarray(0, run.length - 4096), Buffer.from('A')) }]));
+    const facts = deriveEventlogFacts(log, { sha1: [8], sha256: [8] });
+    expect([facts.kernelCmdlines, facts.unprovenCmdlineEvents]).toEqual([[], []]);
   });
 
   it('names boot components by the file path of their device path', () => {

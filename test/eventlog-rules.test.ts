@@ -12,6 +12,7 @@ describe('event-log rules from JSON', () => {
         "requireSecureBoot": true,
         "bootComponents": { "match": "sequence", "allowed": [["SHA256:${SHA256.toUpperCase()}"], ["sha1:${SHA1}", "sha256:${SHA256}"]] },
         "signatureDatabases": { "db": ["sha256:${SHA256}"], "dbx": ["sha1:${SHA1}"] },
+        "kernels": { "allowed": ["sha256:${SHA256}"], "otherFiles": ["sha1:${SHA1}"] },
         "kernelCmdlines": ["  root=/dev/sda1 ro "],
         "pcrs": { "sha256": { "0": ["${SHA256}"], "7": ["${SHA256}"] } }
       }`),
@@ -23,10 +24,12 @@ describe('event-log rules from JSON', () => {
         allowed: [[{ bank: 'sha256', digest: SHA256 }], [{ bank: 'sha1', digest: SHA1 }, { bank: 'sha256', digest: SHA256 }]],
       },
       signatureDatabases: { db: [{ bank: 'sha256', digest: SHA256 }], dbx: [{ bank: 'sha1', digest: SHA1 }] },
+      kernels: { allowed: [{ bank: 'sha256', digest: SHA256 }], otherFiles: [{ bank: 'sha1', digest: SHA1 }] },
       kernelCmdlines: ['root=/dev/sda1 ro'],
       pcrs: { sha256: { 0: [SHA256], 7: [SHA256] } },
     });
-    expect(rulePcrs(rules)).toEqual([0, 4, 7, 8, 12]);
+    expect(rulePcrs(rules)).toEqual([0, 4, 7, 8, 9, 12]);
+    expect(parseEventlogRules({ kernels: { allowed: [`sha256:${SHA256}`] } }).kernels).toEqual({ allowed: [{ bank: 'sha256', digest: SHA256 }], otherFiles: [] });
     expect(parseEventlogRules({ bootComponents: { match: 'any', allowed: [`sha256:${SHA256}`] } }).bootComponents).toEqual({
       match: 'any',
       allowed: [{ bank: 'sha256', digest: SHA256 }],
@@ -45,6 +48,11 @@ describe('event-log rules from JSON', () => {
     ['a digest of the wrong size', { bootComponents: { match: 'any', allowed: [`sha256:${SHA1}`] } }, /must be 64 hex digits/],
     ['a position that is not a list', { bootComponents: { match: 'sequence', allowed: [`sha256:${SHA256}`] } }, /allowed\[0\] must be a list/],
     ['an unknown database', { signatureDatabases: { dbt: [`sha256:${SHA256}`] } }, /unknown field "dbt"/],
+    ['kernels that is not an object', { kernels: [`sha256:${SHA256}`] }, /kernels must be an object/],
+    ['kernels without allowed kernels', { kernels: { otherFiles: [`sha256:${SHA256}`] } }, /kernels.allowed must be a list/],
+    ['an empty list of kernels', { kernels: { allowed: [] } }, /kernels.allowed must not be empty/],
+    ['an unknown kernels field', { kernels: { allowed: [`sha256:${SHA256}`], initrds: [] } }, /unknown field "initrds"/],
+    ['another file digest without its bank', { kernels: { allowed: [`sha256:${SHA256}`], otherFiles: [SHA256] } }, /kernels.otherFiles\[0\] must be "<bank>:<hex>"/],
     ['a command line that is not a string', { kernelCmdlines: [1] }, /kernelCmdlines\[0\] must be a string/],
     ['a PCR index out of range', { pcrs: { sha256: { 32: [SHA256] } } }, /pcrs.sha256.32 PCR index/],
     ['a PCR index that is not a number', { pcrs: { sha256: { '07': [SHA256] } } }, /pcrs.sha256.07 PCR index/],

@@ -48,6 +48,7 @@ function expectDataMatches(y: YamlEvent, e: TcgEvent, data: EventData, where: st
       }
       if (data.value.kind === 'load-option' && f.has('Description')) expect(f.get('Description'), where).toBe(data.value.option.description);
       if (data.name === 'SecureBoot' && f.has('Enabled')) expect(f.get('Enabled'), where).toBe(data.data[0] === 1 ? 'Yes' : 'No');
+      expect(data.value.kind === 'bytes' ? data.value.error : undefined, `${where}: the variable's value did not decode`).toBeUndefined();
       break;
     case 'image-load':
       expect(f.get('ImageLocationInMemory'), where).toBe(hexAddr(data.imageLocationInMemory));
@@ -69,6 +70,10 @@ function expectDataMatches(y: YamlEvent, e: TcgEvent, data: EventData, where: st
       // tpm2_eventlog prints the bytes as they are (NULs included): compare bytes, not decoded text.
       if (f.has('String')) expect(hex(Buffer.from(f.get('String')!, 'latin1')), where).toBe(hex(e.data));
       else expect(y.inline, where).toBe(data.text);
+      break;
+    case 'raw':
+      // tpm2_eventlog decoded these bytes into fields: a decoder that gives up on them is a regression.
+      expect([...f.keys()], `${where}: decoded as raw (${data.error ?? 'no decoder'})`).toEqual([]);
       break;
     default:
       break;

@@ -10,7 +10,8 @@ import { imaKeyId } from '../src/eventlog/ima/digsig.js';
 import { imaHashByName } from '../src/eventlog/ima/hash-algos.js';
 import { initialImaState, type ImaQuotedPcrs } from '../src/eventlog/ima/incremental.js';
 import { parseImaLog } from '../src/eventlog/ima/parse.js';
-import { buildImaEntry, formatImaAscii } from '../src/eventlog/ima/serialize.js';
+import { replayIma } from '../src/eventlog/ima/replay.js';
+import { buildImaEntry, formatImaAscii, formatImaBinary } from '../src/eventlog/ima/serialize.js';
 import type { ImaEntry } from '../src/eventlog/ima/templates.js';
 import { imaSignatureHeader, imaVector, referenceReplay } from './helpers/ima.js';
 import { codeOf } from './helpers/code-of.js';
@@ -138,6 +139,21 @@ describe('tampered IMA lists are refused with the right reason', () => {
     expect(result.pendingBytes).toBe(appended.length - ascii.length);
   });
 
+  it('a file name with a line break (any local user can make one): the ASCII list is appraised as the binary one, and the state advances', () => {
+    const entry = (index: number, path: string) => buildImaEntry(index, 10, 'ima-ng', { digestAlgo: sha1, digest: Buffer.alloc(20, index), name: Buffer.from(path) });
+    const list = [entry(0, 'boot_aggregate'), entry(1, '/tmp/evil\nname'), entry(2, '/usr/bin/ls')];
+    const bytes = formatImaAscii(list);
+    const pcrs = replayIma(list);
+    const quoted = { sha1: { 10: Buffer.from(pcrs.sha1['10']!, 'hex') }, sha256: { 10: Buffer.from(pcrs.sha256['10']!, 'hex') } };
+    const binary = appraiseIma({ log: { format: 'binary', bytes: formatImaBinary(list) }, quoted, rules });
+    expect(binary).toMatchObject({ ok: true, entries: 3 });
+    const result = appraiseIma({ log: { format: 'ascii', bytes }, quoted, rules });
+    expect(result).toMatchObject({ ok: true, reasons: [], entries: 3, pendingBytes: 0 });
+    expect(result.newState).toMatchObject({ entries: 3, offset: bytes.length });
+    const judged = appraiseIma({ log: { format: 'ascii', bytes }, quoted, rules: parseImaRules({ exclude: ['/usr/**', 'boot_aggregate'] }) });
+    expect(judged.reasons).toEqual([expect.objectContaining({ code: 'ERR_IMA_FILE_NOT_ALLOWED', index: 1, path: '/tmp/evil\nname' })]);
+  });
+
   it('a malformed line: the parse error code', () => {
     const l = [...lines];
     l[5] = 'not an entry';
@@ -188,9 +204,21 @@ describe('IMA signatures (ima-sig) and violations', () => {
   });
 
   it('a signature over a digest of another algorithm than the measurement fails', () => {
-    const reasons = judge([sigEntry(0, '/usr/bin/bash', sigBy(rsa, '/usr/bin/bash', 'sha1'))], rulesWith());
+    const reasons = judge([sigEntry(0, '/usr/bin/bash', sigBy(rsa, '/usr/bin/bash', 'sha384'))], rulesWith());
     expect(reasons[0]).toMatchObject({ code: 'ERR_IMA_SIGNATURE_INVALID', path: '/usr/bin/bash' });
-    expect(reasons[0]!.message).toContain('sha1 digest');
+    expect(reasons[0]!.message).toContain('sha384 digest');
+  });
+
+  it('a signature over a weak hash (sha1) fails even when it verifies: ERR_IMA_SIGNATURE_WEAK_HASH', () => {
+    const sha1Entry = buildImaEntry(0, 10, 'ima-sig', {
+      digestAlgo: sha1,
+      digest: createHash('sha1').update('bash').digest(),
+      name: Buffer.from('/usr/bin/bash'),
+      signature: sigBy(rsa, '/usr/bin/bash', 'sha1'),
+    });
+    const reasons = judge([sha1Entry], rulesWith());
+    expect(reasons).toEqual([expect.objectContaining({ code: 'ERR_IMA_SIGNATURE_WEAK_HASH', index: 0, path: '/usr/bin/bash' })]);
+    expect(reasons[0]!.message).toContain('sha256 or stronger');
   });
 
   it('a malformed or unsupported signature header fails with its code', () => {
@@ -208,13 +236,29 @@ describe('IMA signatures (ima-sig) and violations', () => {
     expect(reason!.message).toContain('no IMA signature');
   });
 
-  it('violations fail unless allowed, naming the file', () => {
+  it('violations fail unless allowed (all, or by pattern) or excluded, naming the file', () => {
     const violation = buildImaEntry(0, 10, 'ima-ng', { digestAlgo: sha256, digest: Buffer.alloc(32), name: Buffer.from('/var/lib/db') }, true);
     const list = formatImaAscii([violation]);
     const quoted = quoteOf(list);
-    const refused = appraiseIma({ log: { format: 'ascii', bytes: list }, quoted, rules: parseImaRules({ exclude: ['/var/**'] }) });
-    expect(refused.reasons).toEqual([expect.objectContaining({ code: 'ERR_IMA_VIOLATION', index: 0, path: '/var/lib/db' })]);
-    expect(appraiseIma({ log: { format: 'ascii', bytes: list }, quoted, rules: parseImaRules({ allowViolations: true }) }).ok).toBe(true);
+    const run = (rules: unknown) => appraiseIma({ log: { format: 'ascii', bytes: list }, quoted, rules: parseImaRules(rules) });
+    expect(run({ exclude: ['/var/log/**'], allowViolations: ['/tmp/**'] }).reasons).toEqual([
+      expect.objectContaining({ code: 'ERR_IMA_VIOLATION', index: 0, path: '/var/lib/db' }),
+    ]);
+    expect(run({ allowViolations: true }).ok).toBe(true);
+    expect(run({ allowViolations: ['/var/lib/*'] }).ok).toBe(true);
+    expect(run({ exclude: ['/var/**'] }).ok).toBe(true);
+  });
+
+  it('requiredFor wins over exclude patterns and allowed violations: a signature requirement is never dropped', () => {
+    const rules = rulesWith({ exclude: ['/usr/**'], allowViolations: true });
+    const violation = buildImaEntry(1, 10, 'ima-sig', { digestAlgo: sha256, digest: Buffer.alloc(32), name: Buffer.from('/usr/bin/ls') }, true);
+    const excluded = buildImaEntry(2, 10, 'ima-sig', { digestAlgo: sha256, digest: Buffer.alloc(32, 7), name: Buffer.from('/usr/lib/libc.so') });
+    const reasons = judge([sigEntry(0, '/usr/bin/bash'), violation, excluded], rules);
+    expect(reasons.map((r) => [r.code, r.path])).toEqual([
+      ['ERR_IMA_SIGNATURE_MISSING', '/usr/bin/bash'],
+      ['ERR_IMA_VIOLATION', '/usr/bin/ls'],
+    ]);
+    expect(reasons[1]!.message).toContain('a signature is required');
   });
 });
 
@@ -274,7 +318,8 @@ describe('IMA rules validation', () => {
     ['an Ed25519 key', { signatures: { keys: [{ publicKey: pem(generateKeyPairSync('ed25519').publicKey) }] } }],
     ['a key id that is not 8 hex digits', { signatures: { keys: [{ ...key, keyId: 'abc' }] } }],
     ['requiredFor without keys', { signatures: { requiredFor: ['/usr/**'] } }],
-    ['allowViolations that is not a boolean', { allowViolations: 'yes' }],
+    ['allowViolations that is not a boolean or a list', { allowViolations: 'yes' }],
+    ['allowViolations with a pattern that is not a string', { allowViolations: [1] }],
   ])('refuses %s: ERR_IMA_RULES_INVALID', (_what, json) => {
     expect(code(json)).toBe('ERR_IMA_RULES_INVALID');
   });

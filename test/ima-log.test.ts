@@ -142,6 +142,46 @@ describe('IMA template-hash check', () => {
   });
 });
 
+describe('IMA file names with line breaks (the kernel prints them as they are)', () => {
+  const ng = (index: number, path: string) => buildImaEntry(index, 10, 'ima-ng', { digestAlgo: sha256, digest: fileDigest(path), name: Buffer.from(path, 'latin1') });
+  const both = (entries: ImaEntry[]) => ({ ascii: formatImaAscii(entries), binary: formatImaBinary(entries) });
+
+  it('an entry whose name holds line breaks is one entry: its template hash says where it ends', () => {
+    const entries = [ng(0, 'boot_aggregate'), ng(1, '/tmp/evil\nname'), ng(2, `/tmp/${'\n'.repeat(100)}x`), ng(3, '/usr/bin/ls')];
+    const { ascii, binary } = both(entries);
+    expect(ascii.toString('latin1').split('\n').length).toBe(4 + 1 + 100 + 1);
+    expect(parseImaLog(ascii).map(essence)).toEqual(entries.map(essence));
+    expect(parseImaLog(binary).map(essence)).toEqual(entries.map(essence));
+    expect(replayIma(parseImaLog(ascii))).toEqual(replayIma(entries));
+  });
+
+  it('ima-sig: the first line of such an entry lacks its signature field, the joined lines have it (up to PATH_MAX of them)', () => {
+    const sig = (index: number, path: string) =>
+      buildImaEntry(index, 10, 'ima-sig', { digestAlgo: sha256, digest: fileDigest(path), name: Buffer.from(path), signature: Buffer.from('030204aabbccdd0002abcd', 'hex') });
+    const entries = [sig(0, '/opt/a\nb'), sig(1, `/opt/${'\n'.repeat(4000)}c`), ng(2, '/a')];
+    expect(parseImaLog(formatImaAscii(entries)).map(essence)).toEqual(entries.map(essence));
+  });
+
+  it('a name that continues with an entry line (its spaces made "_" by the kernel) is one name', () => {
+    const fake = formatImaAscii([ng(2, '/usr/bin/fake')]).toString('latin1').trimEnd().replace(/ /g, '_');
+    const entries = [ng(0, 'boot_aggregate'), ng(1, `/tmp/x\n${fake}`), ng(2, '/usr/bin/ls')];
+    expect(parseImaLog(formatImaAscii(entries)).map((e) => e.path)).toEqual(['boot_aggregate', `/tmp/x\n${fake}`, '/usr/bin/ls']);
+  });
+
+  it('a violation on such a name takes the following lines that do not read as an entry', () => {
+    const violation = buildImaEntry(1, 10, 'ima-ng', { digestAlgo: sha256, digest: Buffer.alloc(32), name: Buffer.from('/var/log/a\nb\nc') }, true);
+    const entries = [ng(0, 'boot_aggregate'), violation, ng(2, '/usr/bin/ls')];
+    expect(parseImaLog(formatImaAscii(entries)).map(essence)).toEqual(entries.map(essence));
+  });
+
+  it('a name running on past PATH_MAX is not joined: the first line stays a template hash mismatch, the rest malformed', () => {
+    const long = formatImaAscii([ng(0, `/a\n${'b'.repeat(5000)}`)]);
+    expect(codeOf(() => parseImaLog(long))).toBe('ERR_IMA_MALFORMED');
+    const [cut] = parseImaLog(long.subarray(0, long.indexOf(0x0a) + 1));
+    expect(codeOf(() => replayIma([cut!]))).toBe('ERR_IMA_TEMPLATE_HASH_MISMATCH');
+  });
+});
+
 describe('IMA parse errors are typed', () => {
   const good = formatImaAscii(mixedEntries()).toString('latin1').split('\n');
   const line = (i: number) => good[i] as string;

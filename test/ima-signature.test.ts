@@ -1,9 +1,10 @@
-import { createECDH, createHash, generateKeyPairSync, sign, webcrypto, type KeyObject } from 'node:crypto';
+import { createECDH, createHash, createPublicKey, ECDH, generateKeyPairSync, sign, webcrypto, type KeyObject } from 'node:crypto';
 import '../src/reflect-metadata.js';
 import * as x509 from '@peculiar/x509';
-import { describe, expect, it } from 'vitest';
+import * as nist from '@noble/curves/nist.js';
+import { describe, expect, it, vi } from 'vitest';
 import { imaKeyId, parseImaSignature, verifyImaSignature } from '../src/eventlog/ima/digsig.js';
-import { isSupportedEcKey, verifyEcdsaDigest } from '../src/eventlog/ima/ecdsa-digest.js';
+import { ECDSA_CACHE_SIZE, isSupportedEcKey, verifyEcdsaDigest } from '../src/eventlog/ima/ecdsa-digest.js';
 import { imaSignatureHeader } from './helpers/ima.js';
 import { codeOf } from './helpers/code-of.js';
 
@@ -42,9 +43,31 @@ describe('IMA signature_v2_hdr', () => {
   ])('refuses %s', (_what, bytes, expected) => {
     expect(code(bytes())).toBe(expected);
   });
+
+  // enum hash_algo: md4 0, md5 1, sha1 2, rmd160 3, sha224 7, rmd128 8, rmd256 9, rmd320 10, tgr128..192 14..16.
+  it.each([0, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16])('refuses a signature over a weak hash (hash_algo %i): ERR_IMA_SIGNATURE_WEAK_HASH', (algo) => {
+    expect(code(Buffer.concat([good.subarray(0, 2), Buffer.from([algo]), good.subarray(3)]))).toBe('ERR_IMA_SIGNATURE_WEAK_HASH');
+  });
+
+  it.each([4, 5, 6, 20, 21, 22])('takes a signature over sha256 or stronger (hash_algo %i)', (algo) => {
+    expect(parseImaSignature(Buffer.concat([good.subarray(0, 2), Buffer.from([algo]), good.subarray(3)])).hashAlgo.id).toBe(algo);
+  });
 });
 
 describe('IMA key id', () => {
+  it('is the SHA-1 of the subjectPublicKey bits as encoded, as evmctl computes it: a compressed EC point too', () => {
+    const x = p256.publicKey.export({ format: 'jwk' });
+    const uncompressed = Buffer.concat([Buffer.from([4]), Buffer.from(x.x!, 'base64url'), Buffer.from(x.y!, 'base64url')]);
+    const compressed = ECDH.convertKey(uncompressed, 'prime256v1', undefined, undefined, 'compressed') as Buffer;
+    const der = p256.publicKey.export({ type: 'spki', format: 'der' });
+    const algorithm = der.subarray(2, 4 + der[3]!);
+    const bits = Buffer.concat([Buffer.from([0x03, compressed.length + 1, 0]), compressed]);
+    const spki = Buffer.concat([Buffer.from([0x30, algorithm.length + bits.length]), algorithm, bits]);
+    const key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+    expect(imaKeyId(key)).toBe(createHash('sha1').update(compressed).digest('hex').slice(-8));
+    expect(imaKeyId(p256.publicKey)).toBe(createHash('sha1').update(uncompressed).digest('hex').slice(-8));
+  });
+
   it('is the last 4 bytes of the RFC 5280 method-1 subject key identifier', async () => {
     for (const key of [rsa.publicKey, p256.publicKey, p384.publicKey]) {
       const alg = key.asymmetricKeyType === 'rsa' ? { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } : { name: 'ECDSA', namedCurve: key.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? 'P-256' : 'P-384' };
@@ -58,7 +81,25 @@ describe('IMA key id', () => {
 describe('IMA signature verification over the file digest', () => {
   const file = Buffer.from('#!/bin/sh\necho measured\n');
 
-  it.each(['sha1', 'sha224', 'sha256', 'sha384', 'sha512'])('RSA PKCS#1 v1.5 with %s', (algo) => {
+  it('RSA with a modulus that is not a whole number of bytes (2052 bits): the signature has ceil(bits / 8) bytes', () => {
+    const odd = generateKeyPairSync('rsa', { modulusLength: 2052 });
+    const sig = imaSign(odd.privateKey, odd.publicKey, 'sha256', file);
+    expect(sig.signature.length).toBe(257);
+    expect(verifyImaSignature(sig, digestOf('sha256', file), odd.publicKey)).toBe(true);
+  });
+
+  it('a digest that is not of the algorithm the signature names fails, ECDSA included (it would sign any bit string)', () => {
+    const data = Buffer.from('file');
+    const sig = imaSign(p384.privateKey, p384.publicKey, 'sha384', data);
+    expect(verifyImaSignature(sig, digestOf('sha384', data), p384.publicKey)).toBe(true);
+    const relabelled = parseImaSignature(imaSignatureHeader('sha256', sig.keyId, sig.signature));
+    expect(verifyEcdsaDigest(p384.publicKey, digestOf('sha384', data), sig.signature)).toBe(true);
+    expect(verifyImaSignature(relabelled, digestOf('sha384', data), p384.publicKey)).toBe(false);
+    const rsaSig = imaSign(rsa.privateKey, rsa.publicKey, 'sha256', data);
+    expect(verifyImaSignature(rsaSig, digestOf('sha256', data).subarray(0, 31), rsa.publicKey)).toBe(false);
+  });
+
+  it.each(['sha256', 'sha384', 'sha512'])('RSA PKCS#1 v1.5 with %s', (algo) => {
     const sig = imaSign(rsa.privateKey, rsa.publicKey, algo, file);
     expect(verifyImaSignature(sig, digestOf(algo, file), rsa.publicKey)).toBe(true);
     expect(verifyImaSignature(sig, digestOf(algo, Buffer.from('other')), rsa.publicKey)).toBe(false);
@@ -175,3 +216,46 @@ function derSig(r: bigint, s: bigint): Buffer {
   const body = Buffer.concat([derInteger(r), derInteger(s)]);
   return Buffer.concat([Buffer.from([0x30, body.length]), body]);
 }
+
+describe('ECDSA results are kept, within a bound (verifying a digest with @noble/curves takes milliseconds)', () => {
+  const question = (i: number) => digestOf('sha256', Buffer.from(`cache test ${i}`));
+
+  it('the same key, digest and signature are verified once, valid or not; any other question is its own', () => {
+    const verify = vi.spyOn(nist.p256, 'verify');
+    try {
+      const data = Buffer.from('a file verified on every appraisal');
+      const der = sign('sha256', data, p256.privateKey);
+      const digest = digestOf('sha256', data);
+      expect([verifyEcdsaDigest(p256.publicKey, digest, der), verifyEcdsaDigest(p256.publicKey, digest, der)]).toEqual([true, true]);
+      expect(verify).toHaveBeenCalledTimes(1);
+      const other = digestOf('sha256', Buffer.from('another file'));
+      expect([verifyEcdsaDigest(p256.publicKey, other, der), verifyEcdsaDigest(p256.publicKey, other, der)]).toEqual([false, false]);
+      expect(verify).toHaveBeenCalledTimes(2);
+      expect(verifyEcdsaDigest(otherP256.publicKey, digest, der)).toBe(false);
+      expect(verifyEcdsaDigest(p256.publicKey, digest, Buffer.concat([der, Buffer.from([0])]))).toBe(false);
+      expect(verify).toHaveBeenCalledTimes(4);
+    } finally {
+      verify.mockRestore();
+    }
+  });
+
+  it(`keeps at most ${ECDSA_CACHE_SIZE} results, the least recently used going first`, () => {
+    const verify = vi.spyOn(nist.p256, 'verify').mockReturnValue(true);
+    const der = sign('sha256', Buffer.from('x'), p256.privateKey);
+    const ask = (i: number) => verifyEcdsaDigest(p256.publicKey, question(i), der);
+    try {
+      for (let i = 0; i < ECDSA_CACHE_SIZE; i++) ask(i);
+      expect(verify).toHaveBeenCalledTimes(ECDSA_CACHE_SIZE);
+      ask(0); // used again: now the most recent
+      ask(ECDSA_CACHE_SIZE); // one more: question 1, the least recently used, goes
+      expect(verify).toHaveBeenCalledTimes(ECDSA_CACHE_SIZE + 1);
+      ask(0);
+      ask(2);
+      expect(verify).toHaveBeenCalledTimes(ECDSA_CACHE_SIZE + 1);
+      ask(1);
+      expect(verify).toHaveBeenCalledTimes(ECDSA_CACHE_SIZE + 2);
+    } finally {
+      verify.mockRestore();
+    }
+  });
+});

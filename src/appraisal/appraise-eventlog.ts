@@ -19,7 +19,9 @@ import type { PcrValues } from '../tpm/pcr-selection.js';
  *    otherwise something outside this log extended it (PCR 10 for IMA, 11-15 for the OS),
  *    which fails only when the rules depend on that PCR.
  * Facts come only from events in verified PCRs (see facts.ts), so a PCR that is not quoted,
- * or did not match, contributes nothing: rules that need it fail closed.
+ * or did not match, contributes nothing: rules that need it fail closed, and so does a rule
+ * that finds nothing to judge (no boot component in PCR 4, no kernel in PCR 9, no proven
+ * command line in PCR 8 or 12): an empty PCR proves nothing about what booted.
  */
 
 export type EventlogReasonCode =
@@ -32,6 +34,10 @@ export type EventlogReasonCode =
   | 'BOOT_COMPONENTS_UNVERIFIED'
   | 'BOOT_COMPONENT_COUNT'
   | 'BOOT_COMPONENT_NOT_ALLOWED'
+  | 'BOOT_COMPONENTS_MISSING'
+  | 'KERNELS_UNVERIFIED'
+  | 'KERNEL_NOT_MEASURED'
+  | 'BOOT_FILE_NOT_ALLOWED'
   | 'SIGNATURE_DATABASE_MISSING'
   | 'SIGNATURE_DATABASE_NOT_ALLOWED'
   | 'KERNEL_CMDLINE_UNPROVEN'
@@ -45,7 +51,7 @@ export interface EventlogReason {
   readonly pcr?: number;
   /** Index of the event in the log (tpm2_eventlog's EventNum). */
   readonly event?: number;
-  /** The boot component or signature database concerned, by name. */
+  /** The boot component, boot file or signature database concerned, by name (a label, not evidence). */
   readonly component?: string;
   readonly message: string;
 }
@@ -58,14 +64,18 @@ export interface EventlogAppraisal {
   readonly verified: VerifiedPcrs;
 }
 
+/** Command lines are shown in reasons up to this many characters. */
+const MAX_SHOWN_CMDLINE = 512;
+
 export function appraiseEventlog(log: TcgLog, quoted: PcrValues, rules: EventlogRules): EventlogAppraisal {
   const reasons: EventlogReason[] = [];
   const verified = checkReplay(log, quoted, new Set(rulePcrs(rules)), reasons);
   const facts = deriveEventlogFacts(log, verified);
   checkSecureBoot(rules, facts, reasons);
   checkBootComponents(rules, facts, verified, reasons);
+  checkKernels(rules, facts, verified, reasons);
   checkSignatureDatabases(rules, facts, reasons);
-  checkKernelCmdlines(rules, facts, reasons);
+  checkKernelCmdlines(rules, facts, verified, reasons);
   checkPcrValues(rules, quoted, reasons);
   return { ok: reasons.length === 0, reasons, facts, verified };
 }
@@ -142,12 +152,17 @@ function checkSecureBoot(rules: EventlogRules, facts: EventlogFacts, reasons: Ev
 function checkBootComponents(rules: EventlogRules, facts: EventlogFacts, verified: VerifiedPcrs, reasons: EventlogReason[]): void {
   const rule = rules.bootComponents;
   if (!rule) return;
-  if (!Object.values(verified).some((pcrs) => pcrs.includes(4))) {
+  if (!isVerified(verified, 4)) {
     const message = 'boot components are ruled but PCR 4 is not verified by the quote';
     reasons.push({ code: 'BOOT_COMPONENTS_UNVERIFIED', pcr: 4, message });
     return;
   }
   const components = facts.bootComponents;
+  if (components.length === 0) {
+    // Nothing measured into PCR 4 proves nothing was booted from it: a rule needs a component to judge.
+    reasons.push({ code: 'BOOT_COMPONENTS_MISSING', pcr: 4, message: 'boot components are ruled but PCR 4 has no verified boot component' });
+    return;
+  }
   if (rule.match === 'sequence' && components.length !== rule.allowed.length) {
     reasons.push({
       code: 'BOOT_COMPONENT_COUNT',
@@ -172,6 +187,30 @@ function checkBootComponents(rules: EventlogRules, facts: EventlogFacts, verifie
   }
 }
 
+function checkKernels(rules: EventlogRules, facts: EventlogFacts, verified: VerifiedPcrs, reasons: EventlogReason[]): void {
+  const rule = rules.kernels;
+  if (!rule) return;
+  if (!isVerified(verified, 9)) {
+    reasons.push({ code: 'KERNELS_UNVERIFIED', pcr: 9, message: 'kernels are ruled but PCR 9 is not verified by the quote' });
+    return;
+  }
+  const files = facts.bootFiles;
+  if (!files.some((f) => matches(f.digests, rule.allowed))) {
+    const measured = files.length === 0 ? 'no file is measured into PCR 9' : `none of the ${files.length} file${files.length === 1 ? '' : 's'} measured into PCR 9 is an allowed kernel`;
+    reasons.push({ code: 'KERNEL_NOT_MEASURED', pcr: 9, message: `kernels are ruled but ${measured}` });
+  }
+  for (const f of files) {
+    if (matches(f.digests, rule.allowed) || matches(f.digests, rule.otherFiles)) continue;
+    reasons.push({
+      code: 'BOOT_FILE_NOT_ALLOWED',
+      pcr: 9,
+      event: f.event,
+      component: f.label,
+      message: `file measured into PCR 9 (event ${f.event}, ${f.label}) ${formatDigests(f.digests)} is neither an allowed kernel nor an allowed file`,
+    });
+  }
+}
+
 function checkSignatureDatabases(rules: EventlogRules, facts: EventlogFacts, reasons: EventlogReason[]): void {
   for (const [name, allowed] of Object.entries(rules.signatureDatabases ?? {})) {
     const measured = facts.signatureDatabases.filter((d) => d.name === name);
@@ -191,16 +230,29 @@ function checkSignatureDatabases(rules: EventlogRules, facts: EventlogFacts, rea
   }
 }
 
-function checkKernelCmdlines(rules: EventlogRules, facts: EventlogFacts, reasons: EventlogReason[]): void {
+/**
+ * The command line is known only from events whose digests prove their text. An event of
+ * PCR 8 or 12 that proves none could be the real command line with its text replaced (the
+ * PCR still replays), while an allowed one is extended after boot: so it fails the rule.
+ */
+function checkKernelCmdlines(rules: EventlogRules, facts: EventlogFacts, verified: VerifiedPcrs, reasons: EventlogReason[]): void {
   const allowed = rules.kernelCmdlines;
   if (!allowed) return;
-  if (facts.kernelCmdlines.length === 0) {
-    const message = 'kernel command lines are ruled but none is proven by a verified PCR (8 or 12)';
-    reasons.push({ code: 'KERNEL_CMDLINE_UNPROVEN', message });
+  const before = reasons.length;
+  for (const pcr of [8, 12]) {
+    if (isVerified(verified, pcr)) continue;
+    reasons.push({ code: 'KERNEL_CMDLINE_UNPROVEN', pcr, message: `kernel command lines are ruled but PCR ${pcr} is not verified by the quote` });
+  }
+  for (const u of facts.unprovenCmdlineEvents) {
+    const message = `PCR ${u.pcr} event ${u.event} (${u.label}): its digest is not the hash of its data, which may hide a kernel command line`;
+    reasons.push({ code: 'KERNEL_CMDLINE_UNPROVEN', pcr: u.pcr, event: u.event, message });
+  }
+  if (reasons.length === before && facts.kernelCmdlines.length === 0) {
+    reasons.push({ code: 'KERNEL_CMDLINE_UNPROVEN', message: 'kernel command lines are ruled but none is proven by a verified PCR (8 or 12)' });
   }
   for (const k of facts.kernelCmdlines) {
     if (allowed.includes(k.cmdline.trim())) continue;
-    const message = `kernel command line "${k.cmdline.trim()}" (event ${k.event}) is not allowed`;
+    const message = `kernel command line ${JSON.stringify(k.cmdline.trim().slice(0, MAX_SHOWN_CMDLINE))} (event ${k.event}, ${k.source}) is not allowed`;
     reasons.push({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: k.pcr, event: k.event, message });
   }
 }
@@ -217,6 +269,10 @@ function checkPcrValues(rules: EventlogRules, quoted: PcrValues, reasons: Eventl
       }
     }
   }
+}
+
+function isVerified(verified: VerifiedPcrs, pcr: number): boolean {
+  return Object.values(verified).some((pcrs) => pcrs.includes(pcr));
 }
 
 function matches(digests: Digests, allowed: readonly DigestRule[]): boolean {

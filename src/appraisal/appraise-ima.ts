@@ -10,7 +10,7 @@ import {
 } from '../eventlog/ima/incremental.js';
 import { ImaEntryError, type ImaReplayOptions } from '../eventlog/ima/replay.js';
 import { describeEntry, type ImaEntry } from '../eventlog/ima/templates.js';
-import { imaDigestText, isExcluded, isSignatureRequired, type ImaRules } from '../baseline/ima-rules.js';
+import { imaDigestText, isExcluded, isSignatureRequired, isViolationAllowed, type ImaRules } from '../baseline/ima-rules.js';
 
 /** Why an IMA appraisal failed: a PCR, or an entry named by index and path. */
 export interface ImaReason {
@@ -93,13 +93,18 @@ export function appraiseImaEntries(entries: Iterable<ImaEntry>, rules: ImaRules)
   return reasons;
 }
 
+/**
+ * One entry against the rules. A signature requirement wins over everything else: an exclude
+ * pattern or allowViolations broader than `requiredFor` never drops it.
+ */
 function appraiseEntry(entry: ImaEntry, rules: ImaRules): ImaReason | undefined {
-  if (entry.violation) {
-    if (rules.allowViolations) return undefined;
-    return entryReason(entry, 'ERR_IMA_VIOLATION', 'measured while open for writing or changed while measured (violation): its content is unknown');
-  }
-  if (isExcluded(rules, entry.path)) return undefined;
   const required = isSignatureRequired(rules, entry.path);
+  if (entry.violation) {
+    if (!required && (isExcluded(rules, entry.path) || isViolationAllowed(rules, entry.path))) return undefined;
+    const unknown = 'measured while open for writing or changed while measured (violation): its content is unknown';
+    return entryReason(entry, 'ERR_IMA_VIOLATION', required ? `a signature is required and it was ${unknown}` : unknown);
+  }
+  if (!required && isExcluded(rules, entry.path)) return undefined;
   const allowed = rules.allow.get(entry.path);
   if (!required && allowed?.has(imaDigestText(entry))) return undefined;
   const signature = signatureProblem(entry, rules);

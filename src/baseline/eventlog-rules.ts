@@ -11,6 +11,7 @@ import { hashByName } from '../tpm/constants.js';
  *   "bootComponents": { "match": "sequence", "allowed": [["sha256:<hex>"], ["sha256:<hex>", "sha256:<hex>"]] }
  *                  or { "match": "any", "allowed": ["sha256:<hex>", ...] },
  *   "signatureDatabases": { "PK": ["sha256:<hex>"], "KEK": [...], "db": [...], "dbx": [...] },
+ *   "kernels": { "allowed": ["sha256:<hex>", ...], "otherFiles": ["sha256:<hex>", ...] },
  *   "kernelCmdlines": ["root=/dev/sda1 ro quiet"],
  *   "pcrs": { "sha256": { "0": ["<hex>", ...] } }
  * }
@@ -29,23 +30,40 @@ export type BootComponentRule =
   /** Every component must be one of these, in any order. */
   | { readonly match: 'any'; readonly allowed: readonly DigestRule[] };
 
+/**
+ * The files a boot loader measured into PCR 9 (grub: its configuration, the kernel, the
+ * initrd). The log's paths are unsigned labels, so files are told apart by digest only: at
+ * least one must be an allowed kernel, and every other one must be listed in `otherFiles`
+ * (a file left unjudged could be the kernel that really booted, relabelled).
+ */
+export interface KernelRule {
+  readonly allowed: readonly DigestRule[];
+  readonly otherFiles: readonly DigestRule[];
+}
+
 export const SIGNATURE_DATABASE_NAMES = ['PK', 'KEK', 'db', 'dbx'] as const;
 export type SignatureDatabaseName = (typeof SIGNATURE_DATABASE_NAMES)[number];
 
 export interface EventlogRules {
   /** The SecureBoot variable must be proven enabled in PCR 7. */
   readonly requireSecureBoot?: boolean;
-  /** The images measured into PCR 4 (boot loaders, kernel when the firmware loads it). */
+  /** The images measured into PCR 4 (boot loaders, kernel when the firmware loads it): at least one, each allowed. */
   readonly bootComponents?: BootComponentRule;
   /** The measured digest (of the whole UEFI_VARIABLE_DATA) of each named database. */
   readonly signatureDatabases?: { readonly [name in SignatureDatabaseName]?: readonly DigestRule[] };
-  /** Every proven kernel command line must be one of these (compared with outer whitespace trimmed). */
+  /** The kernels (and the other files) a boot loader may measure into PCR 9. */
+  readonly kernels?: KernelRule;
+  /**
+   * At least one kernel command line must be proven, and every proven one must be one of
+   * these (compared with outer whitespace trimmed); PCR 8 and 12 must hold no event whose
+   * data their digests do not prove.
+   */
   readonly kernelCmdlines?: readonly string[];
   /** Allowed values of quoted PCRs, lowercase hex, by bank and index. */
   readonly pcrs?: { readonly [bank: string]: { readonly [index: number]: readonly string[] } };
 }
 
-const TOP_LEVEL = ['requireSecureBoot', 'bootComponents', 'signatureDatabases', 'kernelCmdlines', 'pcrs'];
+const TOP_LEVEL = ['requireSecureBoot', 'bootComponents', 'signatureDatabases', 'kernels', 'kernelCmdlines', 'pcrs'];
 const MAX_PCR_INDEX = 31;
 /** Bounds what an operator's file can make the verifier hold and compare. */
 const MAX_LIST = 10_000;
@@ -67,6 +85,7 @@ export function parseEventlogRules(json: unknown): EventlogRules {
     const lists = Object.entries(dbs).map(([name, list]) => [name, digestList(list, `signatureDatabases.${name}`)]);
     rules.signatureDatabases = Object.fromEntries(lists);
   }
+  if (root.kernels !== undefined) rules.kernels = kernels(root.kernels);
   if (root.kernelCmdlines !== undefined) {
     rules.kernelCmdlines = nonEmptyList(root.kernelCmdlines, 'kernelCmdlines').map((c, i) => {
       if (typeof c !== 'string') fail(`kernelCmdlines[${i}]`, 'must be a string');
@@ -82,6 +101,7 @@ export function rulePcrs(rules: EventlogRules): number[] {
   const pcrs = new Set<number>();
   if (rules.requireSecureBoot || rules.signatureDatabases) pcrs.add(7);
   if (rules.bootComponents) pcrs.add(4);
+  if (rules.kernels) pcrs.add(9);
   if (rules.kernelCmdlines) [8, 12].forEach((p) => pcrs.add(p));
   for (const byIndex of Object.values(rules.pcrs ?? {})) for (const i of Object.keys(byIndex)) pcrs.add(Number(i));
   return [...pcrs].sort((a, b) => a - b);
@@ -96,6 +116,13 @@ function bootComponents(value: unknown): BootComponentRule {
     return { match: 'sequence', allowed: allowed.map((position, i) => digestList(position, `bootComponents.allowed[${i}]`)) };
   }
   return fail('bootComponents.match', 'must be "sequence" or "any"');
+}
+
+function kernels(value: unknown): KernelRule {
+  const o = object(value, 'kernels');
+  onlyKeys(o, ['allowed', 'otherFiles'], 'kernels');
+  const otherFiles = o.otherFiles === undefined ? [] : digestList(o.otherFiles, 'kernels.otherFiles');
+  return { allowed: digestList(o.allowed, 'kernels.allowed'), otherFiles };
 }
 
 function pcrValues(value: unknown): EventlogRules['pcrs'] {

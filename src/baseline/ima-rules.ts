@@ -19,13 +19,20 @@ import { MAX_GLOB_PATH, PathGlob } from './ima-glob.js';
  *     "keys": [{ "publicKey": "-----BEGIN PUBLIC KEY----- ...", "keyId": "<8 hex, optional>" }],
  *     "requiredFor": ["/usr/bin/**", "/usr/lib/**"]
  *   },
- *   "allowViolations": false
+ *   "allowViolations": false            (or true, or a list of patterns: ["/var/log/**"])
  * }
  *
  * A measured file passes when it is excluded, or its digest is allowed for its path, or it
- * carries an IMA signature (ima-sig) by one of the keys; paths under `requiredFor` need that
- * signature whatever the allowlist says. Entries of other kinds (ima-buf events such as
+ * carries an IMA signature (ima-sig) by one of the keys. A violation (the file was open for
+ * writing, so its content is unknown) passes when its path is excluded or allowViolations
+ * covers it. Paths under `requiredFor` need a valid signature whatever the allowlist, the
+ * exclude patterns or allowViolations say: a requirement is never waived by a broader
+ * pattern, and a violation there fails. Entries of other kinds (ima-buf events such as
  * "kexec-cmdline", the "boot_aggregate") are named by their event name the same way.
+ *
+ * Allowlist digests may be of any algorithm IMA measures with (sha1 included: kernels
+ * before 5.x, and the 'ima' template, measure files with it); signatures must be over sha256
+ * or stronger (see digsig.ts).
  */
 
 export interface ImaRules {
@@ -35,8 +42,8 @@ export interface ImaRules {
   /** Trusted signing keys by IMA key id (8 hex digits). */
   readonly signatureKeys: ReadonlyMap<string, readonly KeyObject[]>;
   readonly signatureRequired: readonly PathGlob[];
-  /** Accept ToMToU / open-writers violations, whose file digest is unknown. */
-  readonly allowViolations: boolean;
+  /** ToMToU / open-writers violations (their file digest is unknown) accepted: all, none, or on these paths. */
+  readonly allowViolations: boolean | readonly PathGlob[];
 }
 
 const MAX_PATTERNS = 1_000;
@@ -49,14 +56,19 @@ export function parseImaRules(json: unknown): ImaRules {
   const signatureKeys = keys(signatures.keys ?? [], 'signatures.keys');
   const signatureRequired = globs(signatures.requiredFor ?? [], 'signatures.requiredFor');
   if (signatureRequired.length > 0 && signatureKeys.size === 0) invalid('signatures.requiredFor', 'needs at least one key in signatures.keys');
-  if (root.allowViolations !== undefined && typeof root.allowViolations !== 'boolean') invalid('allowViolations', 'must be true or false');
   return {
     allow: allowlist(root.allow ?? {}),
     exclude: globs(root.exclude ?? [], 'exclude'),
     signatureKeys,
     signatureRequired,
-    allowViolations: root.allowViolations === true,
+    allowViolations: violations(root.allowViolations ?? false),
   };
+}
+
+function violations(value: unknown): boolean | PathGlob[] {
+  if (typeof value === 'boolean') return value;
+  if (!Array.isArray(value)) invalid('allowViolations', 'must be true, false or a list of patterns');
+  return globs(value, 'allowViolations');
 }
 
 /** How an entry's digest is written in the allowlist. */
@@ -66,6 +78,11 @@ export function imaDigestText(entry: ImaEntry): string {
 
 export function isExcluded(rules: ImaRules, path: string): boolean {
   return rules.exclude.some((glob) => glob.matches(path));
+}
+
+export function isViolationAllowed(rules: ImaRules, path: string): boolean {
+  const allowed = rules.allowViolations;
+  return typeof allowed === 'boolean' ? allowed : allowed.some((glob) => glob.matches(path));
 }
 
 export function isSignatureRequired(rules: ImaRules, path: string): boolean {

@@ -7,3 +7,14 @@ export function hex(b: Uint8Array): string {
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
 }
+
+/**
+ * The text without its trailing NULs (firmware pads strings and often counts the terminator).
+ * A loop, not /\0+$/: on attacker-sized data that regex retries from every NUL of a run and
+ * takes time quadratic in the run's length.
+ */
+export function withoutTrailingNuls(text: string): string {
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) === 0) end--;
+  return end === text.length ? text : text.slice(0, end);
+}

@@ -1,6 +1,6 @@
 import { ParseError } from '../errors.js';
 import { TpmReader } from '../tpm/reader.js';
-import { hex } from './bytes.js';
+import { hex, withoutTrailingNuls } from './bytes.js';
 import { u64le } from './tcg-reader.js';
 
 /*
@@ -43,7 +43,7 @@ const utf16 = new TextDecoder('utf-16le');
 
 /** CHAR16 text of `chars` code units; trailing NULs dropped (some firmware counts the terminator). */
 export function readUcs2(r: TpmReader, chars: number, field: string): string {
-  return utf16.decode(r.bytesOf(chars * 2, field)).replace(/\0+$/, '');
+  return withoutTrailingNuls(utf16.decode(r.bytesOf(chars * 2, field)));
 }
 
 /** A NUL-terminated CHAR16 string (EFI_LOAD_OPTION.Description, file path nodes). */

@@ -1,5 +1,6 @@
 import { ParseError } from '../errors.js';
 import { TpmReader } from '../tpm/reader.js';
+import { withoutTrailingNuls } from './bytes.js';
 import {
   EFI_GUID,
   readBootOrder,
@@ -255,8 +256,8 @@ const utf16 = new TextDecoder('utf-16le');
 export function textOf(bytes: Uint8Array): TextData {
   // systemd-boot before v251 logged its UTF-16 command line with one stray byte at the end.
   const even = bytes.length % 2 === 1 && bytes[bytes.length - 1] === 0 ? bytes.subarray(0, bytes.length - 1) : bytes;
-  if (looksUtf16(even)) return { encoding: 'utf-16le', text: utf16.decode(even).replace(/\0+$/, '') };
-  return { encoding: 'utf-8', text: utf8.decode(bytes).replace(/\0+$/, '') };
+  if (looksUtf16(even)) return { encoding: 'utf-16le', text: withoutTrailingNuls(utf16.decode(even)) };
+  return { encoding: 'utf-8', text: withoutTrailingNuls(utf8.decode(bytes)) };
 }
 
 /** CHAR16 text of ASCII characters has a zero high byte in (nearly) every unit. */

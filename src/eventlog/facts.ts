@@ -12,16 +12,24 @@ import type { EventDigest, TcgEvent, TcgLog } from './tcg-log.js';
  *
  * An event is trusted when it was extended into a PCR whose replay equalled the quoted
  * value (the caller says which, per bank: `verified`); only its digests in those banks are
- * used. Event data and event types are unsigned, so:
+ * used. Event data, event types and text tags are unsigned, so:
  *  - data counts only where a trusted digest is the hash of that very data ("proven"):
- *    the SecureBoot variable, PK/KEK/db/dbx, kernel command lines;
- *  - events are recognised by what their proven data is, never by their type: retyping an
- *    event cannot hide it or change what it says (go-attestation's event-type confusion);
+ *    the SecureBoot variable, PK/KEK/db/dbx, kernel command lines. Data is hashed before it
+ *    is decoded, and only proven data is decoded (once);
+ *  - events are recognised by what their proven data is, never by their type, nor by a tag
+ *    the digest does not cover (grub hashes the text after "kernel_cmdline: ", not the tag):
+ *    retyping or retagging an event cannot hide it or change what it says;
  *  - the PCR 7 separator is found by its digest (hash of 00000000 or FFFFFFFF), so data
  *    that the firmware measured before it cannot be confused with what a boot loader
  *    measured after it;
- *  - boot components are the PCR 4 events whose digest is NOT the hash of their data
- *    (images: the digest is the image's Authenticode hash), whatever their type says.
+ *  - images and files are judged by their digest alone, which is the hash of the image (its
+ *    Authenticode hash in PCR 4, the file in PCR 9), not of the event data. In PCR 4 every
+ *    event is a boot component except separators and proven text (EV_EFI_ACTION strings):
+ *    an image cannot pass for text, so giving a component's bytes as its data cannot hide
+ *    it. In PCR 9, where boot loaders measure only what they load, every event is a file;
+ *  - in PCR 8 and 12, where command lines are measured, an event whose digests prove none
+ *    of its data is reported (unprovenCmdlineEvents): it could be a command line whose text
+ *    was replaced, so a rule on command lines must fail while one exists.
  * Callers that have no quote (the CLI's `show`) pass every replayed PCR as verified, and
  * then the facts are only what the log claims.
  */
@@ -34,7 +42,7 @@ export type Digests = { readonly [bank: string]: string };
 
 export interface SecureBootFact {
   readonly state: 'enabled' | 'disabled' | 'unknown';
-  /** The event whose proven data decided the state. */
+  /** The event whose proven data decided the state, or whose unproven data left it unknown. */
   readonly event?: number;
   readonly detail: string;
 }
@@ -56,19 +64,41 @@ export interface BootComponentFact {
   readonly label: string;
 }
 
+/** A file a boot loader measured into PCR 9 (grub: its configuration, the kernel, the initrd). */
+export interface BootFileFact {
+  readonly event: number;
+  /** The hash of the file: what decides. */
+  readonly digests: Digests;
+  /** Type and path as the log states them: a name for people, not evidence. */
+  readonly label: string;
+}
+
 export interface KernelCmdlineFact {
   readonly event: number;
   readonly pcr: number;
-  /** grub's "kernel_cmdline:" (PCR 8) or systemd-boot/-stub's UTF-16 command line (PCR 12, 8 before v251). */
-  readonly source: 'grub' | 'systemd';
+  /**
+   * grub: its "kernel_cmdline:" event (PCR 8); grub-command: grub's `linux` command (PCR 8),
+   * whose measured text names the kernel and its command line whatever the event's tag says;
+   * systemd: systemd-boot's or -stub's UTF-16 command line (PCR 12, 8 before v251).
+   */
+  readonly source: 'grub' | 'grub-command' | 'systemd';
   readonly cmdline: string;
+}
+
+/** An event of PCR 8 or 12 whose digests prove none of its data. */
+export interface UnprovenEventFact {
+  readonly event: number;
+  readonly pcr: number;
+  readonly label: string;
 }
 
 export interface EventlogFacts {
   readonly secureBoot: SecureBootFact;
   readonly signatureDatabases: readonly SignatureDatabaseFact[];
   readonly bootComponents: readonly BootComponentFact[];
+  readonly bootFiles: readonly BootFileFact[];
   readonly kernelCmdlines: readonly KernelCmdlineFact[];
+  readonly unprovenCmdlineEvents: readonly UnprovenEventFact[];
 }
 
 const SEPARATOR_VALUES = [new Uint8Array([0, 0, 0, 0]), new Uint8Array([0xff, 0xff, 0xff, 0xff])];
@@ -78,23 +108,68 @@ const DATABASES: ReadonlyArray<{ guid: string; name: SignatureDatabaseFact['name
   { guid: EFI_GUID.IMAGE_SECURITY_DATABASE, name: 'db' },
   { guid: EFI_GUID.IMAGE_SECURITY_DATABASE, name: 'dbx' },
 ];
-const GRUB_CMDLINE = Buffer.from('kernel_cmdline: ', 'latin1');
+const GRUB_KERNEL_CMDLINE_TAG = 'kernel_cmdline';
+/** grub's commands that load a Linux kernel: their arguments are its path and command line. */
+const GRUB_LINUX_COMMANDS = ['linux ', 'linuxefi ', 'linux16 '];
+const COMMAND_LINE_PCRS = [8, 12];
+/** grub's tags ("grub_cmd", "kernel_cmdline", "module_cmdline") are short; longer runs are not tags. */
+const MAX_TAG = 32;
+/** Labels are for messages: bounded, whatever the log holds. */
+const MAX_LABEL = 256;
 
 export function deriveEventlogFacts(log: TcgLog, verified: VerifiedPcrs): EventlogFacts {
   const trusted = trustedEvents(log, verified);
-  const preOs7 = beforeSeparator(trusted.filter((t) => t.event.pcrIndex === 7));
+  const { secureBoot, signatureDatabases } = pcr7Facts(trusted.filter((t) => t.event.pcrIndex === 7));
+  const { kernelCmdlines, unprovenCmdlineEvents } = commandLineFacts(trusted.filter((t) => COMMAND_LINE_PCRS.includes(t.event.pcrIndex)));
   return {
-    secureBoot: secureBootFact(preOs7),
-    signatureDatabases: preOs7 === undefined ? [] : signatureDatabases(preOs7),
-    bootComponents: bootComponents(trusted),
-    kernelCmdlines: kernelCmdlines(trusted),
+    secureBoot,
+    signatureDatabases,
+    bootComponents: bootComponents(trusted.filter((t) => t.event.pcrIndex === 4)),
+    bootFiles: trusted.filter((t) => t.event.pcrIndex === 9).map((t) => ({ event: t.event.index, digests: t.digestsByBank(), label: labelOf(t.event) })),
+    kernelCmdlines,
+    unprovenCmdlineEvents,
   };
 }
 
-interface TrustedEvent {
-  readonly event: TcgEvent;
-  /** The event's digests in the banks where its PCR was verified (never empty). */
-  readonly digests: readonly EventDigest[];
+/** An event a verified PCR vouches for, with its digests in the verified banks (never empty). */
+class TrustedEvent {
+  private dataProven: boolean | undefined;
+
+  constructor(
+    readonly event: TcgEvent,
+    readonly digests: readonly EventDigest[],
+  ) {}
+
+  /** Whether every trusted digest is the hash of `bytes`: then `bytes` is what was measured. */
+  proves(bytes: Uint8Array): boolean {
+    return this.digests.every((d) => equalBytes(oneShotHash(d.hash!.name, bytes, 'buffer'), d.digest));
+  }
+
+  /** Whether the event's own data is what was measured (hashed once, whoever asks). */
+  get provesData(): boolean {
+    this.dataProven ??= this.proves(this.event.data);
+    return this.dataProven;
+  }
+
+  /** A separator, by digest: H(00000000) or H(FFFFFFFF) in every trusted bank (PFP §10.4.1 EV_SEPARATOR). */
+  get isSeparator(): boolean {
+    return SEPARATOR_VALUES.some((_, i) => this.digests.every((d) => equalBytes(separatorDigests(d.hash!.name)[i]!, d.digest)));
+  }
+
+  digestsByBank(): Digests {
+    return Object.fromEntries(this.digests.map((d) => [d.hash!.name, hex(d.digest)]));
+  }
+}
+
+const separatorDigestCache = new Map<string, readonly Uint8Array[]>();
+
+function separatorDigests(hashName: string): readonly Uint8Array[] {
+  let digests = separatorDigestCache.get(hashName);
+  if (!digests) {
+    digests = SEPARATOR_VALUES.map((value) => oneShotHash(hashName, value, 'buffer'));
+    separatorDigestCache.set(hashName, digests);
+  }
+  return digests;
 }
 
 function trustedEvents(log: TcgLog, verified: VerifiedPcrs): TrustedEvent[] {
@@ -103,14 +178,9 @@ function trustedEvents(log: TcgLog, verified: VerifiedPcrs): TrustedEvent[] {
     // EV_NO_ACTION digests are never extended, so no quote vouches for them.
     if (!isExtended(event)) continue;
     const digests = event.digests.filter((d) => d.hash && verified[d.hash.name]?.includes(event.pcrIndex));
-    if (digests.length > 0) out.push({ event, digests });
+    if (digests.length > 0) out.push(new TrustedEvent(event, digests));
   }
   return out;
-}
-
-/** Whether every trusted digest of the event is the hash of `bytes`: then `bytes` is what was measured. */
-function proves(t: TrustedEvent, bytes: Uint8Array): boolean {
-  return t.digests.every((d) => equalBytes(oneShotHash(d.hash!.name, bytes, 'buffer'), d.digest));
 }
 
 /** "sha1:<hex> sha256:<hex>", as digest rules are written. */
@@ -120,14 +190,27 @@ export function formatDigests(digests: Digests): string {
     .join(' ');
 }
 
-function digestsOf(t: TrustedEvent): Digests {
-  return Object.fromEntries(t.digests.map((d) => [d.hash!.name, hex(d.digest)]));
+interface ProvenVariable {
+  readonly t: TrustedEvent;
+  readonly v: VariableEvent;
 }
 
-/** PCR 7's events up to its separator (found by digest), or undefined when it has none. */
-function beforeSeparator(pcr7: TrustedEvent[]): TrustedEvent[] | undefined {
-  const at = pcr7.findIndex((t) => SEPARATOR_VALUES.some((value) => proves(t, value)));
-  return at < 0 ? undefined : pcr7.slice(0, at);
+/**
+ * Secure boot and the signature databases, from PCR 7 up to its separator: hashed first,
+ * then only the variables the digests prove are decoded, each once.
+ */
+function pcr7Facts(pcr7: TrustedEvent[]): Pick<EventlogFacts, 'secureBoot' | 'signatureDatabases'> {
+  const at = pcr7.findIndex((t) => t.isSeparator);
+  if (at < 0) {
+    const detail = 'PCR 7 has no verified separator: firmware and boot loader measurements cannot be told apart';
+    return { secureBoot: { state: 'unknown', detail }, signatureDatabases: [] };
+  }
+  const preOs = pcr7.slice(0, at);
+  const variables = preOs.filter((t) => t.provesData).flatMap((t) => {
+    const v = variableOf(t);
+    return v ? [{ t, v }] : [];
+  });
+  return { secureBoot: secureBootFact(variables, preOs.find((t) => !t.provesData)), signatureDatabases: signatureDatabases(variables) };
 }
 
 function variableOf(t: TrustedEvent): VariableEvent | undefined {
@@ -139,20 +222,16 @@ function variableOf(t: TrustedEvent): VariableEvent | undefined {
   }
 }
 
-function secureBootFact(preOs7: TrustedEvent[] | undefined): SecureBootFact {
-  if (preOs7 === undefined) {
-    return { state: 'unknown', detail: 'PCR 7 has no verified separator: firmware and boot loader measurements cannot be told apart' };
+function secureBootFact(variables: readonly ProvenVariable[], unproven: TrustedEvent | undefined): SecureBootFact {
+  const measured = variables.filter(({ v }) => v.guid === EFI_GUID.GLOBAL_VARIABLE && v.name === 'SecureBoot');
+  if (measured.length === 0) {
+    if (unproven) {
+      const event = unproven.event.index;
+      return { state: 'unknown', event, detail: `event ${event}: its data is not what its digest measured, and no proven SecureBoot measurement precedes the PCR 7 separator` };
+    }
+    return { state: 'unknown', detail: 'no verified SecureBoot measurement in PCR 7 before the separator' };
   }
-  const candidates = preOs7
-    .map((t) => ({ t, v: variableOf(t) }))
-    .filter(({ v }) => v?.guid === EFI_GUID.GLOBAL_VARIABLE && v.name === 'SecureBoot');
-  const unproven = candidates.find(({ t }) => !proves(t, t.event.data));
-  if (unproven) {
-    const event = unproven.t.event.index;
-    return { state: 'unknown', event, detail: `event ${event}: SecureBoot data is not what its digest measured` };
-  }
-  if (candidates.length === 0) return { state: 'unknown', detail: 'no verified SecureBoot measurement in PCR 7 before the separator' };
-  const states = candidates.map(({ t, v }) => ({ event: t.event.index, state: secureBootState(v!.data) }));
+  const states = measured.map(({ t, v }) => ({ event: t.event.index, state: secureBootState(v.data) }));
   const first = states[0]!;
   if (states.some((s) => s.state !== first.state)) {
     return { state: 'unknown', event: first.event, detail: `SecureBoot measured ${states.length} times with different values` };
@@ -171,50 +250,101 @@ function secureBootState(data: Uint8Array): SecureBootFact['state'] {
   return data[0] === 1 ? 'enabled' : 'disabled';
 }
 
-function signatureDatabases(preOs7: TrustedEvent[]): SignatureDatabaseFact[] {
+function signatureDatabases(variables: readonly ProvenVariable[]): SignatureDatabaseFact[] {
   const out: SignatureDatabaseFact[] = [];
-  for (const t of preOs7) {
-    const v = variableOf(t);
-    const db = v && DATABASES.find((d) => d.guid === v.guid && d.name === v.name);
-    if (!v || !db || !proves(t, t.event.data)) continue;
+  for (const { t, v } of variables) {
+    const db = DATABASES.find((d) => d.guid === v.guid && d.name === v.name);
+    if (!db) continue;
     const lists = v.value.kind === 'signature-lists' ? v.value.lists : [];
     const entries = lists.flatMap((l) => l.entries.map((e) => ({ type: l.type, owner: e.owner, data: hex(e.data) })));
-    out.push({ name: db.name, event: t.event.index, digests: digestsOf(t), entries });
+    out.push({ name: db.name, event: t.event.index, digests: t.digestsByBank(), entries });
   }
   return out;
 }
 
-function bootComponents(trusted: TrustedEvent[]): BootComponentFact[] {
-  return trusted
-    .filter((t) => t.event.pcrIndex === 4 && !proves(t, t.event.data))
-    .map((t, position) => ({ position, event: t.event.index, digests: digestsOf(t), label: labelOf(t.event) }));
+/** PCR 4's images: every event but separators and proven text, whatever its type says. */
+function bootComponents(pcr4: TrustedEvent[]): BootComponentFact[] {
+  return pcr4
+    .filter((t) => !t.isSeparator && !(isText(t.event.data) && t.provesData))
+    .map((t, position) => ({ position, event: t.event.index, digests: t.digestsByBank(), label: labelOf(t.event) }));
+}
+
+/** Printable ASCII (tabs and line breaks included), NUL-terminated or not: what no executable image is. */
+function isText(data: Uint8Array): boolean {
+  const end = data[data.length - 1] === 0 ? data.length - 1 : data.length;
+  if (end === 0) return false;
+  for (let i = 0; i < end; i++) {
+    const b = data[i]!;
+    if ((b < 0x20 || b > 0x7e) && b !== 0x09 && b !== 0x0a && b !== 0x0d) return false;
+  }
+  return true;
 }
 
 function labelOf(event: TcgEvent): string {
   const data = decodeEventData(event.eventType, event.data);
-  const path = data.kind === 'image-load' ? (data.devicePath?.filePath ?? data.devicePath?.text) : undefined;
-  return path ? `${eventTypeName(event.eventType)} ${path}` : eventTypeName(event.eventType);
+  let name: string | undefined;
+  if (data.kind === 'image-load') name = data.devicePath?.filePath ?? data.devicePath?.text;
+  else if (data.kind === 'text' || data.kind === 'tagged') name = data.text;
+  const type = eventTypeName(event.eventType);
+  return name ? `${type} ${name.slice(0, MAX_LABEL)}` : type;
 }
 
-function kernelCmdlines(trusted: TrustedEvent[]): KernelCmdlineFact[] {
-  const out: KernelCmdlineFact[] = [];
-  for (const t of trusted) {
-    const { pcrIndex, data, index } = t.event;
-    if (pcrIndex === 8 && startsWith(data, GRUB_CMDLINE)) {
-      // grub hashes the text after the prefix, with its NUL (grub >= 2.06) or without.
-      const text = data.subarray(GRUB_CMDLINE.length);
-      const bare = text[text.length - 1] === 0 ? text.subarray(0, text.length - 1) : text;
-      if (proves(t, bare) || proves(t, text)) out.push({ event: index, pcr: pcrIndex, source: 'grub', cmdline: textOf(bare).text });
+function commandLineFacts(events: TrustedEvent[]): Pick<EventlogFacts, 'kernelCmdlines' | 'unprovenCmdlineEvents'> {
+  const kernelCmdlines: KernelCmdlineFact[] = [];
+  const unprovenCmdlineEvents: UnprovenEventFact[] = [];
+  for (const t of events) {
+    const { pcrIndex: pcr, index: event } = t.event;
+    const measured = measuredText(t);
+    if (measured === undefined) {
+      unprovenCmdlineEvents.push({ event, pcr, label: labelOf(t.event) });
       continue;
     }
-    const text = (pcrIndex === 12 || pcrIndex === 8) && textOf(data);
-    if (text && text.encoding === 'utf-16le' && proves(t, data)) {
-      out.push({ event: index, pcr: pcrIndex, source: 'systemd', cmdline: text.text });
-    }
+    const cmdline = commandLineOf(measured);
+    if (cmdline) kernelCmdlines.push({ event, pcr, ...cmdline });
   }
-  return out;
+  return { kernelCmdlines, unprovenCmdlineEvents };
 }
 
-function startsWith(data: Uint8Array, prefix: Uint8Array): boolean {
-  return data.length >= prefix.length && prefix.every((b, i) => data[i] === b);
+interface MeasuredText {
+  /** The tag before ": " (grub's "kernel_cmdline", "grub_cmd"): a label, unless `data` was proven whole. */
+  readonly tag?: string;
+  /** The data after the tag (all of it when there is none): covered by the digest either way. */
+  readonly content: Uint8Array;
+  /** No tag and the whole data proven (systemd's UTF-16 command line). */
+  readonly whole: boolean;
+}
+
+/**
+ * What the digests prove of an event's data: the whole data, or (grub) the text after its
+ * "<tag>: " prefix, with its NUL (grub >= 2.06) or without. Undefined when they prove none.
+ */
+function measuredText(t: TrustedEvent): MeasuredText | undefined {
+  const { data } = t.event;
+  const tagEnd = tagLength(data);
+  if (tagEnd === 0) return t.provesData ? { content: data, whole: true } : undefined;
+  const tag = Buffer.from(data.subarray(0, tagEnd - 2)).toString('latin1');
+  const content = data.subarray(tagEnd);
+  const bare = content[content.length - 1] === 0 ? content.subarray(0, content.length - 1) : content;
+  if (t.proves(content) || (bare !== content && t.proves(bare)) || t.provesData) return { tag, content, whole: false };
+  return undefined;
+}
+
+/** Length of a leading "<tag>: " with a tag of [A-Za-z0-9_], or 0 when the data has none. */
+function tagLength(data: Uint8Array): number {
+  for (let i = 0; i < Math.min(data.length - 1, MAX_TAG + 1); i++) {
+    const b = data[i]!;
+    if (b === 0x3a /* : */) return i > 0 && data[i + 1] === 0x20 ? i + 2 : 0;
+    const tagChar = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x5f;
+    if (!tagChar) return 0;
+  }
+  return 0;
+}
+
+/** The kernel command line an event's proven text states, if it states one. */
+function commandLineOf(measured: MeasuredText): Pick<KernelCmdlineFact, 'source' | 'cmdline'> | undefined {
+  const text = textOf(measured.content);
+  if (measured.whole && text.encoding === 'utf-16le') return { source: 'systemd', cmdline: text.text };
+  if (measured.tag === GRUB_KERNEL_CMDLINE_TAG) return { source: 'grub', cmdline: text.text };
+  const command = GRUB_LINUX_COMMANDS.find((c) => text.text.startsWith(c));
+  return command ? { source: 'grub-command', cmdline: text.text.slice(command.length) } : undefined;
 }

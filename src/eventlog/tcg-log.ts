@@ -59,12 +59,16 @@ export interface TcgLog {
 export interface TcgLogLimits {
   /** Default 100,000: real logs have hundreds to a few thousand events. */
   readonly maxEvents?: number;
-  /** Default 16 MiB: real logs are 10-100 KB. */
+  /** Default DEFAULT_MAX_LOG_BYTES. */
   readonly maxBytes?: number;
 }
 
 const DEFAULT_MAX_EVENTS = 100_000;
-const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * 1 MiB: real logs are 10-100 KB (a few hundred events, PK/KEK/db/dbx included), and every
+ * byte of event data is unsigned input a verifier may hash or decode.
+ */
+export const DEFAULT_MAX_LOG_BYTES = 1024 * 1024;
 /** TPM2_MAX_PCRS on any PC Client TPM is 24; 32 is the bitmap the PFP allows for. */
 const MAX_PCR_INDEX = 31;
 const SHA1_SIZE = 20;
@@ -79,7 +83,7 @@ export function supportedHash(algorithmId: number): HashInfo | undefined {
 }
 
 export function parseTcgLog(bytes: Uint8Array, limits: TcgLogLimits = {}): TcgLog {
-  const maxBytes = limits.maxBytes ?? DEFAULT_MAX_BYTES;
+  const maxBytes = limits.maxBytes ?? DEFAULT_MAX_LOG_BYTES;
   if (bytes.length > maxBytes) {
     throw new ParseError('ERR_EVENTLOG_TOO_LARGE', `event log: ${bytes.length} bytes exceed the limit of ${maxBytes}`);
   }

@@ -105,7 +105,9 @@ function showText(log: TcgLog, pcrs: PcrValues, facts: EventlogFacts): string {
   for (const c of facts.bootComponents) {
     lines.push(`  boot component ${c.position}: event ${c.event}, ${c.label}, ${formatDigests(c.digests)}`);
   }
+  for (const f of facts.bootFiles) lines.push(`  boot file: event ${f.event}, ${f.label}, ${formatDigests(f.digests)}`);
   for (const k of facts.kernelCmdlines) lines.push(`  kernel command line (${k.source}, PCR ${k.pcr}, event ${k.event}): ${k.cmdline}`);
+  for (const u of facts.unprovenCmdlineEvents) lines.push(`  unproven: PCR ${u.pcr} event ${u.event} (${u.label}): its digest is not the hash of its data`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -32,6 +32,9 @@ export function parseImaSignature(bytes: Uint8Array): ImaSignature {
     const algoId = r.u8('hash_algo');
     const hashAlgo = imaHashById(algoId);
     if (!hashAlgo) throw new ParseError('ERR_IMA_SIGNATURE_UNSUPPORTED', `IMA signature hash_algo ${algoId} is not known`);
+    if (hashAlgo.weak) {
+      throw new ParseError('ERR_IMA_SIGNATURE_WEAK_HASH', `IMA signature over a ${hashAlgo.name} digest: signatures must be over sha256 or stronger`);
+    }
     const keyId = Buffer.from(r.bytesOf(4, 'keyid')).toString('hex');
     const signature = r.bytesOf(r.u16('sig_size'), 'signature');
     r.end();
@@ -40,26 +43,42 @@ export function parseImaSignature(bytes: Uint8Array): ImaSignature {
 }
 
 /**
- * The v2 key id of a public key: the last 4 bytes of the SHA-1 of its subjectPublicKey bits
- * (ima-evm-utils calc_keyid_v2; the same as an X.509 subject key identifier made by RFC 5280
- * §4.2.1.2 method 1, which is how the kernel finds the key).
+ * The v2 key id of a public key as evmctl computes it (ima-evm-utils calc_keyid_v2): the last
+ * 4 bytes of the SHA-1 of the subjectPublicKey bits of its SubjectPublicKeyInfo, i.e. the
+ * RSAPublicKey DER or the EC point as encoded (compressed or not). It equals the X.509
+ * subject key identifier of RFC 5280 §4.2.1.2 method 1, by which the kernel finds the key; a
+ * certificate whose identifier was made otherwise needs its key id given in the rules.
  */
 export function imaKeyId(key: KeyObject): string {
-  let publicKeyBits: Buffer;
-  if (key.asymmetricKeyType === 'rsa') {
-    publicKeyBits = key.export({ type: 'pkcs1', format: 'der' });
-  } else {
-    // An uncompressed EC point, 0x04 || x || y.
-    const jwk = key.export({ format: 'jwk' });
-    publicKeyBits = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x as string, 'base64url'), Buffer.from(jwk.y as string, 'base64url')]);
-  }
-  return hash('sha1', publicKeyBits, 'buffer').subarray(16).toString('hex');
+  const spki = key.export({ type: 'spki', format: 'der' });
+  return hash('sha1', subjectPublicKeyBits(spki), 'buffer').subarray(16).toString('hex');
 }
 
-/** DigestInfo prefixes of EMSA-PKCS1-v1_5 (RFC 8017 §9.2, note 1). */
+/**
+ * SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT
+ * STRING } (RFC 5280 §4.1), as node:crypto exports it: well-formed, so its tags are skipped.
+ */
+function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
+  const r = new TpmReader(spki, 'SubjectPublicKeyInfo');
+  derLength(r);
+  r.bytesOf(derLength(r), 'algorithm');
+  const length = derLength(r);
+  r.u8('unused bits'); // 0: a key is whole bytes
+  return r.bytesOf(length - 1, 'subjectPublicKey');
+}
+
+/** Skips a DER tag and reads the definite length after it (X.690 §8.1.3). */
+function derLength(r: TpmReader): number {
+  r.u8('tag');
+  const first = r.u8('length');
+  if (first < 0x80) return first;
+  let length = 0;
+  for (let i = 0; i < (first & 0x7f); i++) length = length * 256 + r.u8('length');
+  return length;
+}
+
+/** DigestInfo prefixes of EMSA-PKCS1-v1_5 (RFC 8017 §9.2, note 1), for the hashes a signature may use. */
 const DIGEST_INFO_PREFIX: Readonly<Record<string, Buffer>> = {
-  sha1: Buffer.from('3021300906052b0e03021a05000414', 'hex'),
-  sha224: Buffer.from('302d300d06096086480165030402040500041c', 'hex'),
   sha256: Buffer.from('3031300d060960864801650304020105000420', 'hex'),
   sha384: Buffer.from('3041300d060960864801650304020205000430', 'hex'),
   sha512: Buffer.from('3051300d060960864801650304020305000440', 'hex'),
@@ -70,9 +89,11 @@ const DIGEST_INFO_PREFIX: Readonly<Record<string, Buffer>> = {
  * as the kernel's asymmetric_verify checks it: PKCS#1 v1.5 for RSA, X9.62 for ECDSA.
  */
 export function verifyImaSignature(sig: ImaSignature, digest: Uint8Array, key: KeyObject): boolean {
+  // ECDSA signs any string of bits: the digest must be one of the algorithm the signature names.
+  if (digest.length !== sig.hashAlgo.size) return false;
   if (key.asymmetricKeyType === 'ec') return verifyEcdsaDigest(key, digest, sig.signature);
   const prefix = DIGEST_INFO_PREFIX[sig.hashAlgo.name];
-  const modulusBytes = (key.asymmetricKeyDetails?.modulusLength ?? 0) / 8;
+  const modulusBytes = Math.ceil((key.asymmetricKeyDetails?.modulusLength ?? 0) / 8);
   if (!prefix || sig.signature.length !== modulusBytes) return false;
   let encoded: Buffer;
   try {

@@ -11,26 +11,32 @@ export interface ImaHashAlgo {
   readonly id: number;
   /** Digest size in bytes (`hash_digest_size`). */
   readonly size: number;
+  /**
+   * Broken (md4, md5, sha1), or short of 128-bit collision resistance (RIPEMD, Tiger, sha224):
+   * a file digest in an allowlist may still use one (old kernels measure with sha1), a
+   * signature may not, since a collision would let one signature cover two files.
+   */
+  readonly weak?: true;
 }
 
 const ALGOS: readonly ImaHashAlgo[] = [
-  { name: 'md4', id: 0, size: 16 },
-  { name: 'md5', id: 1, size: 16 },
-  { name: 'sha1', id: 2, size: 20 },
-  { name: 'rmd160', id: 3, size: 20 },
+  { name: 'md4', id: 0, size: 16, weak: true },
+  { name: 'md5', id: 1, size: 16, weak: true },
+  { name: 'sha1', id: 2, size: 20, weak: true },
+  { name: 'rmd160', id: 3, size: 20, weak: true },
   { name: 'sha256', id: 4, size: 32 },
   { name: 'sha384', id: 5, size: 48 },
   { name: 'sha512', id: 6, size: 64 },
-  { name: 'sha224', id: 7, size: 28 },
-  { name: 'rmd128', id: 8, size: 16 },
-  { name: 'rmd256', id: 9, size: 32 },
-  { name: 'rmd320', id: 10, size: 40 },
+  { name: 'sha224', id: 7, size: 28, weak: true },
+  { name: 'rmd128', id: 8, size: 16, weak: true },
+  { name: 'rmd256', id: 9, size: 32, weak: true },
+  { name: 'rmd320', id: 10, size: 40, weak: true },
   { name: 'wp256', id: 11, size: 32 },
   { name: 'wp384', id: 12, size: 48 },
   { name: 'wp512', id: 13, size: 64 },
-  { name: 'tgr128', id: 14, size: 16 },
-  { name: 'tgr160', id: 15, size: 20 },
-  { name: 'tgr192', id: 16, size: 24 },
+  { name: 'tgr128', id: 14, size: 16, weak: true },
+  { name: 'tgr160', id: 15, size: 20, weak: true },
+  { name: 'tgr192', id: 16, size: 24, weak: true },
   { name: 'sm3', id: 17, size: 32 },
   { name: 'streebog256', id: 18, size: 32 },
   { name: 'streebog512', id: 19, size: 64 },

@@ -9,6 +9,7 @@ import {
   imaEntry,
   imaTemplateByName,
   templateFields,
+  withNul,
   type ImaEntry,
 } from './templates.js';
 
@@ -59,9 +60,7 @@ export class BinaryCursor implements ImaEntryCursor {
       // IMA_SHOW_BINARY_NO_FIELD_LEN digest, IMA_SHOW_BINARY_OLD_STRING_FMT name (strlen, no NUL).
       const digest = r.bytesOf(IMA_LEGACY_DIGEST_SIZE, `${where} d`);
       const name = r.bytesOf(r.u32le(`${where} n length`), `${where} n`);
-      const nameField = new Uint8Array(name.length + 1);
-      nameField.set(name);
-      return imaEntry(this.index, pcr, template, templateHash, [digest, nameField], where);
+      return imaEntry(this.index, pcr, template, templateHash, [digest, withNul(name)], where);
     }
     const data = r.bytesOf(r.u32le(`${where} template data length`), `${where} template data`);
     const fieldData = withCode('ERR_IMA_MALFORMED', () => splitFields(data, templateFields(template).length, where));

@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import { VerificationError, type ErrorCode } from '../../errors.js';
 import { hex } from '../bytes.js';
-import { describeEntry, type ImaEntry } from './templates.js';
+import { computeTemplateHash, describeEntry, type ImaEntry } from './templates.js';
 
 /** The PCR banks IMA's replay produces. */
 export type ImaBank = 'sha1' | 'sha256';
@@ -85,7 +85,7 @@ export class ImaReplay {
   }
 
   private templateDigests(entry: ImaEntry): BankValues {
-    const sha1 = hash('sha1', entry.hashInput, 'buffer');
+    const sha1 = computeTemplateHash(entry);
     if (!sha1.equals(entry.templateHash)) {
       throw new ImaEntryError(
         entry,

@@ -1,5 +1,4 @@
-import { hash } from 'node:crypto';
-import { IMA_LEGACY_DIGEST_SIZE, IMA_TEMPLATE_HASH_SIZE, fieldDataFor, fieldDataToAscii, imaEntry, templateFields } from './templates.js';
+import { IMA_LEGACY_DIGEST_SIZE, IMA_TEMPLATE_HASH_SIZE, computeTemplateHash, fieldDataFor, fieldDataToAscii, imaEntry, templateFields } from './templates.js';
 import type { ImaEntry, ImaFieldValues, ImaTemplateName } from './templates.js';
 import { hex } from '../bytes.js';
 
@@ -18,7 +17,7 @@ export function buildImaEntry(
 ): ImaEntry {
   // Validated first (as a violation, whose zero hash needs no data), then hashed.
   const entry = imaEntry(index, pcr, template, new Uint8Array(IMA_TEMPLATE_HASH_SIZE), fieldDataFor(template, values), `entry ${index}`);
-  return violation ? entry : { ...entry, violation: false, templateHash: hash('sha1', entry.hashInput, 'buffer') };
+  return violation ? entry : { ...entry, violation: false, templateHash: computeTemplateHash(entry) };
 }
 
 /** ascii_runtime_measurements: `"%2d " pcr, template hash, name, " field"...`, one line each. */

@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import { ParseError } from '../../errors.js';
 import { hex } from '../bytes.js';
 import { decodeHex } from './hex.js';
@@ -73,7 +74,8 @@ export function templateFields(template: ImaTemplateName): readonly ImaFieldId[]
 
 const COLON = 0x3a;
 
-function withNul(text: Uint8Array): Uint8Array {
+/** A name field's data (DATA_FMT_STRING): the text and its terminating NUL. */
+export function withNul(text: Uint8Array): Uint8Array {
   const out = new Uint8Array(text.length + 1);
   out.set(text);
   return out;
@@ -220,6 +222,11 @@ export function imaEntry(
 }
 
 const UTF8 = new TextDecoder('utf-8');
+
+/** The SHA-1 template hash of an entry's data, as the kernel computes it (ima_calc_field_array_hash). */
+export function computeTemplateHash(entry: ImaEntry): Buffer {
+  return hash('sha1', entry.hashInput, 'buffer');
+}
 
 export interface ImaFieldValues {
   readonly digestAlgo: ImaHashAlgo;
