@@ -3,7 +3,6 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   TPM_CAP,
-  TpmWriter,
   canonicalPcrSelection,
   marshalDigestValues,
   marshalPcrSelection,
@@ -14,6 +13,7 @@ import {
   pcrValuesOf,
   remainingSelection,
 } from '../src/agent/tpm-marshal.js';
+import { TpmWriter } from '../src/tpm/writer.js';
 import { EK_AUTH_POLICY, akTemplate, ekTemplate, identityKeyTemplate, srkTemplate } from '../src/agent/tpm-templates.js';
 import { TPM_ALG, TPMA_OBJECT } from '../src/tpm/constants.js';
 import { readPcrSelection } from '../src/tpm/pcr-selection.js';

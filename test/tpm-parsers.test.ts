@@ -12,7 +12,8 @@ import { publicKeyOf } from '../src/tpm/public-key.js';
 import { parseSignature } from '../src/tpm/signature.js';
 import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
 import { codeOf } from './helpers/code-of.js';
-import { softAk, Writer } from './helpers/tpm-builders.js';
+import { softAk } from './helpers/tpm-builders.js';
+import { TpmWriter } from '../src/tpm/writer.js';
 import { fixture, manifest } from './fixtures.js';
 import { vector, vectorsDir } from './vectors.js';
 
@@ -71,7 +72,7 @@ describe('TPMT_PUBLIC details', () => {
   const keylimeAk = parseTpm2bPublic(vector(`${KEYLIME}ak.pub`));
   if (keylimeAk.type !== 'rsa') throw new Error('the vector AK is RSA');
   const rsaPublic = (opts: { exponent?: number; keyBits?: number; modulus?: Uint8Array; type?: number }) =>
-    new Writer()
+    new TpmWriter()
       .u16(opts.type ?? TPM_ALG.RSA)
       .u16(TPM_ALG.SHA256)
       .u32(0x00050072)
@@ -82,7 +83,7 @@ describe('TPMT_PUBLIC details', () => {
       .u16(opts.keyBits ?? 2048)
       .u32(opts.exponent ?? 0)
       .tpm2b(opts.modulus ?? keylimeAk.modulus)
-      .done();
+      .finish();
 
   it('reads the RSA exponent big-endian, and 0 as 65537', () => {
     const three = parseTpmtPublic(rsaPublic({ exponent: 3 }));
@@ -119,9 +120,9 @@ describe('TPMT_PUBLIC details', () => {
 
   it('ERR_TPM_SIZE_MISMATCH / ERR_TPM_TRAILING_BYTES: TPM2B_PUBLIC size disagreeing with its content', () => {
     const inner = rsaPublic({});
-    const bigger = new Writer().u16(inner.length + 2).bytes(inner).u16(0).done();
+    const bigger = new TpmWriter().u16(inner.length + 2).bytes(inner).u16(0).finish();
     expect(codeOf(() => parseTpm2bPublic(bigger))).toBe('ERR_TPM_TRAILING_BYTES');
-    expect(codeOf(() => parseTpm2bPublic(new Writer().u16(0).done()))).toBe('ERR_TPM_SIZE_MISMATCH');
+    expect(codeOf(() => parseTpm2bPublic(new TpmWriter().u16(0).finish()))).toBe('ERR_TPM_SIZE_MISMATCH');
   });
 
   it('ERR_TPM_BAD_VALUE: an ECC point that is not on the curve', () => {
@@ -161,7 +162,7 @@ describe('TPMS_ATTEST, TPML_PCR_SELECTION and TPMT_SIGNATURE details', () => {
 
   it('accepts qualifying data up to sizeof(TPMT_HA) = 66 bytes, not more', () => {
     const build = (n: number) =>
-      new Writer().u32(0xff544347).u16(0x8017).tpm2b(new Uint8Array(34)).tpm2b(new Uint8Array(n)).u64(1n).u32(0).u32(0).u8(1).u64(0n).tpm2b(new Uint8Array(34)).tpm2b(new Uint8Array(34)).done();
+      new TpmWriter().u32(0xff544347).u16(0x8017).tpm2b(new Uint8Array(34)).tpm2b(new Uint8Array(n)).u64(1n).u32(0).u32(0).u8(1).u64(0n).tpm2b(new Uint8Array(34)).tpm2b(new Uint8Array(34)).finish();
     expect(parseAttest(build(66)).extraData).toHaveLength(66);
     expect(codeOf(() => parseAttest(build(67)))).toBe('ERR_TPM_BAD_VALUE');
   });
@@ -184,19 +185,19 @@ describe('TPMS_ATTEST, TPML_PCR_SELECTION and TPMT_SIGNATURE details', () => {
     expect(codeOf(() => parseAttest(count))).toBe('ERR_TPM_BAD_VALUE');
     // Two identical sha256 selections.
     const sel = quote.subarray(selectionAt + 4, selectionAt + 4 + 6);
-    const twice = new Writer()
+    const twice = new TpmWriter()
       .bytes(quote.subarray(0, selectionAt))
       .u32(2)
       .bytes(sel)
       .bytes(sel)
       .bytes(quote.subarray(selectionAt + 10))
-      .done();
+      .finish();
     expect(codeOf(() => parseAttest(twice))).toBe('ERR_TPM_BAD_VALUE');
   });
 
   it('ERR_SIGNATURE_UNSUPPORTED: HMAC, ECDAA, SM2, ECSCHNORR and NULL signatures', () => {
     for (const alg of [TPM_ALG.HMAC, TPM_ALG.ECDAA, TPM_ALG.SM2, TPM_ALG.ECSCHNORR, TPM_ALG.NULL]) {
-      expect(codeOf(() => parseSignature(new Writer().u16(alg).u16(TPM_ALG.SHA256).done()))).toBe('ERR_SIGNATURE_UNSUPPORTED');
+      expect(codeOf(() => parseSignature(new TpmWriter().u16(alg).u16(TPM_ALG.SHA256).finish()))).toBe('ERR_SIGNATURE_UNSUPPORTED');
     }
   });
 

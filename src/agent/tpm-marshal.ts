@@ -2,6 +2,7 @@ import { AttestorError, ParseError } from '../errors.js';
 import { hashByName, hashInfo, TPM_ALG } from '../tpm/constants.js';
 import { readPcrSelection, type PcrBankSelection, type PcrValues } from '../tpm/pcr-selection.js';
 import { TpmReader } from '../tpm/reader.js';
+import { TpmWriter } from '../tpm/writer.js';
 
 /*
  * The TPM structures the agent sends to its TPM (through native/) and the few replies only the
@@ -47,43 +48,6 @@ const LIST_MAX = 1024;
 
 const SIG_ALG = { rsassa: TPM_ALG.RSASSA, rsapss: TPM_ALG.RSAPSS, ecdsa: TPM_ALG.ECDSA } as const;
 
-/** Big-endian builder of marshalled TPM structures (Part 1 §18 canonical form). */
-export class TpmWriter {
-  private readonly parts: Uint8Array[] = [];
-
-  u8(v: number): this {
-    this.parts.push(Uint8Array.of(v));
-    return this;
-  }
-
-  u16(v: number): this {
-    const b = Buffer.alloc(2);
-    b.writeUInt16BE(v);
-    this.parts.push(b);
-    return this;
-  }
-
-  u32(v: number): this {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(v >>> 0);
-    this.parts.push(b);
-    return this;
-  }
-
-  bytes(b: Uint8Array): this {
-    this.parts.push(b);
-    return this;
-  }
-
-  /** TPM2B_*: UINT16 size, then the bytes. */
-  tpm2b(b: Uint8Array): this {
-    return this.u16(b.length).bytes(b);
-  }
-
-  finish(): Uint8Array {
-    return Buffer.concat(this.parts);
-  }
-}
 
 /**
  * `spec` with tpm2-tools' bank names (the ones results are keyed by: "SHA256" becomes

@@ -1,5 +1,5 @@
 import { TPM_ALG, TPM_ECC, TPMA_OBJECT } from '../tpm/constants.js';
-import { TpmWriter } from './tpm-marshal.js';
+import { TpmWriter } from '../tpm/writer.js';
 
 /*
  * TPM2B_PUBLIC templates (Part 2 §12.2.5) for the keys the agent makes. The EK templates must

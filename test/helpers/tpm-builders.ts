@@ -4,41 +4,8 @@
  * comes from swtpm fixtures and the shared vectors; these cover what a TPM would never emit.
  */
 import { createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { TpmWriter } from '../../src/tpm/writer.js';
 import { TPMA_OBJECT, TPM_ALG, TPM_ECC, TPM_GENERATED_VALUE, TPM_ST, hashByName } from '../../src/tpm/constants.js';
-
-export class Writer {
-  private parts: Uint8Array[] = [];
-  u8(v: number): this {
-    this.parts.push(Uint8Array.of(v));
-    return this;
-  }
-  u16(v: number): this {
-    this.parts.push(Uint8Array.of(v >> 8, v & 0xff));
-    return this;
-  }
-  u32(v: number): this {
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setUint32(0, v >>> 0);
-    this.parts.push(b);
-    return this;
-  }
-  u64(v: bigint): this {
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, v);
-    this.parts.push(b);
-    return this;
-  }
-  bytes(b: Uint8Array): this {
-    this.parts.push(b);
-    return this;
-  }
-  tpm2b(b: Uint8Array): this {
-    return this.u16(b.length).bytes(b);
-  }
-  done(): Uint8Array {
-    return new Uint8Array(Buffer.concat(this.parts));
-  }
-}
 
 export const AK_ATTRIBUTES =
   TPMA_OBJECT.fixedTPM |
@@ -69,26 +36,26 @@ export function softAk(
     privateKey = pair.privateKey;
     const jwk = pair.publicKey.export({ format: 'jwk' });
     const scheme = opts.scheme === undefined ? TPM_ALG.ECDSA : opts.scheme;
-    const w = new Writer().u16(TPM_ALG.ECC).u16(TPM_ALG.SHA256).u32(attributes).tpm2b(new Uint8Array()).u16(TPM_ALG.NULL);
+    const w = new TpmWriter().u16(TPM_ALG.ECC).u16(TPM_ALG.SHA256).u32(attributes).tpm2b(new Uint8Array()).u16(TPM_ALG.NULL);
     if (scheme === null) w.u16(TPM_ALG.NULL);
     else w.u16(scheme).u16(schemeHash);
     w.u16(TPM_ECC.NIST_P256).u16(TPM_ALG.NULL);
     w.tpm2b(Buffer.from(jwk.x!, 'base64url')).tpm2b(Buffer.from(jwk.y!, 'base64url'));
-    pub = w.done();
+    pub = w.finish();
   } else {
     const bits = opts.keyBits ?? 2048;
     const pair = generateKeyPairSync('rsa', { modulusLength: bits });
     privateKey = pair.privateKey;
     const jwk = pair.publicKey.export({ format: 'jwk' });
     const scheme = opts.scheme === undefined ? TPM_ALG.RSASSA : opts.scheme;
-    const w = new Writer().u16(TPM_ALG.RSA).u16(TPM_ALG.SHA256).u32(attributes).tpm2b(new Uint8Array()).u16(TPM_ALG.NULL);
+    const w = new TpmWriter().u16(TPM_ALG.RSA).u16(TPM_ALG.SHA256).u32(attributes).tpm2b(new Uint8Array()).u16(TPM_ALG.NULL);
     if (scheme === null) w.u16(TPM_ALG.NULL);
     else w.u16(scheme).u16(schemeHash);
     w.u16(bits).u32(0).tpm2b(Buffer.from(jwk.n!, 'base64url'));
-    pub = w.done();
+    pub = w.finish();
   }
   return {
-    public: new Writer().tpm2b(pub).done(),
+    public: new TpmWriter().tpm2b(pub).finish(),
     privateKey,
     kind,
     sign(message, o = {}) {
@@ -96,12 +63,12 @@ export function softAk(
       const h = hashByName(hash);
       if (kind === 'ecc') {
         const raw = sign(hash, message, { key: privateKey, dsaEncoding: 'ieee-p1363' });
-        return new Writer()
+        return new TpmWriter()
           .u16(o.sigAlg ?? TPM_ALG.ECDSA)
           .u16(h.alg)
           .tpm2b(raw.subarray(0, 32))
           .tpm2b(raw.subarray(32))
-          .done();
+          .finish();
       }
       const sigAlg = o.sigAlg ?? TPM_ALG.RSASSA;
       const raw = sign(hash, message, {
@@ -109,7 +76,7 @@ export function softAk(
         padding: sigAlg === TPM_ALG.RSAPSS ? 6 /* RSA_PKCS1_PSS_PADDING */ : 1,
         saltLength: 32,
       });
-      return new Writer().u16(sigAlg).u16(h.alg).tpm2b(raw).done();
+      return new TpmWriter().u16(sigAlg).u16(h.alg).tpm2b(raw).finish();
     },
   };
 }
@@ -131,7 +98,7 @@ export interface QuoteSpec {
 
 /** A TPMS_ATTEST of type QUOTE as TPM2_Quote builds it (Part 3 §18.4). */
 export function buildQuote(spec: QuoteSpec): Uint8Array {
-  const w = new Writer()
+  const w = new TpmWriter()
     .u32(spec.magic ?? TPM_GENERATED_VALUE)
     .u16(spec.type ?? TPM_ST.ATTEST_QUOTE)
     .tpm2b(new Uint8Array(34).fill(7))
@@ -151,7 +118,7 @@ export function buildQuote(spec: QuoteSpec): Uint8Array {
     for (const i of indexes) digest.update(values.get(i)!);
   }
   w.tpm2b(spec.pcrDigest ?? digest.digest());
-  return w.done();
+  return w.finish();
 }
 
 /** Plain values record from the builder's maps, as the verifier receives them. */
@@ -165,7 +132,7 @@ export function pcrValue(bank: 'sha1' | 'sha256', seed: number): Uint8Array {
 
 /** A TPMS_ATTEST of type CERTIFY as TPM2_Certify builds it (Part 3 §18.2). */
 export function buildCertify(spec: { extraData: Uint8Array; name: Uint8Array; magic?: number; type?: number }): Uint8Array {
-  return new Writer()
+  return new TpmWriter()
     .u32(spec.magic ?? TPM_GENERATED_VALUE)
     .u16(spec.type ?? TPM_ST.ATTEST_CERTIFY)
     .tpm2b(new Uint8Array(34).fill(7))
@@ -177,5 +144,5 @@ export function buildCertify(spec: { extraData: Uint8Array; name: Uint8Array; ma
     .u64(0x2023_0101n)
     .tpm2b(spec.name)
     .tpm2b(spec.name)
-    .done();
+    .finish();
 }
