@@ -3,7 +3,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { appraiseEventlog } from '../dist/appraisal/appraise-eventlog.js';
+import { parseEventlogRules } from '../dist/baseline/eventlog-rules.js';
 import { verifyCertify } from '../dist/appraisal/verify-certify.js';
+import { parseImaLog } from '../dist/eventlog/ima/parse.js';
+import { replayIma } from '../dist/eventlog/ima/replay.js';
+import { parseTcgLog } from '../dist/eventlog/tcg-log.js';
 import { verifyQuote } from '../dist/appraisal/verify-quote.js';
 import { isAttestorError } from '../dist/errors.js';
 import { verifyEkCertificate } from '../dist/tpm/ek-certificate.js';
@@ -78,9 +83,23 @@ console.log(`Attestor demo: verifying real TPM evidence\n  vectors: ${vectors}\n
     const v = verifyQuote(ak, evidence, { ...policy, allowSha1: true });
     return `${describeQuote(v)}; PCR 7 = ${hex(v.pcrs.sha1[7])}`;
   });
+  step('GCE Windows measured-boot log: replays to the quoted PCRs, Secure Boot proven on', () => {
+    const verified = verifyQuote(ak, evidence, { ...policy, allowSha1: true });
+    const log = parseTcgLog(b64(j.Log.Raw));
+    const verdict = appraiseEventlog(log, verified.pcrs, parseEventlogRules({ requireSecureBoot: true }));
+    if (!verdict.ok) throw new Error(verdict.reasons.map((r) => `${r.code}: ${r.message}`).join('; '));
+    return `${log.format} log, ${log.events.length} events; ${verdict.facts.secureBoot.detail}`;
+  });
 }
 
-// 3. Fresh evidence from swtpm (fixtures/swtpm, made by scripts/make-fixtures.sh).
+// 3. A Linux IMA runtime measurement list from a real machine (keylime test data).
+step('IMA list: every template hash checked, PCR 10 replayed in both banks', () => {
+  const entries = parseImaLog(read(`${vectors}/ima/ascii_runtime_measurements`));
+  const pcrs = replayIma(entries);
+  return `${entries.length} entries; PCR 10 sha1 ${pcrs.sha1['10']}, sha256 ${pcrs.sha256['10'].slice(0, 16)}...`;
+});
+
+// 4. Fresh evidence from swtpm (fixtures/swtpm, made by scripts/make-fixtures.sh).
 {
   const base = `${root}fixtures/swtpm`;
   const manifest = JSON.parse(readFileSync(`${base}/manifest.json`, 'utf8'));
@@ -104,7 +123,7 @@ console.log(`Attestor demo: verifying real TPM evidence\n  vectors: ${vectors}\n
   }
 }
 
-// 4. EK certificates: swtpm's (chained to its local CA) and the vendor root store shipped in fixtures/ek-roots.
+// 5. EK certificates: swtpm's (chained to its local CA) and the vendor root store shipped in fixtures/ek-roots.
 {
   const base = `${root}fixtures/swtpm`;
   const manifest = JSON.parse(readFileSync(`${base}/manifest.json`, 'utf8'));
