@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { hex } from '../src/eventlog/bytes.js';
+import { hex } from '../src/bytes.js';
 import { decodeEventData, type EventData } from '../src/eventlog/event-data.js';
 import { eventTypeName } from '../src/eventlog/event-types.js';
 import { replayTcgLog } from '../src/eventlog/replay.js';

@@ -1,5 +1,5 @@
 import { rulePcrs, type DigestRule, type EventlogRules } from '../baseline/eventlog-rules.js';
-import { equalBytes, hex } from '../eventlog/bytes.js';
+import { equalBytes, hex } from '../bytes.js';
 import { deriveEventlogFacts, formatDigests, type Digests, type EventlogFacts, type VerifiedPcrs } from '../eventlog/facts.js';
 import { initialPcrValue, isExtended, replayPcrHistory, replayTcgLog } from '../eventlog/replay.js';
 import type { TcgLog } from '../eventlog/tcg-log.js';

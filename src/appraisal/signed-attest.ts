@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { equalBytes } from '../bytes.js';
 import { PolicyError, VerificationError, type ErrorCode } from '../errors.js';
 import { parseAttest, type Attest } from '../tpm/attest.js';
 import { TPM_ALG, TPM_GENERATED_VALUE, hex16 } from '../tpm/constants.js';
@@ -44,12 +44,8 @@ export function verifySignedAttest(
   if ('bytes' in ak) checkAttestationKey(ak, { allowSha1 });
   else checkAttestationKeyObject(ak);
   verifyTpmSignature(ak, attestBytes, signature);
-  if (!constantTimeEqual(attest.extraData, qualifyingData)) {
+  if (!equalBytes(attest.extraData, qualifyingData)) {
     throw new VerificationError(kind.codes.nonce, `${kind.what} qualifying data is not the issued challenge`);
   }
   return { attest, signature };
-}
-
-export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
 }

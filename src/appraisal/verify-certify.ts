@@ -4,7 +4,8 @@ import { TPMA_OBJECT, TPM_ALG, TPM_ST } from '../tpm/constants.js';
 import { objectName } from '../tpm/name.js';
 import type { TpmPublic } from '../tpm/public.js';
 import type { SigningKey } from '../tpm/verify-signature.js';
-import { constantTimeEqual, verifySignedAttest, type AttestKind } from './signed-attest.js';
+import { equalBytes } from '../bytes.js';
+import { verifySignedAttest, type AttestKind } from './signed-attest.js';
 
 export interface CertifyEvidence {
   /** The public area of the key being certified, as the agent sent it. */
@@ -49,7 +50,7 @@ export function verifyCertify(ak: SigningKey, evidence: CertifyEvidence, policy:
   }
   // verifySignedAttest checked the type is TPM_ST_ATTEST_CERTIFY.
   const { name } = attest.attested as CertifyInfo;
-  if (!constantTimeEqual(name, objectName(evidence.keyPublic))) {
+  if (!equalBytes(name, objectName(evidence.keyPublic))) {
     throw new VerificationError('ERR_CERTIFY_NAME_MISMATCH', 'certified Name is not the Name of the supplied public key');
   }
   const missing = RESIDENT.filter((a) => (evidence.keyPublic.objectAttributes & TPMA_OBJECT[a]) === 0);

@@ -11,7 +11,7 @@ import {
   type HsmKeyReport,
   type HsmTokenIdentity,
 } from './hsm-key-report.js';
-import { constantTimeEqual } from './signed-attest.js';
+import { equalBytes } from '../bytes.js';
 
 /**
  * Appraisal of an HSM key report (DESIGN flow 3: "PKCS#11 key -> attribute report + signature
@@ -94,7 +94,7 @@ export class HsmKeyAttributeError extends PolicyError {
 export function verifyHsmKey(report: HsmKeyReport, opts: HsmKeyCheck): VerifiedHsmKey {
   const r = parseHsmKeyReport(report);
   const quoted = opts.quotedQualifyingData;
-  if (!(quoted instanceof Uint8Array) || !constantTimeEqual(quoted, keyEvidenceDigest(opts.nonce, r))) {
+  if (!(quoted instanceof Uint8Array) || !equalBytes(quoted, keyEvidenceDigest(opts.nonce, r))) {
     throw new VerificationError(
       'ERR_HSM_KEY_NOT_BOUND',
       "HSM key: the quote's qualifying data is not keyEvidenceDigest(nonce, report): the attested host did not vouch for this report",

@@ -4,7 +4,8 @@ import type { Attest, ClockInfo, QuoteInfo } from '../tpm/attest.js';
 import { TPM_ST } from '../tpm/constants.js';
 import { formatPcrSelection, type PcrBankSelection, type PcrValues } from '../tpm/pcr-selection.js';
 import type { SigningKey } from '../tpm/verify-signature.js';
-import { constantTimeEqual, verifySignedAttest, type AttestKind } from './signed-attest.js';
+import { equalBytes } from '../bytes.js';
+import { verifySignedAttest, type AttestKind } from './signed-attest.js';
 
 export interface QuoteEvidence {
   /** The marshalled TPMS_ATTEST the TPM signed. */
@@ -89,7 +90,6 @@ export function verifyQuote(ak: SigningKey, evidence: QuoteEvidence, policy: Quo
       offset += bank.hash.size;
     }
   }
-  // pcrDigest is public: a plain comparison (no constant time needed) keeps the hot path short.
   if (!equalBytes(hash(signature.hash.name, concatenated, 'buffer'), pcrDigest)) {
     throw new VerificationError('ERR_QUOTE_PCR_DIGEST_MISMATCH', 'supplied PCR values do not hash to the signed pcrDigest');
   }
@@ -114,10 +114,4 @@ function checkRequiredPcrs(pcrSelect: readonly PcrBankSelection[], policy: Quote
       );
     }
   }
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

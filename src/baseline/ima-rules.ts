@@ -3,7 +3,7 @@ import { ParseError } from '../errors.js';
 import { imaKeyId } from '../eventlog/ima/digsig.js';
 import { isSupportedEcKey } from '../eventlog/ima/ecdsa-digest.js';
 import { imaHashByName } from '../eventlog/ima/hash-algos.js';
-import { hex } from '../eventlog/bytes.js';
+import { hex } from '../bytes.js';
 import type { ImaEntry } from '../eventlog/ima/templates.js';
 import { MAX_GLOB_PATH, PathGlob } from './ima-glob.js';
 

@@ -29,7 +29,6 @@ export function parseHex(value: string, option: string): Uint8Array {
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
 
-export const toHex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 
 /** The one line a failed check prints: the stable code first, so scripts can match it. */
 export function describeError(e: AttestorError): string {

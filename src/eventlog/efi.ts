@@ -1,6 +1,6 @@
 import { ParseError } from '../errors.js';
 import { TpmReader } from '../tpm/reader.js';
-import { hex, withoutTrailingNuls } from './bytes.js';
+import { hex, withoutTrailingNuls } from '../bytes.js';
 import { u64le } from './tcg-reader.js';
 
 /*

@@ -1,6 +1,6 @@
 import { ParseError } from '../errors.js';
 import { TpmReader } from '../tpm/reader.js';
-import { withoutTrailingNuls } from './bytes.js';
+import { withoutTrailingNuls } from '../bytes.js';
 import {
   EFI_GUID,
   readBootOrder,

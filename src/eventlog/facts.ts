@@ -1,6 +1,6 @@
 import { hash as oneShotHash } from 'node:crypto';
 import { ParseError } from '../errors.js';
-import { equalBytes, hex } from './bytes.js';
+import { equalBytes, hex } from '../bytes.js';
 import { EFI_GUID } from './efi.js';
 import { decodeEventData, decodeVariable, textOf, type VariableEvent } from './event-data.js';
 import { eventTypeName } from './event-types.js';

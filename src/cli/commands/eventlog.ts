@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { hex } from '../../eventlog/bytes.js';
+import { hex } from '../../bytes.js';
 import { decodeEventData, type EventData } from '../../eventlog/event-data.js';
 import { eventTypeName } from '../../eventlog/event-types.js';
 import { deriveEventlogFacts, formatDigests, type EventlogFacts } from '../../eventlog/facts.js';

@@ -6,7 +6,8 @@ import { parsePcrFile } from '../../tpm/pcr-file.js';
 import { formatPcrSelection, type PcrValues } from '../../tpm/pcr-selection.js';
 import { parseTpm2bPublic } from '../../tpm/public.js';
 import type { SigningKey } from '../../tpm/verify-signature.js';
-import { parseHex, readInput, toHex, type CliIo } from '../io.js';
+import { hex } from '../../bytes.js';
+import { parseHex, readInput, type CliIo } from '../io.js';
 
 interface VerifyOptions {
   ak: string;
@@ -42,7 +43,7 @@ export function quoteCommand(io: CliIo): Command {
       const values = Object.fromEntries(
         Object.entries(verified.pcrs).map(([bank, byIndex]) => [
           bank,
-          Object.fromEntries(Object.entries(byIndex).map(([i, v]) => [i, toHex(v)])),
+          Object.fromEntries(Object.entries(byIndex).map(([i, v]) => [i, hex(v)])),
         ]),
       );
       if (opts.json) {

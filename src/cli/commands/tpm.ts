@@ -14,7 +14,8 @@ import { encodePcrFile } from '../../tpm/pcr-file.js';
 import { formatPcrSelection, parsePcrSelectionSpec, type PcrBankSelection, type PcrValues } from '../../tpm/pcr-selection.js';
 import { parseTpm2bPublic, type TpmPublic } from '../../tpm/public.js';
 import { publicKeyOf } from '../../tpm/public-key.js';
-import { parseHex, toHex, UsageError, type CliIo } from '../io.js';
+import { hex } from '../../bytes.js';
+import { parseHex, UsageError, type CliIo } from '../io.js';
 import { DEFAULT_EK_ROOTS, loadEkRootStore } from '../root-store.js';
 
 /*
@@ -104,10 +105,10 @@ export function tpmCommand(io: CliIo): Command {
         for (const [name, content] of Object.entries(files)) await writeFile(join(opts.out, name), content);
         const path = (name: keyof typeof files) => join(opts.out, name);
         io.out(
-          `quoted ${formatPcrSelection(banks)} with the ${ak.type} AK ${toHex(session.ak.name)}\n` +
+          `quoted ${formatPcrSelection(banks)} with the ${ak.type} AK ${hex(session.ak.name)}\n` +
             `wrote ${Object.keys(files).join(', ')} to ${opts.out}\n` +
             `check: attestor quote verify --ak ${path('ak.pub')} --quote ${path('quote.msg')} --sig ${path('quote.sig')} ` +
-            `--pcrs ${path('quote.pcrs')} --nonce ${toHex(nonce)}\n`,
+            `--pcrs ${path('quote.pcrs')} --nonce ${hex(nonce)}\n`,
         );
       } finally {
         await session.close();

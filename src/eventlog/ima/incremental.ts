@@ -1,6 +1,6 @@
 import { VerificationError, type ErrorCode } from '../../errors.js';
 import type { PcrValues } from '../../tpm/pcr-selection.js';
-import { hex } from '../bytes.js';
+import { hex } from '../../bytes.js';
 import { openImaCursor, type ImaFormat } from './parse.js';
 import { ImaReplay, IMA_BANK_SIZE, IMA_BANKS, type ImaBank, type ImaPcrValues, type ImaReplayOptions } from './replay.js';
 import { describeEntry, IMA_MAX_PCR, type ImaEntry } from './templates.js';

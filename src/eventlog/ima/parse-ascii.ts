@@ -1,7 +1,7 @@
 import { ParseError } from '../../errors.js';
 import { decodeHex } from './hex.js';
 import type { ImaEntryCursor } from './parse.js';
-import { equalBytes } from '../bytes.js';
+import { equalBytes } from '../../bytes.js';
 import {
   computeTemplateHash,
   fieldDataFromAscii,

@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { VerificationError, type ErrorCode } from '../../errors.js';
-import { hex } from '../bytes.js';
+import { hex } from '../../bytes.js';
 import { computeTemplateHash, describeEntry, type ImaEntry } from './templates.js';
 
 /** The PCR banks IMA's replay produces. */

@@ -1,6 +1,6 @@
 import { IMA_LEGACY_DIGEST_SIZE, IMA_TEMPLATE_HASH_SIZE, computeTemplateHash, fieldDataFor, fieldDataToAscii, imaEntry, templateFields } from './templates.js';
 import type { ImaEntry, ImaFieldValues, ImaTemplateName } from './templates.js';
-import { hex } from '../bytes.js';
+import { hex } from '../../bytes.js';
 
 /*
  * Writing measurement lists the way the kernel prints them: for synthetic logs (tests, the

@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { ParseError } from '../../errors.js';
-import { hex } from '../bytes.js';
+import { hex } from '../../bytes.js';
 import { decodeHex } from './hex.js';
 import { imaHashByName, IMA_SHA1, type ImaHashAlgo } from './hash-algos.js';
 
