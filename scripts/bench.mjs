@@ -23,3 +23,4 @@ for (const [title, run] of sections) {
   }
 }
 console.log(failed ? `\n${failed} figure(s) below target` : '\nall figures on target');
+process.exitCode = failed ? 1 : 0;

@@ -1,7 +1,5 @@
-/**
- * Rates measured side by side in one run: the baseline and the candidate alternate in short
- * rounds, so machine load affects both alike, and the median ratio is reported.
- */
+// Measurements for `npm run bench`: rates of a baseline and a candidate taken in one run.
+
 /**
  * Calls per second of CPU time spent by this process: time the process is not scheduled
  * (other work on a shared machine) does not count against it.
@@ -28,7 +26,10 @@ export function median(xs) {
   return s[Math.floor(s.length / 2)];
 }
 
-/** Alternates baseline and candidate for `rounds` rounds; returns both medians and the ratio. */
+/**
+ * Alternates baseline and candidate in short rounds, so that load on the machine affects both
+ * alike; returns both median rates and the median of the per-round ratios.
+ */
 export function compare(baseline, candidate, { rounds = 7, ms = 250 } = {}) {
   rate(baseline, 50);
   rate(candidate, 50);

@@ -5,6 +5,7 @@ import { parsePcrFile } from '../../dist/tpm/pcr-file.js';
 import { parseTpm2bPublic } from '../../dist/tpm/public.js';
 import { publicKeyOf } from '../../dist/tpm/public-key.js';
 import { parseSignature } from '../../dist/tpm/signature.js';
+import { TPM_ALG } from '../../dist/tpm/constants.js';
 import { compare, fmt } from './measure.mjs';
 
 /**
@@ -26,7 +27,7 @@ export function benchQuote(root) {
     const key = publicKeyOf(ak);
     const sig = parseSignature(evidence.signature);
     const raw =
-      sig.sigAlg === 0x0018
+      sig.sigAlg === TPM_ALG.ECDSA
         ? { key: { key, dsaEncoding: 'ieee-p1363' }, bytes: Buffer.concat([sig.r, sig.s]) }
         : { key: { key, padding: constants.RSA_PKCS1_PADDING }, bytes: sig.sig };
     if (!verify('sha256', evidence.quote, raw.key, raw.bytes)) throw new Error('baseline signature does not verify');

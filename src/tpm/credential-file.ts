@@ -1,21 +1,19 @@
 import { ParseError } from '../errors.js';
 import type { MadeCredential } from './make-credential.js';
 import { TpmReader } from './reader.js';
+import { TpmWriter } from './writer.js';
 
 /**
  * The credential file of tpm2-tools (written by `tpm2_makecredential -o`, read by
- * `tpm2_activatecredential -i`), so operators can activate a credential Attestor made with the
- * stock tools: UINT32 magic 0xBADCC0DE, UINT32 version 1, then TPM2B_ID_OBJECT and
+ * `tpm2_activatecredential -i`): in this form a credential Attestor made activates with the
+ * stock tools, which is how it is checked against real TPMs. UINT32 magic 0xBADCC0DE, UINT32 version 1, then TPM2B_ID_OBJECT and
  * TPM2B_ENCRYPTED_SECRET, all big-endian.
  */
 const MAGIC = 0xbadcc0de;
 const VERSION = 1;
 
 export function encodeCredentialFile(cred: MadeCredential): Uint8Array {
-  const header = Buffer.alloc(8);
-  header.writeUInt32BE(MAGIC, 0);
-  header.writeUInt32BE(VERSION, 4);
-  return Buffer.concat([header, cred.credentialBlob, cred.encryptedSecret]);
+  return new TpmWriter().u32(MAGIC).u32(VERSION).bytes(cred.credentialBlob).bytes(cred.encryptedSecret).finish();
 }
 
 export function parseCredentialFile(bytes: Uint8Array): MadeCredential {

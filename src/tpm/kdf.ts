@@ -1,5 +1,6 @@
 import { createHash, createHmac } from 'node:crypto';
 import { hashInfo } from './constants.js';
+import { TpmWriter } from './writer.js';
 
 /**
  * KDFa (TPM 2.0 Part 1 §11.4.10.2): SP800-108 KDF in counter mode with HMAC_hashAlg.
@@ -15,8 +16,8 @@ export function kdfa(
   bits: number,
 ): Uint8Array {
   const { name } = hashInfo(hashAlg);
-  const fixed = Buffer.concat([labelBytes(label), contextU, contextV, u32(bits)]);
-  return counterMode(bits, (i) => createHmac(name, key).update(u32(i)).update(fixed).digest());
+  const fixed = Buffer.concat([labelBytes(label), contextU, contextV, new TpmWriter().u32(bits).finish()]);
+  return counterMode(bits, (i) => createHmac(name, key).update(new TpmWriter().u32(i).finish()).update(fixed).digest());
 }
 
 /**
@@ -35,7 +36,7 @@ export function kdfe(
 ): Uint8Array {
   const { name } = hashInfo(hashAlg);
   const other = Buffer.concat([labelBytes(label), partyUInfo, partyVInfo]);
-  return counterMode(bits, (i) => createHash(name).update(u32(i)).update(z).update(other).digest());
+  return counterMode(bits, (i) => createHash(name).update(new TpmWriter().u32(i).finish()).update(z).update(other).digest());
 }
 
 /**
@@ -63,10 +64,4 @@ function labelBytes(label: string): Uint8Array {
     throw new RangeError('KDF label must be a non-empty ASCII string without NUL');
   }
   return Buffer.from(`${label}\0`, 'ascii');
-}
-
-function u32(v: number): Uint8Array {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v);
-  return b;
 }

@@ -4,6 +4,7 @@ import { TPM_ALG, TPMA_OBJECT, curveInfo, hashInfo, type HashInfo } from './cons
 import { kdfa, kdfe } from './kdf.js';
 import type { EccPublic, RsaPublic, TpmPublic } from './public.js';
 import { leftPad, publicKeyOf } from './public-key.js';
+import { TpmWriter } from './writer.js';
 
 /** What TPM2_MakeCredential returns, each marshalled as a TPM2B (size-prefixed). */
 export interface MadeCredential {
@@ -42,14 +43,14 @@ export function makeCredential(
   // Part 1 §24.4: the credential is AES-CFB encrypted under a key bound to the object's Name...
   const symKey = kdfa(ek.nameAlg, seed, 'STORAGE', objectName, new Uint8Array(0), aesBits);
   const cipher = createCipheriv(`aes-${aesBits}-cfb`, symKey, Buffer.alloc(16));
-  const encIdentity = Buffer.concat([cipher.update(tpm2b(secret)), cipher.final()]);
+  const encIdentity = Buffer.concat([cipher.update(new TpmWriter().tpm2b(secret).finish()), cipher.final()]);
   // ...and §24.5: integrity over the ciphertext and the Name, so another Name fails activation.
   const hmacKey = kdfa(ek.nameAlg, seed, 'INTEGRITY', new Uint8Array(0), new Uint8Array(0), hash.size * 8);
   const outerHmac = createHmac(hash.name, hmacKey).update(encIdentity).update(objectName).digest();
 
   return {
-    credentialBlob: tpm2b(Buffer.concat([tpm2b(outerHmac), encIdentity])),
-    encryptedSecret: tpm2b(encryptedSecret),
+    credentialBlob: new TpmWriter().tpm2b(new TpmWriter().tpm2b(outerHmac).bytes(encIdentity).finish()).finish(),
+    encryptedSecret: new TpmWriter().tpm2b(encryptedSecret).finish(),
   };
 }
 
@@ -135,14 +136,7 @@ function eccSeed(ek: EccPublic, hash: HashInfo, random: RandomSource): Seed {
   const ephY = ephemeral.subarray(1 + size);
   // partyVInfo is the EK's x exactly as in its public area: that is what the TPM hashes.
   const seed = kdfe(ek.nameAlg, z, 'IDENTITY', ephX, ek.x, hash.size * 8);
-  return { seed, encryptedSecret: Buffer.concat([tpm2b(ephX), tpm2b(ephY)]) };
-}
-
-function tpm2b(data: Uint8Array): Buffer {
-  const out = Buffer.alloc(2 + data.length);
-  out.writeUInt16BE(data.length);
-  out.set(data, 2);
-  return out;
+  return { seed, encryptedSecret: new TpmWriter().tpm2b(ephX).tpm2b(ephY).finish() };
 }
 
 function input(message: string, cause?: unknown): AttestorError {
