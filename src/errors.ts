@@ -84,14 +84,8 @@ export type ErrorCode =
   | 'ERR_IMA_RULES_INVALID'
   | 'ERR_IMA_SIGNATURE_MALFORMED'
   | 'ERR_IMA_SIGNATURE_UNSUPPORTED'
-  | 'ERR_IMA_SIGNATURE_MISSING'
-  | 'ERR_IMA_SIGNATURE_UNKNOWN_KEY'
-  | 'ERR_IMA_SIGNATURE_INVALID'
   | 'ERR_IMA_SIGNATURE_WEAK_HASH'
-  | 'ERR_IMA_FILE_NOT_ALLOWED'
-  | 'ERR_IMA_DIGEST_NOT_ALLOWED'
-  | 'ERR_IMA_VIOLATION'
-  // attestor-agent tpm commands (src/tpm/pcr-selection parsePcrSelectionSpec, src/cli/commands/tpm)
+  // attestor-agent tpm commands (src/tpm/pcr-selection parsePcrSelectionSpec, src/agent/quote-with-values)
   | 'ERR_PCR_SELECTION_SPEC'
   | 'ERR_TPM_CAPABILITY'
   | 'ERR_TPM_PCRS_UNSTABLE'

@@ -3,11 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { appraiseEventlog, type EventlogReason } from '../src/appraisal/appraise-eventlog.js';
 import { parseEventlogRules, type EventlogRules } from '../src/baseline/eventlog-rules.js';
 import { EV } from '../src/eventlog/event-types.js';
-import { parseAndReplay } from '../src/eventlog/replay.js';
 import { parseTcgLog } from '../src/eventlog/tcg-log.js';
 import { TPM_ALG } from '../src/tpm/constants.js';
 import type { PcrValues } from '../src/tpm/pcr-selection.js';
-import { eventlogVector, rebuildLog, specsOf, variableData, type EventSpec } from './eventlog-fixtures.js';
+import { eventlogVector, rebuildLog, replayedPcrs, specsOf, variableData, type EventSpec } from './eventlog-fixtures.js';
 
 /*
  * The quote is played by the replay of the untampered log: those are the values a TPM that
@@ -34,7 +33,7 @@ const codes = (reasons: readonly EventlogReason[]) => reasons.map((r) => r.code)
 
 /** What a TPM quoting `pcrs` as well holds after this log: the PCRs the log never extends are at reset. */
 function quoteWith(bytes: Uint8Array, pcrs: readonly number[]): PcrValues {
-  const quoted = parseAndReplay(bytes);
+  const quoted = replayedPcrs(bytes);
   return Object.fromEntries(
     Object.entries(quoted).map(([bank, values]) => {
       const size = Object.values(values)[0]!.length;
@@ -53,7 +52,7 @@ describe('replay against the quoted PCRs', () => {
   it('every untampered vector is accepted against its own PCRs, every quoted PCR verified', () => {
     for (const name of ['event-moklisttrusted.bin', 'event-gce-ubuntu-2104-log.bin', 'event-uefi-sha1-log.bin', 'event-sd-boot-fedora37.bin', 'event-postcode.bin']) {
       const bytes = eventlogVector(name);
-      const quoted = parseAndReplay(bytes);
+      const quoted = replayedPcrs(bytes);
       const result = appraise(bytes, quoted);
       expect(result.reasons, name).toEqual([]);
       expect(result.ok).toBe(true);
@@ -67,7 +66,7 @@ describe('replay against the quoted PCRs', () => {
       digest[0]! ^= 1;
       e[25] = { ...e[25]!, digests: [[TPM_ALG.SHA256, digest]] };
     });
-    const result = appraise(tampered, parseAndReplay(MOK), { bootComponents: { match: 'any', allowed: [`sha256:${'00'.repeat(32)}`] } });
+    const result = appraise(tampered, replayedPcrs(MOK), { bootComponents: { match: 'any', allowed: [`sha256:${'00'.repeat(32)}`] } });
     expect(result.ok).toBe(false);
     expect(result.reasons[0]).toMatchObject({ code: 'EVENTLOG_PCR_MISMATCH', bank: 'sha256', pcr: 4 });
     expect(result.reasons[0]!.message).toMatch(/sha256 PCR 4: replaying its \d+ events/);
@@ -77,25 +76,25 @@ describe('replay against the quoted PCRs', () => {
   });
 
   it('a dropped event: its PCR fails', () => {
-    const result = appraise(tamper(MOK, (e) => (e[32] = undefined)), parseAndReplay(MOK));
+    const result = appraise(tamper(MOK, (e) => (e[32] = undefined)), replayedPcrs(MOK));
     expect(result.reasons).toEqual([expect.objectContaining({ code: 'EVENTLOG_PCR_MISMATCH', bank: 'sha256', pcr: 4 })]);
   });
 
   it('an appended event: the reason names the first event the quote does not include', () => {
     const extra = { pcr: 4, type: EV.EFI_BOOT_SERVICES_APPLICATION, data: new Uint8Array(32), digests: [[TPM_ALG.SHA256, new Uint8Array(32).fill(7)]] as const };
-    const result = appraise(tamper(MOK, (e) => e.push(extra)), parseAndReplay(MOK));
+    const result = appraise(tamper(MOK, (e) => e.push(extra)), replayedPcrs(MOK));
     expect(result.reasons).toEqual([expect.objectContaining({ code: 'EVENTLOG_EXTRA_EVENTS', bank: 'sha256', pcr: 4, event: 97 })]);
     expect(result.reasons[0]!.message).toContain('up to event 91; event 97 and later');
   });
 
   it('events of a PCR the quote shows at its reset value are extra events from the first one', () => {
-    const quoted = parseAndReplay(MOK);
+    const quoted = replayedPcrs(MOK);
     const reset = { sha256: { ...quoted.sha256, 14: new Uint8Array(32) } };
     expect(appraise(MOK, reset).reasons).toEqual([expect.objectContaining({ code: 'EVENTLOG_EXTRA_EVENTS', pcr: 14, event: 26 })]);
   });
 
   it('an event retyped to EV_NO_ACTION (so never extended): its PCR fails in every bank', () => {
-    const result = appraise(tamper(GCE, (e) => (e[27] = { ...e[27]!, type: EV.NO_ACTION })), parseAndReplay(GCE));
+    const result = appraise(tamper(GCE, (e) => (e[27] = { ...e[27]!, type: EV.NO_ACTION })), replayedPcrs(GCE));
     expect(result.reasons.map((r) => [r.code, r.bank, r.pcr])).toEqual([
       ['EVENTLOG_PCR_MISMATCH', 'sha1', 4],
       ['EVENTLOG_PCR_MISMATCH', 'sha256', 4],
@@ -106,7 +105,7 @@ describe('replay against the quoted PCRs', () => {
   it('an EV_NO_ACTION event retyped to an extended type: its PCR fails in every bank', () => {
     const data = Buffer.from('vendor note, not measured');
     const withNote = tamper(GCE, (e) => e.splice(24, 0, { pcr: 4, type: EV.NO_ACTION, data, digests: gceDigests(data) }));
-    const quoted = parseAndReplay(withNote);
+    const quoted = replayedPcrs(withNote);
     expect(appraise(withNote, quoted).ok).toBe(true);
     const retyped = tamper(withNote, (e) => (e[24] = { ...e[24]!, type: EV.EFI_BOOT_SERVICES_APPLICATION }));
     expect(appraise(retyped, quoted).reasons.map((r) => [r.code, r.bank, r.pcr])).toEqual([
@@ -117,12 +116,12 @@ describe('replay against the quoted PCRs', () => {
   });
 
   it('a quoted bank the log has no digests in, for a PCR it extends, fails', () => {
-    const quoted = { ...parseAndReplay(MOK), sha1: { 4: new Uint8Array(20).fill(1) } };
+    const quoted = { ...replayedPcrs(MOK), sha1: { 4: new Uint8Array(20).fill(1) } };
     expect(appraise(MOK, quoted).reasons).toEqual([expect.objectContaining({ code: 'EVENTLOG_BANK_MISSING', bank: 'sha1', pcr: 4 })]);
   });
 
   it('a quoted PCR the log never extends: verified at its reset value, otherwise ignored unless the rules need it', () => {
-    const replayed = parseAndReplay(GCE);
+    const replayed = replayedPcrs(GCE);
     const quoted = { sha256: { ...replayed.sha256, 10: new Uint8Array(32).fill(9), 12: new Uint8Array(32).fill(3), 16: new Uint8Array(32) } };
     const plain = appraise(GCE, quoted);
     expect(plain.ok).toBe(true);
@@ -137,7 +136,7 @@ describe('replay against the quoted PCRs', () => {
   });
 
   it('facts carry only the banks the quote verified', () => {
-    const result = appraise(GCE, only(parseAndReplay(GCE), 'sha256'));
+    const result = appraise(GCE, only(replayedPcrs(GCE), 'sha256'));
     expect(result.ok).toBe(true);
     expect(Object.keys(result.facts.bootComponents[0]!.digests)).toEqual(['sha256']);
     expect(Object.keys(result.verified)).toEqual(['sha256']);
@@ -147,14 +146,14 @@ describe('replay against the quoted PCRs', () => {
 describe('facts are not fooled by event types or unsigned data', () => {
   it('retyping the SecureBoot event keeps the replay and the decision: its digest proves its data', () => {
     const retyped = tamper(MOK, (e) => (e[4] = { ...e[4]!, type: EV.EFI_ACTION }));
-    const result = appraise(retyped, parseAndReplay(MOK), { requireSecureBoot: true });
+    const result = appraise(retyped, replayedPcrs(MOK), { requireSecureBoot: true });
     expect(result.ok).toBe(true);
     expect(result.facts.secureBoot).toMatchObject({ state: 'enabled', event: 4 });
   });
 
   it('SecureBoot=1 written next to the digest of SecureBoot=0 (and retyped) gives no "enabled"', () => {
     const forged = tamper(GCE, (e) => (e[3] = { ...e[3]!, type: EV.EFI_ACTION, data: variableData(GLOBAL, 'SecureBoot', new Uint8Array([1])) }));
-    const result = appraise(forged, parseAndReplay(GCE), { requireSecureBoot: true });
+    const result = appraise(forged, replayedPcrs(GCE), { requireSecureBoot: true });
     expect(codes(result.reasons)).toEqual(['SECURE_BOOT_UNPROVEN']);
     expect(result.reasons[0]).toMatchObject({ pcr: 7, event: 3 });
     expect(result.facts.secureBoot.state).toBe('unknown');
@@ -164,7 +163,7 @@ describe('facts are not fooled by event types or unsigned data', () => {
     const data = variableData(GLOBAL, 'SecureBoot', new Uint8Array([1]));
     const digests = (['sha1', 'sha256', 'sha384'] as const).map((h, i) => [[TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384][i]!, createHash(h).update(data).digest()] as const);
     const injected = tamper(GCE, (e) => e.splice(3, 0, { pcr: 7, type: EV.NO_ACTION, data, digests }));
-    const result = appraise(injected, parseAndReplay(GCE), { requireSecureBoot: true });
+    const result = appraise(injected, replayedPcrs(GCE), { requireSecureBoot: true });
     expect(codes(result.reasons)).toEqual(['SECURE_BOOT_DISABLED']);
     expect(result.facts.secureBoot).toMatchObject({ state: 'disabled', event: 4 });
   });
@@ -172,7 +171,7 @@ describe('facts are not fooled by event types or unsigned data', () => {
   it('a SecureBoot=1 measurement after the PCR 7 separator (a boot loader could make one) does not count', () => {
     const data = variableData(GLOBAL, 'SecureBoot', new Uint8Array([1]));
     const late = tamper(GCE, (e) => e.push({ pcr: 7, type: EV.EFI_VARIABLE_DRIVER_CONFIG, data }));
-    const quoted = parseAndReplay(late);
+    const quoted = replayedPcrs(late);
     const result = appraise(late, quoted, { requireSecureBoot: true });
     expect(codes(result.reasons)).toEqual(['SECURE_BOOT_DISABLED']);
   });
@@ -180,49 +179,49 @@ describe('facts are not fooled by event types or unsigned data', () => {
   it('a retyped separator is still found by its digest', () => {
     const separator = parseTcgLog(GCE).events.find((e) => e.pcrIndex === 7 && e.eventType === EV.SEPARATOR)!.index;
     const retyped = tamper(GCE, (e) => (e[separator] = { ...e[separator]!, type: EV.EFI_ACTION }));
-    expect(appraise(retyped, parseAndReplay(GCE)).facts.secureBoot).toMatchObject({ state: 'disabled', event: 3 });
+    expect(appraise(retyped, replayedPcrs(GCE)).facts.secureBoot).toMatchObject({ state: 'disabled', event: 3 });
   });
 
   it('a boot component retyped to EV_EFI_ACTION is still a component, and still judged', () => {
-    const facts = appraise(GCE, parseAndReplay(GCE)).facts;
+    const facts = appraise(GCE, replayedPcrs(GCE)).facts;
     const [shim, grub] = facts.bootComponents;
     expect(grub!.event).toBe(27);
     const retyped = tamper(GCE, (e) => (e[27] = { ...e[27]!, type: EV.EFI_ACTION }));
-    const result = appraise(retyped, parseAndReplay(GCE), { bootComponents: { match: 'any', allowed: [`sha256:${shim!.digests.sha256}`] } });
+    const result = appraise(retyped, replayedPcrs(GCE), { bootComponents: { match: 'any', allowed: [`sha256:${shim!.digests.sha256}`] } });
     expect(result.facts.bootComponents.map((c) => c.digests)).toEqual(facts.bootComponents.map((c) => c.digests));
     expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_COMPONENT_NOT_ALLOWED', pcr: 4, event: 27 })]);
   });
 
   it('an image whose bytes are given as its event data (its digest then proves them) is still a component', () => {
-    const [shim, grub] = appraise(GCE, parseAndReplay(GCE)).facts.bootComponents;
+    const [shim, grub] = appraise(GCE, replayedPcrs(GCE)).facts.bootComponents;
     // What an Authenticode hash is computed over: PE headers and sections, binary from the first bytes on.
     const image = Buffer.concat([Buffer.from('4d5a90000300000004000000ffff0000', 'hex'), Buffer.from('payload')]);
     const loaded = tamper(GCE, (e) => e.push({ pcr: 4, type: EV.EFI_BOOT_SERVICES_APPLICATION, data: image, digests: gceDigests(image) }));
     const rule = { bootComponents: { match: 'any', allowed: [`sha256:${shim!.digests.sha256}`, `sha256:${grub!.digests.sha256}`] } };
-    const result = appraise(loaded, parseAndReplay(loaded), rule);
+    const result = appraise(loaded, replayedPcrs(loaded), rule);
     expect(result.facts.bootComponents.map((c) => c.event)).toEqual([23, 27, 112]);
     expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_COMPONENT_NOT_ALLOWED', pcr: 4, event: 112 })]);
   });
 });
 
 describe('rules', () => {
-  const gceFacts = appraise(GCE, parseAndReplay(GCE)).facts;
+  const gceFacts = appraise(GCE, replayedPcrs(GCE)).facts;
   const [shim, grub] = gceFacts.bootComponents;
 
   it('secure boot required: refused when the log proves it off, naming the event', () => {
-    const result = appraise(GCE, parseAndReplay(GCE), { requireSecureBoot: true });
+    const result = appraise(GCE, replayedPcrs(GCE), { requireSecureBoot: true });
     expect(result.reasons).toEqual([expect.objectContaining({ code: 'SECURE_BOOT_DISABLED', pcr: 7, event: 3 })]);
-    expect(appraise(MOK, parseAndReplay(MOK), { requireSecureBoot: true }).ok).toBe(true);
+    expect(appraise(MOK, replayedPcrs(MOK), { requireSecureBoot: true }).ok).toBe(true);
   });
 
   it('secure boot required: unproven when PCR 7 is not quoted', () => {
-    const quoted = parseAndReplay(MOK);
+    const quoted = replayedPcrs(MOK);
     const without7 = { sha256: Object.fromEntries(Object.entries(quoted.sha256!).filter(([i]) => i !== '7')) };
     expect(codes(appraise(MOK, without7, { requireSecureBoot: true }).reasons)).toEqual(['SECURE_BOOT_UNPROVEN']);
   });
 
   it('boot components in sequence: the golden list passes; a wrong one or a missing one is named', () => {
-    const quoted = parseAndReplay(GCE);
+    const quoted = replayedPcrs(GCE);
     const golden = [[`sha256:${shim!.digests.sha256}`], [`sha1:${grub!.digests.sha1}`]];
     expect(appraise(GCE, quoted, { bootComponents: { match: 'sequence', allowed: golden } }).ok).toBe(true);
     const swapped = appraise(GCE, quoted, { bootComponents: { match: 'sequence', allowed: [golden[1], golden[0]] } });
@@ -245,19 +244,19 @@ describe('rules', () => {
 
   it('a digest rule matches only in a bank the quote verified', () => {
     const sha1Rule = { bootComponents: { match: 'any', allowed: [`sha1:${shim!.digests.sha1}`, `sha1:${grub!.digests.sha1}`] } };
-    expect(appraise(GCE, parseAndReplay(GCE), sha1Rule).ok).toBe(true);
-    expect(codes(appraise(GCE, only(parseAndReplay(GCE), 'sha256'), sha1Rule).reasons)).toEqual(['BOOT_COMPONENT_NOT_ALLOWED', 'BOOT_COMPONENT_NOT_ALLOWED']);
+    expect(appraise(GCE, replayedPcrs(GCE), sha1Rule).ok).toBe(true);
+    expect(codes(appraise(GCE, only(replayedPcrs(GCE), 'sha256'), sha1Rule).reasons)).toEqual(['BOOT_COMPONENT_NOT_ALLOWED', 'BOOT_COMPONENT_NOT_ALLOWED']);
   });
 
   it('signature databases: the measured digest decides; a missing database is named', () => {
     const db = gceFacts.signatureDatabases.find((d) => d.name === 'db')!;
     expect(db.entries.map((e) => e.type)).toEqual(['x509', 'x509']);
-    const quoted = parseAndReplay(GCE);
+    const quoted = replayedPcrs(GCE);
     expect(appraise(GCE, quoted, { signatureDatabases: { db: [`sha384:${db.digests.sha384}`] } }).ok).toBe(true);
     const wrong = appraise(GCE, quoted, { signatureDatabases: { db: [`sha256:${'11'.repeat(32)}`] } });
     expect(wrong.reasons).toEqual([expect.objectContaining({ code: 'SIGNATURE_DATABASE_NOT_ALLOWED', component: 'db', event: 6, pcr: 7 })]);
     const noSeparator = eventlogVector('event-uefivar.bin');
-    const missing = appraise(noSeparator, parseAndReplay(noSeparator), { signatureDatabases: { dbx: [`sha256:${'11'.repeat(32)}`] } });
+    const missing = appraise(noSeparator, replayedPcrs(noSeparator), { signatureDatabases: { dbx: [`sha256:${'11'.repeat(32)}`] } });
     expect(missing.reasons).toEqual([expect.objectContaining({ code: 'SIGNATURE_DATABASE_MISSING', component: 'dbx' })]);
   });
 
@@ -293,7 +292,7 @@ describe('rules', () => {
 
   it('kernel command lines: PCR 8 and 12 must both be verified by the quote', () => {
     const cmdline = gceFacts.kernelCmdlines[0]!.cmdline;
-    const result = appraise(GCE, parseAndReplay(GCE), { kernelCmdlines: [cmdline] });
+    const result = appraise(GCE, replayedPcrs(GCE), { kernelCmdlines: [cmdline] });
     expect(result.reasons).toEqual([expect.objectContaining({ code: 'KERNEL_CMDLINE_UNPROVEN', pcr: 12 })]);
   });
 
@@ -360,7 +359,7 @@ describe('rules', () => {
     const files = gceFacts.bootFiles;
     const kernel = files.find((f) => f.label === 'EV_IPL /boot/vmlinuz-5.11.0-1008-gcp')!;
     const others = files.filter((f) => f !== kernel).map((f) => `sha256:${f.digests.sha256}`);
-    const quoted = parseAndReplay(GCE);
+    const quoted = replayedPcrs(GCE);
 
     it('lists every file with its digests and path label', () => {
       expect(files.map((f) => f.event)).toEqual([28, 31, 32, 33, 34, 36, 38, 41, 101]);
@@ -392,7 +391,7 @@ describe('rules', () => {
         e.push({ pcr: 9, type: EV.IPL, data: Buffer.from('/boot/vmlinuz-5.11.0-1008-gcp\0'), digests: gceDigests(golden) });
       });
       const goldenSha256 = createHash('sha256').update(golden).digest('hex');
-      const result = appraise(log, parseAndReplay(log), { kernels: { allowed: [`sha256:${goldenSha256}`], otherFiles: others } });
+      const result = appraise(log, replayedPcrs(log), { kernels: { allowed: [`sha256:${goldenSha256}`], otherFiles: others } });
       expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_FILE_NOT_ALLOWED', pcr: 9, event: 101, component: 'EV_IPL (hd0,gpt1)/boot/grub/grubenv' })]);
     });
 
@@ -404,7 +403,7 @@ describe('rules', () => {
 
     it('a boot whose kernel is not among the PCR 9 files (systemd-boot: the EFI stub measures only the initrd there): KERNEL_NOT_MEASURED', () => {
       const sdBoot = eventlogVector('event-sd-boot-fedora37.bin');
-      const result = appraise(sdBoot, parseAndReplay(sdBoot), { kernels: { allowed: [`sha256:${kernel.digests.sha256}`] } });
+      const result = appraise(sdBoot, replayedPcrs(sdBoot), { kernels: { allowed: [`sha256:${kernel.digests.sha256}`] } });
       expect(result.reasons).toEqual([
         expect.objectContaining({ code: 'KERNEL_NOT_MEASURED', pcr: 9, message: 'kernels are ruled but none of the 1 file measured into PCR 9 is an allowed kernel' }),
         expect.objectContaining({ code: 'BOOT_FILE_NOT_ALLOWED', pcr: 9, event: 25, component: 'EV_EVENT_TAG Linux initrd' }),
@@ -416,7 +415,7 @@ describe('rules', () => {
   });
 
   it('PCR values: allowed, not allowed, not quoted', () => {
-    const quoted = parseAndReplay(GCE);
+    const quoted = replayedPcrs(GCE);
     const value = Buffer.from(quoted.sha256![0]!).toString('hex');
     expect(appraise(GCE, quoted, { pcrs: { sha256: { 0: [value] } } }).ok).toBe(true);
     expect(appraise(GCE, quoted, { pcrs: { sha256: { 0: ['00'.repeat(32)] } } }).reasons).toEqual([
@@ -428,7 +427,22 @@ describe('rules', () => {
   });
 
   it('rules typed in code work the same as parsed ones', () => {
-    const rules: EventlogRules = { requireSecureBoot: true };
-    expect(appraiseEventlog(parseTcgLog(MOK), parseAndReplay(MOK), rules).ok).toBe(true);
+    const zeros = '00'.repeat(32);
+    const typed: EventlogRules = {
+      requireSecureBoot: true,
+      bootComponents: { match: 'any', allowed: [{ bank: 'sha256', digest: zeros }] },
+      pcrs: { sha256: { 0: [zeros] } },
+    };
+    const json = { requireSecureBoot: true, bootComponents: { match: 'any', allowed: [`sha256:${zeros}`] }, pcrs: { sha256: { 0: [zeros] } } };
+    for (const bytes of [MOK, GCE]) {
+      const quoted = replayedPcrs(bytes);
+      const result = appraiseEventlog(parseTcgLog(bytes), quoted, typed);
+      expect(result).toEqual(appraiseEventlog(parseTcgLog(bytes), quoted, parseEventlogRules(json)));
+      expect(result.reasons.length).toBeGreaterThan(0);
+    }
+    const secureBoot: EventlogRules = { requireSecureBoot: true };
+    const accepted = appraiseEventlog(parseTcgLog(MOK), replayedPcrs(MOK), secureBoot);
+    expect(accepted).toEqual(appraiseEventlog(parseTcgLog(MOK), replayedPcrs(MOK), parseEventlogRules({ requireSecureBoot: true })));
+    expect(accepted.ok).toBe(true);
   });
 });

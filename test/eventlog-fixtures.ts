@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { EV } from '../src/eventlog/event-types.js';
-import type { TcgLog } from '../src/eventlog/tcg-log.js';
+import { replayTcgLog } from '../src/eventlog/replay.js';
+import { parseTcgLog, type TcgLog } from '../src/eventlog/tcg-log.js';
 import { TPM_ALG } from '../src/tpm/constants.js';
 import type { PcrValues } from '../src/tpm/pcr-selection.js';
 import { vector } from './vectors.js';
@@ -112,3 +113,6 @@ export function hexPcrs(pcrs: PcrValues): Record<string, Record<string, string>>
 }
 
 export const eventlogVector = (name: string): Uint8Array => vector(`eventlog/${name}`);
+
+/** What the PCRs of a TPM that ran the boot a raw log records hold: the tests' quote. */
+export const replayedPcrs = (bytes: Uint8Array): PcrValues => replayTcgLog(parseTcgLog(bytes));

@@ -6,7 +6,7 @@ import { ParseError } from '../src/errors.js';
 import { decodeEventData, decodeImageLoad, decodeVariable } from '../src/eventlog/event-data.js';
 import { EV } from '../src/eventlog/event-types.js';
 import { deriveEventlogFacts } from '../src/eventlog/facts.js';
-import { parseAndReplay, replayTcgLog } from '../src/eventlog/replay.js';
+import { replayTcgLog } from '../src/eventlog/replay.js';
 import { DEFAULT_MAX_LOG_BYTES, parseTcgLog } from '../src/eventlog/tcg-log.js';
 import { TPM_ALG } from '../src/tpm/constants.js';
 import {
@@ -16,6 +16,7 @@ import {
   eventlogVector,
   hexPcrs,
   rebuildLog,
+  replayedPcrs,
   SHA1_SHA256,
   sha1Event,
   specIdEvent,
@@ -72,7 +73,7 @@ describe('TCG event log framing', () => {
       const log = parseTcgLog(agileLog(events, banks));
       expect(log.algorithms[1]).toEqual({ algorithmId: unknown[0], digestSize: unknown[1] });
       expect(log.events[1]!.digests[1]!.digest.length).toBe(unknown[1]);
-      expect(hexPcrs(replayTcgLog(log))).toEqual(hexPcrs(parseAndReplay(plain)));
+      expect(hexPcrs(replayTcgLog(log))).toEqual(hexPcrs(replayedPcrs(plain)));
     }
   });
 
@@ -91,7 +92,7 @@ describe('TCG event log framing', () => {
         const log = parseTcgLog(padded);
         expect(log.events.length).toBe(parseTcgLog(bytes).events.length);
         expect(log.quirks).toEqual([`4096 bytes of 0x${fill.toString(16).padStart(2, '0')} padding after the last event`]);
-        expect(hexPcrs(replayTcgLog(log))).toEqual(hexPcrs(parseAndReplay(bytes)));
+        expect(hexPcrs(replayTcgLog(log))).toEqual(hexPcrs(replayedPcrs(bytes)));
       }
     });
   }
@@ -123,8 +124,8 @@ describe('PCR 0 start value', () => {
   });
 
   it('StartupLocality 0 changes nothing; a look-alike event of another length is no locality', () => {
-    const plain = hexPcrs(parseAndReplay(agileLog([ACTION])));
-    expect(hexPcrs(parseAndReplay(agileLog([startupLocality(0), ACTION])))).toEqual(plain);
+    const plain = hexPcrs(replayedPcrs(agileLog([ACTION])));
+    expect(hexPcrs(replayedPcrs(agileLog([startupLocality(0), ACTION])))).toEqual(plain);
     const longer = { pcr: 0, type: EV.NO_ACTION, data: cat(Buffer.from('StartupLocality\0', 'latin1'), new Uint8Array([3, 0])) };
     expect(parseTcgLog(agileLog([longer, ACTION])).startupLocality).toBe(0);
   });

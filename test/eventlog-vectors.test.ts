@@ -20,56 +20,82 @@ const allLogs = [...withYaml, 'ubuntu_2104_shielded_vm_no_secure_boot_eventlog']
 
 const hexAddr = (v: bigint): string => `0x${v.toString(16)}`;
 
-/** What tpm2_eventlog shows for the event data, checked field by field where it decodes. */
-function expectDataMatches(y: YamlEvent, e: TcgEvent, data: EventData, where: string): void {
+/** Values compareEventData compares per vector, as observed: a comparison that stops happening changes them. */
+const COMPARED: Readonly<Record<string, number>> = {
+  'event-arch-linux.bin': 69,
+  'event-bootorder.bin': 142,
+  'event-gce-ubuntu-2104-log.bin': 155,
+  'event-moklisttrusted.bin': 159,
+  'event-postcode.bin': 140,
+  'event-sd-boot-fedora37.bin': 58,
+  'event-uefi-sha1-log.bin': 35,
+  'event-uefiaction.bin': 4,
+  'event-uefiservices.bin': 8,
+  'event-uefivar.bin': 6,
+  'event.bin': 5,
+  'specid-vendordata.bin': 4,
+};
+
+/**
+ * What tpm2_eventlog shows for the event data against our decoding, field by field where it
+ * decodes. Some fields appear only in some tpm2_eventlog versions or event kinds, so a field
+ * the YAML lacks is skipped: this returns how many values were compared, which the test pins
+ * per vector so that a comparison that silently stops happening fails.
+ */
+function compareEventData(y: YamlEvent, e: TcgEvent, data: EventData, where: string): number {
   const f = y.fields;
+  let compared = 0;
+  const same = (shown: unknown, ours: unknown, what: string): void => {
+    expect(shown, `${where}: ${what}`).toEqual(ours);
+    compared++;
+  };
   // tpm2_eventlog shows the data as hex where it does not decode it (older output for GPT, CRTM version).
   if (y.inline !== undefined && f.size === 0 && /^[0-9a-f]+$/.test(y.inline)) {
-    expect(y.inline, where).toBe(hex(e.data));
-    return;
+    same(y.inline, hex(e.data), 'data as hex');
+    return compared;
   }
   switch (data.kind) {
     case 'spec-id':
-      expect(f.get('Signature'), where).toBe(data.signature);
-      expect(Number(f.get('numberOfAlgorithms')), where).toBe(data.algorithms.length);
-      expect(Number(f.get('vendorInfoSize')), where).toBe(data.vendorInfo.length);
-      if (data.vendorInfo.length) expect(f.get('vendorInfo'), where).toBe(hex(data.vendorInfo));
+      same(f.get('Signature'), data.signature, 'Signature');
+      same(Number(f.get('numberOfAlgorithms')), data.algorithms.length, 'numberOfAlgorithms');
+      same(Number(f.get('vendorInfoSize')), data.vendorInfo.length, 'vendorInfoSize');
+      if (data.vendorInfo.length) same(f.get('vendorInfo'), hex(data.vendorInfo), 'vendorInfo');
       break;
     case 'variable':
-      expect(f.get('VariableName'), where).toBe(data.guid);
-      expect(f.get('UnicodeName'), where).toBe(data.name);
-      expect(Number(f.get('VariableDataLength')), where).toBe(data.data.length);
+      same(f.get('VariableName'), data.guid, 'VariableName');
+      same(f.get('UnicodeName'), data.name, 'UnicodeName');
+      same(Number(f.get('VariableDataLength')), data.data.length, 'VariableDataLength');
       if (data.value.kind === 'signature-lists' && y.signatureData.length > 0) {
-        expect(y.signatureData, where).toEqual(data.value.lists.flatMap((l) => l.entries.map((x) => hex(x.data))));
+        same(y.signatureData, data.value.lists.flatMap((l) => l.entries.map((x) => hex(x.data))), 'SignatureData');
       }
-      if (data.value.kind === 'signature' && y.signatureData.length > 0) expect(y.signatureData, where).toEqual([hex(data.value.entry.data)]);
+      if (data.value.kind === 'signature' && y.signatureData.length > 0) same(y.signatureData, [hex(data.value.entry.data)], 'SignatureData');
       if (data.value.kind === 'boot-order' && y.listItems.length > 0) {
-        expect(y.listItems, where).toEqual(data.value.order.map((n) => `Boot${n.toString(16).toUpperCase().padStart(4, '0')}`));
+        same(y.listItems, data.value.order.map((n) => `Boot${n.toString(16).toUpperCase().padStart(4, '0')}`), 'BootOrder');
       }
-      if (data.value.kind === 'load-option' && f.has('Description')) expect(f.get('Description'), where).toBe(data.value.option.description);
-      if (data.name === 'SecureBoot' && f.has('Enabled')) expect(f.get('Enabled'), where).toBe(data.data[0] === 1 ? 'Yes' : 'No');
+      if (data.value.kind === 'load-option' && f.has('Description')) same(f.get('Description'), data.value.option.description, 'Description');
+      if (data.name === 'SecureBoot' && f.has('Enabled')) same(f.get('Enabled'), data.data[0] === 1 ? 'Yes' : 'No', 'Enabled');
       expect(data.value.kind === 'bytes' ? data.value.error : undefined, `${where}: the variable's value did not decode`).toBeUndefined();
       break;
     case 'image-load':
-      expect(f.get('ImageLocationInMemory'), where).toBe(hexAddr(data.imageLocationInMemory));
-      expect(f.get('ImageLengthInMemory'), where).toBe(data.imageLengthInMemory.toString());
-      expect(f.get('ImageLinkTimeAddress'), where).toBe(hexAddr(data.imageLinkTimeAddress));
-      expect(Number(f.get('LengthOfDevicePath')), where).toBe(data.devicePathBytes.length);
-      expect(f.get('DevicePath'), where).toBe(hex(data.devicePathBytes) + hex(data.trailing));
+      same(f.get('ImageLocationInMemory'), hexAddr(data.imageLocationInMemory), 'ImageLocationInMemory');
+      same(f.get('ImageLengthInMemory'), data.imageLengthInMemory.toString(), 'ImageLengthInMemory');
+      same(f.get('ImageLinkTimeAddress'), hexAddr(data.imageLinkTimeAddress), 'ImageLinkTimeAddress');
+      same(Number(f.get('LengthOfDevicePath')), data.devicePathBytes.length, 'LengthOfDevicePath');
+      same(f.get('DevicePath'), hex(data.devicePathBytes) + hex(data.trailing), 'DevicePath');
       break;
     case 'firmware-blob':
-      expect(f.get('BlobBase'), where).toBe(hexAddr(data.base));
-      expect(f.get('BlobLength'), where).toBe(hexAddr(data.length));
+      same(f.get('BlobBase'), hexAddr(data.base), 'BlobBase');
+      same(f.get('BlobLength'), hexAddr(data.length), 'BlobLength');
       break;
     case 'gpt':
-      expect(f.get('DiskGUID'), where).toBe(data.diskGuid);
-      expect(Number(f.get('NumberOfPartitions')), where).toBe(data.partitions.length);
-      expect(f.get('PartitionName'), where).toBe(data.partitions[0]!.name);
+      same(f.get('DiskGUID'), data.diskGuid, 'DiskGUID');
+      same(Number(f.get('NumberOfPartitions')), data.partitions.length, 'NumberOfPartitions');
+      same(f.get('PartitionName'), data.partitions[0]!.name, 'PartitionName');
       break;
     case 'text':
       // tpm2_eventlog prints the bytes as they are (NULs included): compare bytes, not decoded text.
-      if (f.has('String')) expect(hex(Buffer.from(f.get('String')!, 'latin1')), where).toBe(hex(e.data));
-      else expect(y.inline, where).toBe(data.text);
+      if (f.has('String')) same(hex(Buffer.from(f.get('String')!, 'latin1')), hex(e.data), 'String');
+      else same(y.inline, data.text, 'text');
       break;
     case 'raw':
       // tpm2_eventlog decoded these bytes into fields: a decoder that gives up on them is a regression.
@@ -78,6 +104,7 @@ function expectDataMatches(y: YamlEvent, e: TcgEvent, data: EventData, where: st
     default:
       break;
   }
+  return compared;
 }
 
 describe('event log vectors against tpm2_eventlog', () => {
@@ -110,7 +137,16 @@ describe('event log vectors against tpm2_eventlog', () => {
       });
 
       it('decodes the event data as tpm2_eventlog does', () => {
-        log.events.forEach((e, i) => expectDataMatches(expected.events[i]!, e, decodeEventData(e.eventType, e.data), `${name} event ${i}`));
+        let compared = 0;
+        let decoded = 0;
+        log.events.forEach((e, i) => {
+          const data = decodeEventData(e.eventType, e.data);
+          if (data.kind !== 'raw') decoded++;
+          compared += compareEventData(expected.events[i]!, e, data, `${name} event ${i}`);
+        });
+        expect(decoded, 'events whose data decodes').toBeGreaterThan(0);
+        expect(compared, 'values compared with tpm2_eventlog').toBeGreaterThan(0);
+        expect(compared, 'values compared with tpm2_eventlog').toBe(COMPARED[name]);
       });
     });
   }

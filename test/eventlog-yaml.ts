@@ -21,10 +21,7 @@ export interface YamlEvent {
   listItems: string[];
 }
 
-/**
- * tpm2_eventlog's output is regular YAML in a fixed layout: a reader for just that layout
- * (no YAML dependency). Double-quoted scalars may continue over lines with `\` escapes.
- */
+/** The events and PCRs of tpm2_eventlog's output; double-quoted scalars may continue over lines with `\` escapes. */
 export function readTpm2EventlogYaml(text: string): { events: YamlEvent[]; pcrs: Record<string, Record<string, string>> } {
   const lines = text.split('\n');
   const events: YamlEvent[] = [];

@@ -12,9 +12,33 @@ import { ImaEntryError, type ImaReplayOptions } from '../eventlog/ima/replay.js'
 import { describeEntry, type ImaEntry } from '../eventlog/ima/templates.js';
 import { imaDigestText, isExcluded, isSignatureRequired, isViolationAllowed, type ImaRules } from '../baseline/ima-rules.js';
 
+/** An error code the list's verification throws (parse, template hash, replay, quote, state, signature format). */
+type ImaErrorCode = Extract<ErrorCode, `ERR_IMA_${string}`>;
+
+function isImaErrorCode(code: ErrorCode): code is ImaErrorCode {
+  return code.startsWith('ERR_IMA_');
+}
+
+/**
+ * Why an IMA appraisal failed: the code of the error that stopped the list's verification,
+ * or what the rules found wrong with an entry.
+ */
+export type ImaReasonCode =
+  | ImaErrorCode
+  /** Measured while open for writing (content unknown), and not excused by the rules. */
+  | 'ERR_IMA_VIOLATION'
+  /** A path without an allowlist entry, and no valid signature. */
+  | 'ERR_IMA_FILE_NOT_ALLOWED'
+  /** A path in the allowlist measured with another digest, and no valid signature. */
+  | 'ERR_IMA_DIGEST_NOT_ALLOWED'
+  | 'ERR_IMA_SIGNATURE_MISSING'
+  | 'ERR_IMA_SIGNATURE_UNKNOWN_KEY'
+  /** A signature by a trusted key that does not verify, or is over another hash than the measurement. */
+  | 'ERR_IMA_SIGNATURE_INVALID';
+
 /** Why an IMA appraisal failed: a PCR, or an entry named by index and path. */
 export interface ImaReason {
-  readonly code: ErrorCode;
+  readonly code: ImaReasonCode;
   readonly message: string;
   /** The entry's 0-based index in the list (its line in the ASCII form is index + 1). */
   readonly index?: number;
@@ -64,8 +88,8 @@ export function appraiseIma(input: ImaAppraisalInput): ImaAppraisal {
   try {
     advance = advanceIma(start, input.log, input.quoted);
   } catch (e) {
-    if (!(e instanceof AttestorError)) throw e;
-    return { ok: false, reasons: [reasonOf(e)], newState: start, entries: 0, pendingBytes: 0 };
+    if (!(e instanceof AttestorError) || !isImaErrorCode(e.code)) throw e;
+    return { ok: false, reasons: [reasonOf(e, e.code)], newState: start, entries: 0, pendingBytes: 0 };
   }
   const reasons = appraiseImaEntries(advance.entries, input.rules);
   return {
@@ -77,10 +101,10 @@ export function appraiseIma(input: ImaAppraisalInput): ImaAppraisal {
   };
 }
 
-function reasonOf(e: AttestorError): ImaReason {
-  if (e instanceof ImaEntryError) return { code: e.code, message: e.message, index: e.index, path: e.path };
-  if (e instanceof ImaPcrError) return { code: e.code, message: e.message, pcr: e.pcr };
-  return { code: e.code, message: e.message };
+function reasonOf(e: AttestorError, code: ImaErrorCode): ImaReason {
+  if (e instanceof ImaEntryError) return { code, message: e.message, index: e.index, path: e.path };
+  if (e instanceof ImaPcrError) return { code, message: e.message, pcr: e.pcr };
+  return { code, message: e.message };
 }
 
 /** The rules applied to entries already verified against the quote: one reason per failing entry. */
@@ -117,13 +141,13 @@ function appraiseEntry(entry: ImaEntry, rules: ImaRules): ImaReason | undefined 
 }
 
 /** Undefined when the entry carries a valid signature by a trusted key, else what is wrong with it. */
-function signatureProblem(entry: ImaEntry, rules: ImaRules): { code: ErrorCode; problem: string } | undefined {
+function signatureProblem(entry: ImaEntry, rules: ImaRules): { code: ImaReasonCode; problem: string } | undefined {
   if (!entry.signature) return { code: 'ERR_IMA_SIGNATURE_MISSING', problem: 'the entry carries no IMA signature' };
   let sig;
   try {
     sig = parseImaSignature(entry.signature);
   } catch (e) {
-    if (!(e instanceof AttestorError)) throw e;
+    if (!(e instanceof AttestorError) || !isImaErrorCode(e.code)) throw e;
     return { code: e.code, problem: `its signature cannot be used: ${e.message}` };
   }
   const keys = rules.signatureKeys.get(sig.keyId);
@@ -135,6 +159,6 @@ function signatureProblem(entry: ImaEntry, rules: ImaRules): { code: ErrorCode; 
   return { code: 'ERR_IMA_SIGNATURE_INVALID', problem: `its signature by key id ${sig.keyId} does not verify` };
 }
 
-function entryReason(entry: ImaEntry, code: ErrorCode, message: string): ImaReason {
+function entryReason(entry: ImaEntry, code: ImaReasonCode, message: string): ImaReason {
   return { code, message: `${describeEntry(entry)}: ${message}`, index: entry.index, path: entry.path };
 }

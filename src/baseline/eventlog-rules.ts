@@ -1,5 +1,6 @@
-import { ParseError } from '../errors.js';
+import { MAX_PCR_INDEX, pcrIndexOfKey } from '../eventlog/pcr-index.js';
 import { hashByName } from '../tpm/constants.js';
+import { JsonRules, type DigestAlgorithms } from './json-rules.js';
 
 /*
  * Operator rules for the measured-boot event log: what a host's verified boot must show.
@@ -41,7 +42,7 @@ export interface KernelRule {
   readonly otherFiles: readonly DigestRule[];
 }
 
-export const SIGNATURE_DATABASE_NAMES = ['PK', 'KEK', 'db', 'dbx'] as const;
+const SIGNATURE_DATABASE_NAMES = ['PK', 'KEK', 'db', 'dbx'] as const;
 export type SignatureDatabaseName = (typeof SIGNATURE_DATABASE_NAMES)[number];
 
 export interface EventlogRules {
@@ -64,31 +65,33 @@ export interface EventlogRules {
 }
 
 const TOP_LEVEL = ['requireSecureBoot', 'bootComponents', 'signatureDatabases', 'kernels', 'kernelCmdlines', 'pcrs'];
-const MAX_PCR_INDEX = 31;
 /** Bounds what an operator's file can make the verifier hold and compare. */
 const MAX_LIST = 10_000;
 
-export function parseEventlogRules(json: unknown): EventlogRules {
-  const root = object(json, 'rules');
-  onlyKeys(root, TOP_LEVEL, 'rules');
+const json: JsonRules = new JsonRules('ERR_BASELINE_EVENTLOG_RULES', 'event-log rules');
+
+/** The PCR banks a digest may be of: the bank names the digest, so rules for SHA-1-only fleets stay possible. */
+const BANKS: DigestAlgorithms = { term: 'bank', sizeOf: (name) => hashByName(name).size, accepted: 'sha1, sha256, sha384 or sha512' };
+
+export function parseEventlogRules(value: unknown): EventlogRules {
+  const root = json.fields(value, 'rules', TOP_LEVEL);
   const rules: {
     -readonly [K in keyof EventlogRules]: EventlogRules[K];
   } = {};
   if (root.requireSecureBoot !== undefined) {
-    if (typeof root.requireSecureBoot !== 'boolean') fail('requireSecureBoot', 'must be true or false');
+    if (typeof root.requireSecureBoot !== 'boolean') json.fail('requireSecureBoot', 'must be true or false');
     rules.requireSecureBoot = root.requireSecureBoot;
   }
   if (root.bootComponents !== undefined) rules.bootComponents = bootComponents(root.bootComponents);
   if (root.signatureDatabases !== undefined) {
-    const dbs = object(root.signatureDatabases, 'signatureDatabases');
-    onlyKeys(dbs, SIGNATURE_DATABASE_NAMES, 'signatureDatabases');
+    const dbs = json.fields(root.signatureDatabases, 'signatureDatabases', SIGNATURE_DATABASE_NAMES);
     const lists = Object.entries(dbs).map(([name, list]) => [name, digestList(list, `signatureDatabases.${name}`)]);
     rules.signatureDatabases = Object.fromEntries(lists);
   }
   if (root.kernels !== undefined) rules.kernels = kernels(root.kernels);
   if (root.kernelCmdlines !== undefined) {
-    rules.kernelCmdlines = nonEmptyList(root.kernelCmdlines, 'kernelCmdlines').map((c, i) => {
-      if (typeof c !== 'string') fail(`kernelCmdlines[${i}]`, 'must be a string');
+    rules.kernelCmdlines = json.nonEmptyList(root.kernelCmdlines, 'kernelCmdlines', MAX_LIST).map((c, i) => {
+      if (typeof c !== 'string') json.fail(`kernelCmdlines[${i}]`, 'must be a string');
       return c.trim();
     });
   }
@@ -108,36 +111,34 @@ export function rulePcrs(rules: EventlogRules): number[] {
 }
 
 function bootComponents(value: unknown): BootComponentRule {
-  const o = object(value, 'bootComponents');
-  onlyKeys(o, ['match', 'allowed'], 'bootComponents');
-  const allowed = nonEmptyList(o.allowed, 'bootComponents.allowed');
+  const o = json.fields(value, 'bootComponents', ['match', 'allowed']);
+  const allowed = json.nonEmptyList(o.allowed, 'bootComponents.allowed', MAX_LIST);
   if (o.match === 'any') return { match: 'any', allowed: digestList(allowed, 'bootComponents.allowed') };
   if (o.match === 'sequence') {
     return { match: 'sequence', allowed: allowed.map((position, i) => digestList(position, `bootComponents.allowed[${i}]`)) };
   }
-  return fail('bootComponents.match', 'must be "sequence" or "any"');
+  return json.fail('bootComponents.match', 'must be "sequence" or "any"');
 }
 
 function kernels(value: unknown): KernelRule {
-  const o = object(value, 'kernels');
-  onlyKeys(o, ['allowed', 'otherFiles'], 'kernels');
+  const o = json.fields(value, 'kernels', ['allowed', 'otherFiles']);
   const otherFiles = o.otherFiles === undefined ? [] : digestList(o.otherFiles, 'kernels.otherFiles');
   return { allowed: digestList(o.allowed, 'kernels.allowed'), otherFiles };
 }
 
 function pcrValues(value: unknown): EventlogRules['pcrs'] {
-  const banks = object(value, 'pcrs');
+  const banks = json.object(value, 'pcrs');
   return Object.fromEntries(
     Object.entries(banks).map(([bank, byIndex]) => {
-      const size = bankSize(bank, `pcrs.${bank}`);
-      const indexes = object(byIndex, `pcrs.${bank}`);
+      const size = json.digestSize(bank, BANKS, `pcrs.${bank}`);
+      const indexes = json.object(byIndex, `pcrs.${bank}`);
       return [
         bank,
         Object.fromEntries(
-          Object.entries(indexes).map(([index, values]) => {
-            const path = `pcrs.${bank}.${index}`;
-            if (!/^(0|[1-9]\d?)$/.test(index) || Number(index) > MAX_PCR_INDEX) fail(path, `PCR index must be 0..${MAX_PCR_INDEX}`);
-            return [Number(index), nonEmptyList(values, path).map((v, i) => hexOf(v, size, `${path}[${i}]`))];
+          Object.entries(indexes).map(([key, values]) => {
+            const path = `pcrs.${bank}.${key}`;
+            const index = pcrIndexOfKey(key, MAX_PCR_INDEX) ?? json.fail(path, `PCR index must be 0..${MAX_PCR_INDEX}`);
+            return [index, json.nonEmptyList(values, path, MAX_LIST).map((v, i) => json.hex(v, size, `${path}[${i}]`))];
           }),
         ),
       ];
@@ -146,49 +147,8 @@ function pcrValues(value: unknown): EventlogRules['pcrs'] {
 }
 
 function digestList(value: unknown, path: string): DigestRule[] {
-  return nonEmptyList(value, path).map((d, i) => digestRule(d, `${path}[${i}]`));
-}
-
-/** "sha256:<hex>": the bank names the digest, so rules for SHA-1-only fleets stay possible. */
-function digestRule(value: unknown, path: string): DigestRule {
-  if (typeof value !== 'string') fail(path, 'must be a string "<bank>:<hex>"');
-  const colon = value.indexOf(':');
-  if (colon < 0) fail(path, 'must be "<bank>:<hex>", e.g. "sha256:<64 hex digits>"');
-  const bank = value.slice(0, colon).toLowerCase();
-  return { bank, digest: hexOf(value.slice(colon + 1), bankSize(bank, path), path) };
-}
-
-function bankSize(bank: string, path: string): number {
-  try {
-    return hashByName(bank).size;
-  } catch (e) {
-    if (e instanceof ParseError) fail(path, `bank "${bank}" is not sha1, sha256, sha384 or sha512`);
-    throw e;
-  }
-}
-
-function hexOf(value: unknown, size: number, path: string): string {
-  if (typeof value !== 'string' || !new RegExp(`^[0-9a-fA-F]{${size * 2}}$`).test(value)) fail(path, `must be ${size * 2} hex digits`);
-  return value.toLowerCase();
-}
-
-function object(value: unknown, path: string): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, 'must be an object');
-  return value as Record<string, unknown>;
-}
-
-function nonEmptyList(value: unknown, path: string): unknown[] {
-  if (!Array.isArray(value)) fail(path, 'must be a list');
-  if (value.length === 0) fail(path, 'must not be empty');
-  if (value.length > MAX_LIST) fail(path, `has more than ${MAX_LIST} entries`);
-  return value;
-}
-
-function onlyKeys(o: Record<string, unknown>, known: readonly string[], path: string): void {
-  const unknown = Object.keys(o).find((k) => !known.includes(k));
-  if (unknown !== undefined) fail(path, `unknown field "${unknown}" (known: ${known.join(', ')})`);
-}
-
-function fail(path: string, message: string): never {
-  throw new ParseError('ERR_BASELINE_EVENTLOG_RULES', `event-log rules: ${path} ${message}`);
+  return json.nonEmptyList(value, path, MAX_LIST).map((d, i) => {
+    const { algorithm: bank, hex: digest } = json.digest(d, BANKS, `${path}[${i}]`);
+    return { bank, digest };
+  });
 }

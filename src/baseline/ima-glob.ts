@@ -10,7 +10,7 @@ import { ParseError } from '../errors.js';
  */
 
 /** Longest pattern accepted: long enough for any real path, short enough to bound matching. */
-export const MAX_GLOB_LENGTH = 256;
+const MAX_GLOB_LENGTH = 256;
 /** PATH_MAX: longer names (which the kernel never logs for files) match no glob. */
 export const MAX_GLOB_PATH = 4096;
 

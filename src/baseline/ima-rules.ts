@@ -1,11 +1,11 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { ParseError } from '../errors.js';
 import { imaKeyId } from '../eventlog/ima/digsig.js';
 import { isSupportedEcKey } from '../eventlog/ima/ecdsa-digest.js';
 import { imaHashByName } from '../eventlog/ima/hash-algos.js';
 import { hex } from '../bytes.js';
 import type { ImaEntry } from '../eventlog/ima/templates.js';
 import { MAX_GLOB_PATH, PathGlob } from './ima-glob.js';
+import { JsonRules, type DigestAlgorithms } from './json-rules.js';
 
 /*
  * Operator rules for the Linux IMA measurement list: which files a host may have run or read.
@@ -50,12 +50,21 @@ const MAX_PATTERNS = 1_000;
 const MAX_KEYS = 100;
 const MIN_RSA_BITS = 2048;
 
-export function parseImaRules(json: unknown): ImaRules {
-  const root = fields(json, 'rules', ['allow', 'exclude', 'signatures', 'allowViolations']);
-  const signatures = root.signatures === undefined ? {} : fields(root.signatures, 'signatures', ['keys', 'requiredFor']);
+const json: JsonRules = new JsonRules('ERR_IMA_RULES_INVALID', 'IMA rules');
+
+/** Allowlist digests: any algorithm IMA measures with. */
+const IMA_ALGORITHMS: DigestAlgorithms = {
+  term: 'algo',
+  sizeOf: (name) => imaHashByName(name, 'IMA rules').size,
+  accepted: 'an IMA hash algorithm such as sha256',
+};
+
+export function parseImaRules(value: unknown): ImaRules {
+  const root = json.fields(value, 'rules', ['allow', 'exclude', 'signatures', 'allowViolations']);
+  const signatures = root.signatures === undefined ? {} : json.fields(root.signatures, 'signatures', ['keys', 'requiredFor']);
   const signatureKeys = keys(signatures.keys ?? [], 'signatures.keys');
   const signatureRequired = globs(signatures.requiredFor ?? [], 'signatures.requiredFor');
-  if (signatureRequired.length > 0 && signatureKeys.size === 0) invalid('signatures.requiredFor', 'needs at least one key in signatures.keys');
+  if (signatureRequired.length > 0 && signatureKeys.size === 0) json.fail('signatures.requiredFor', 'needs at least one key in signatures.keys');
   return {
     allow: allowlist(root.allow ?? {}),
     exclude: globs(root.exclude ?? [], 'exclude'),
@@ -67,7 +76,7 @@ export function parseImaRules(json: unknown): ImaRules {
 
 function violations(value: unknown): boolean | PathGlob[] {
   if (typeof value === 'boolean') return value;
-  if (!Array.isArray(value)) invalid('allowViolations', 'must be true, false or a list of patterns');
+  if (!Array.isArray(value)) json.fail('allowViolations', 'must be true, false or a list of patterns');
   return globs(value, 'allowViolations');
 }
 
@@ -90,55 +99,34 @@ export function isSignatureRequired(rules: ImaRules, path: string): boolean {
 }
 
 function allowlist(value: unknown): Map<string, Set<string>> {
-  const byPath = object(value, 'allow');
+  const byPath = json.object(value, 'allow');
   const allow = new Map<string, Set<string>>();
   for (const [path, digests] of Object.entries(byPath)) {
     const field = `allow[${JSON.stringify(path.slice(0, 64))}]`;
-    if (path.length === 0 || path.length > MAX_GLOB_PATH) invalid(field, `path must have 1..${MAX_GLOB_PATH} characters`);
-    if (!Array.isArray(digests) || digests.length === 0) invalid(field, 'must be a non-empty list of "<algo>:<hex>" digests');
-    allow.set(path, new Set(digests.map((d, i) => digestText(d, `${field}[${i}]`))));
+    if (path.length === 0 || path.length > MAX_GLOB_PATH) json.fail(field, `path must have 1..${MAX_GLOB_PATH} characters`);
+    const texts = json.nonEmptyList(digests, field, undefined, 'digests').map((d, i) => {
+      const digest = json.digest(d, IMA_ALGORITHMS, `${field}[${i}]`);
+      return `${digest.algorithm}:${digest.hex}`;
+    });
+    allow.set(path, new Set(texts));
   }
   return allow;
 }
 
-/** "<algo>:<hex>" with an algorithm IMA knows and a digest of its size, normalized to lowercase. */
-function digestText(value: unknown, field: string): string {
-  if (typeof value !== 'string') invalid(field, 'must be a string "<algo>:<hex>"');
-  const colon = value.indexOf(':');
-  const name = value.slice(0, Math.max(colon, 0)).toLowerCase();
-  let size: number;
-  try {
-    size = imaHashByName(name, field).size;
-  } catch {
-    return invalid(field, `must be "<algo>:<hex>" with an IMA hash algorithm such as sha256, not "${name.slice(0, 32)}"`);
-  }
-  const digits = value.slice(colon + 1);
-  if (digits.length !== size * 2 || !/^[0-9a-fA-F]*$/.test(digits)) invalid(field, `a ${name} digest is ${size * 2} hex digits`);
-  return `${name}:${digits.toLowerCase()}`;
-}
-
 function globs(value: unknown, field: string): PathGlob[] {
-  if (!Array.isArray(value)) invalid(field, 'must be a list of patterns');
-  if (value.length > MAX_PATTERNS) invalid(field, `has more than ${MAX_PATTERNS} patterns`);
-  return value.map((pattern, i) => {
-    if (typeof pattern !== 'string') invalid(`${field}[${i}]`, 'must be a string');
+  return json.list(value, field, MAX_PATTERNS, 'patterns').map((pattern, i) => {
+    if (typeof pattern !== 'string') json.fail(`${field}[${i}]`, 'must be a string');
     return new PathGlob(pattern, `IMA rules: ${field}[${i}]`);
   });
 }
 
 function keys(value: unknown, field: string): Map<string, KeyObject[]> {
-  if (!Array.isArray(value)) invalid(field, 'must be a list of keys');
-  if (value.length > MAX_KEYS) invalid(field, `has more than ${MAX_KEYS} keys`);
   const byId = new Map<string, KeyObject[]>();
-  value.forEach((entry, i) => {
+  json.list(value, field, MAX_KEYS, 'keys').forEach((entry, i) => {
     const at = `${field}[${i}]`;
-    const o = fields(entry, at, ['publicKey', 'keyId']);
+    const o = json.fields(entry, at, ['publicKey', 'keyId']);
     const key = publicKey(o.publicKey, `${at}.publicKey`);
-    let keyId = imaKeyId(key);
-    if (o.keyId !== undefined) {
-      if (typeof o.keyId !== 'string' || !/^[0-9a-fA-F]{8}$/.test(o.keyId)) invalid(`${at}.keyId`, 'must be 8 hex digits');
-      keyId = o.keyId.toLowerCase();
-    }
+    const keyId = o.keyId === undefined ? imaKeyId(key) : json.hex(o.keyId, 4, `${at}.keyId`);
     byId.set(keyId, [...(byId.get(keyId) ?? []), key]);
   });
   return byId;
@@ -146,32 +134,16 @@ function keys(value: unknown, field: string): Map<string, KeyObject[]> {
 
 /** A PEM public key or X.509 certificate of a kind IMA signs with: RSA >= 2048 bits, ECDSA P-256/P-384. */
 function publicKey(value: unknown, field: string): KeyObject {
-  if (typeof value !== 'string') invalid(field, 'must be a PEM public key or certificate');
+  if (typeof value !== 'string') json.fail(field, 'must be a PEM public key or certificate');
   // Private keys would be turned into public ones by node:crypto; refuse them outright.
-  if (value.includes('PRIVATE KEY')) invalid(field, 'is a private key; give the public key or certificate');
+  if (value.includes('PRIVATE KEY')) json.fail(field, 'is a private key; give the public key or certificate');
   let key: KeyObject;
   try {
     key = createPublicKey(value);
   } catch {
-    return invalid(field, 'is not a PEM public key or certificate');
+    return json.fail(field, 'is not a PEM public key or certificate');
   }
   const rsaBits = key.asymmetricKeyType === 'rsa' ? (key.asymmetricKeyDetails?.modulusLength ?? 0) : 0;
-  if (rsaBits < MIN_RSA_BITS && !isSupportedEcKey(key)) invalid(field, `must be RSA (>= ${MIN_RSA_BITS} bits) or ECDSA P-256/P-384`);
+  if (rsaBits < MIN_RSA_BITS && !isSupportedEcKey(key)) json.fail(field, `must be RSA (>= ${MIN_RSA_BITS} bits) or ECDSA P-256/P-384`);
   return key;
-}
-
-function object(value: unknown, field: string): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalid(field, 'must be an object');
-  return value as Record<string, unknown>;
-}
-
-function fields(value: unknown, field: string, known: readonly string[]): Record<string, unknown> {
-  const o = object(value, field);
-  const unknown = Object.keys(o).find((k) => !known.includes(k));
-  if (unknown !== undefined) invalid(field, `has an unknown field "${unknown.slice(0, 64)}" (known: ${known.join(', ')})`);
-  return o;
-}
-
-function invalid(field: string, message: string): never {
-  throw new ParseError('ERR_IMA_RULES_INVALID', `IMA rules: ${field} ${message}`);
 }

@@ -32,22 +32,25 @@ const SIGNATURE_TYPES: ReadonlyMap<string, string> = new Map([
 /** EFI_GUID: UINT32, UINT16, UINT16 little-endian, then 8 bytes in order; shown as UEFI writes it. */
 export function readGuid(r: TpmReader, field: string): string {
   const b = r.bytesOf(16, field);
-  const h = (from: number, to: number, reverse: boolean): string => {
-    const part = Array.from(b.subarray(from, to), (x) => x.toString(16).padStart(2, '0'));
-    return (reverse ? part.reverse() : part).join('');
-  };
-  return `${h(0, 4, true)}-${h(4, 6, true)}-${h(6, 8, true)}-${h(8, 10, false)}-${h(10, 16, false)}`;
+  // A copy to reverse: `b` may be a Buffer, whose slice() is a view of the caller's bytes.
+  const littleEndian = (from: number, to: number): string => hex(Uint8Array.from(b.subarray(from, to)).reverse());
+  return `${littleEndian(0, 4)}-${littleEndian(4, 6)}-${littleEndian(6, 8)}-${hex(b.subarray(8, 10))}-${hex(b.subarray(10, 16))}`;
 }
 
 const utf16 = new TextDecoder('utf-16le');
 
-/** CHAR16 text of `chars` code units; trailing NULs dropped (some firmware counts the terminator). */
+/** UTF-16LE text without its trailing NULs (some firmware counts the terminator). */
+export function ucs2Text(bytes: Uint8Array): string {
+  return withoutTrailingNuls(utf16.decode(bytes));
+}
+
+/** CHAR16 text of `chars` code units. */
 export function readUcs2(r: TpmReader, chars: number, field: string): string {
-  return withoutTrailingNuls(utf16.decode(r.bytesOf(chars * 2, field)));
+  return ucs2Text(r.bytesOf(chars * 2, field));
 }
 
 /** A NUL-terminated CHAR16 string (EFI_LOAD_OPTION.Description, file path nodes). */
-export function readUcs2z(r: TpmReader, field: string): string {
+function readUcs2z(r: TpmReader, field: string): string {
   const chars: number[] = [];
   for (let c = r.u16le(field); c !== 0; c = r.u16le(field)) chars.push(c);
   return utf16.decode(new Uint16Array(chars));

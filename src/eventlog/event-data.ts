@@ -10,6 +10,7 @@ import {
   readSignatureData,
   readSignatureLists,
   readUcs2,
+  ucs2Text,
   type DevicePath,
   type LoadOption,
   type SignatureEntry,
@@ -246,7 +247,6 @@ export interface TextData {
 }
 
 const utf8 = new TextDecoder('utf-8');
-const utf16 = new TextDecoder('utf-16le');
 
 /**
  * Strings in event data: ASCII/UTF-8 (grub, EV_EFI_ACTION) or UTF-16LE (systemd-boot's
@@ -256,7 +256,7 @@ const utf16 = new TextDecoder('utf-16le');
 export function textOf(bytes: Uint8Array): TextData {
   // systemd-boot before v251 logged its UTF-16 command line with one stray byte at the end.
   const even = bytes.length % 2 === 1 && bytes[bytes.length - 1] === 0 ? bytes.subarray(0, bytes.length - 1) : bytes;
-  if (looksUtf16(even)) return { encoding: 'utf-16le', text: withoutTrailingNuls(utf16.decode(even)) };
+  if (looksUtf16(even)) return { encoding: 'utf-16le', text: ucs2Text(even) };
   return { encoding: 'utf-8', text: withoutTrailingNuls(utf8.decode(bytes)) };
 }
 

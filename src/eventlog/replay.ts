@@ -2,7 +2,7 @@ import { hash as oneShotHash } from 'node:crypto';
 import type { HashInfo } from '../tpm/constants.js';
 import type { PcrValues } from '../tpm/pcr-selection.js';
 import { EV } from './event-types.js';
-import { parseTcgLog, type TcgEvent, type TcgLog } from './tcg-log.js';
+import type { TcgEvent, TcgLog } from './tcg-log.js';
 
 /*
  * Replay: what the PCRs hold if the TPM was extended with exactly the log's digests.
@@ -72,9 +72,4 @@ export function replayPcrHistory(log: TcgLog, hash: HashInfo, index: number): Ar
     history.push({ event: event.index, value });
   }
   return history;
-}
-
-/** Parse and replay in one call: what the benchmark measures for a raw log. */
-export function parseAndReplay(bytes: Uint8Array): PcrValues {
-  return replayTcgLog(parseTcgLog(bytes));
 }

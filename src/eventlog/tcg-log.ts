@@ -3,6 +3,7 @@ import { hashInfo, TPM_ALG, type HashInfo } from '../tpm/constants.js';
 import { TpmReader } from '../tpm/reader.js';
 import { readSpecIdEvent, signatureOf, SPEC_ID_SIGNATURE, startupLocalityOf, type SpecIdEvent } from './event-data.js';
 import { EV } from './event-types.js';
+import { MAX_PCR_INDEX } from './pcr-index.js';
 import { withCode } from './tcg-reader.js';
 
 /*
@@ -69,8 +70,6 @@ const DEFAULT_MAX_EVENTS = 100_000;
  * byte of event data is unsigned input a verifier may hash or decode.
  */
 export const DEFAULT_MAX_LOG_BYTES = 1024 * 1024;
-/** TPM2_MAX_PCRS on any PC Client TPM is 24; 32 is the bitmap the PFP allows for. */
-const MAX_PCR_INDEX = 31;
 const SHA1_SIZE = 20;
 /** TCG_PCR_EVENT up to its data: PCRIndex, EventType, SHA-1 digest, EventSize. */
 const SHA1_EVENT_HEADER = 32;

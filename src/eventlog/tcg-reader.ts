@@ -4,7 +4,7 @@ import type { TpmReader } from '../tpm/reader.js';
 /*
  * The event log is little-endian (PFP §10.2: "all multi-byte integers are little-endian").
  * It is read with the project's one bounded reader (TpmReader, whose u16le/u32le exist for
- * this); these helpers add the UINT64 fields the PFP structures use and give the reader's
+ * this); these functions add the UINT64 fields the PFP structures use and give the reader's
  * errors the event log's own codes.
  */
 

@@ -1,5 +1,6 @@
 import { constants, hash, publicDecrypt, type KeyObject } from 'node:crypto';
 import { ParseError } from '../../errors.js';
+import { hex } from '../../bytes.js';
 import { TpmReader } from '../../tpm/reader.js';
 import { withCode } from '../tcg-reader.js';
 import { verifyEcdsaDigest } from './ecdsa-digest.js';
@@ -35,7 +36,7 @@ export function parseImaSignature(bytes: Uint8Array): ImaSignature {
     if (hashAlgo.weak) {
       throw new ParseError('ERR_IMA_SIGNATURE_WEAK_HASH', `IMA signature over a ${hashAlgo.name} digest: signatures must be over sha256 or stronger`);
     }
-    const keyId = Buffer.from(r.bytesOf(4, 'keyid')).toString('hex');
+    const keyId = hex(r.bytesOf(4, 'keyid'));
     const signature = r.bytesOf(r.u16('sig_size'), 'signature');
     r.end();
     return { hashAlgo, keyId, signature };
@@ -51,7 +52,7 @@ export function parseImaSignature(bytes: Uint8Array): ImaSignature {
  */
 export function imaKeyId(key: KeyObject): string {
   const spki = key.export({ type: 'spki', format: 'der' });
-  return hash('sha1', subjectPublicKeyBits(spki), 'buffer').subarray(16).toString('hex');
+  return hex(hash('sha1', subjectPublicKeyBits(spki), 'buffer').subarray(16));
 }
 
 /**

@@ -1,8 +1,9 @@
 import { VerificationError, type ErrorCode } from '../../errors.js';
 import type { PcrValues } from '../../tpm/pcr-selection.js';
-import { hex } from '../../bytes.js';
+import { equalBytes, hex } from '../../bytes.js';
+import { pcrIndexOfKey } from '../pcr-index.js';
 import { openImaCursor, type ImaFormat } from './parse.js';
-import { ImaReplay, IMA_BANK_SIZE, IMA_BANKS, type ImaBank, type ImaPcrValues, type ImaReplayOptions } from './replay.js';
+import { ImaReplay, IMA_BANK_HASH, IMA_BANKS, type ImaBank, type ImaPcrValues, type ImaReplayOptions } from './replay.js';
 import { describeEntry, IMA_MAX_PCR, type ImaEntry } from './templates.js';
 
 /**
@@ -130,9 +131,9 @@ function checkState(state: ImaState): void {
   for (const bank of IMA_BANKS) {
     const values: Readonly<Record<string, string>> = state.pcrs?.[bank] ?? {};
     if (Object.keys(values).join() !== indices.join()) throw corrupt(`the ${bank} bank has other PCRs than the sha1 bank`);
-    const digest = new RegExp(`^[0-9a-f]{${IMA_BANK_SIZE[bank] * 2}}$`);
+    const digest = new RegExp(`^[0-9a-f]{${IMA_BANK_HASH[bank].size * 2}}$`);
     for (const index of indices) {
-      if (!/^(0|[1-9]\d?)$/.test(index) || Number(index) > IMA_MAX_PCR || !digest.test(values[index] ?? '')) throw corrupt(`PCR ${index.slice(0, 8)} in the ${bank} bank`);
+      if (pcrIndexOfKey(index, IMA_MAX_PCR) === undefined || !digest.test(values[index] ?? '')) throw corrupt(`PCR ${index.slice(0, 8)} in the ${bank} bank`);
     }
   }
 }
@@ -157,8 +158,8 @@ function firstDifference(replay: ImaReplay, pcrs: readonly number[], quoted: Ima
   for (const index of pcrs) {
     for (const bank of IMA_BANKS) {
       const value = quoted[bank]?.[index];
-      const replayed = replay.value(bank, index) as Buffer;
-      if (value && !replayed.equals(value)) return { index, bank, quoted: value, replayed };
+      const replayed = replay.value(bank, index) as Uint8Array;
+      if (value && !equalBytes(replayed, value)) return { index, bank, quoted: value, replayed };
     }
   }
   return undefined;

@@ -1,15 +1,18 @@
 import { hash } from 'node:crypto';
 import { VerificationError, type ErrorCode } from '../../errors.js';
-import { hex } from '../../bytes.js';
-import { computeTemplateHash, describeEntry, type ImaEntry } from './templates.js';
+import { equalBytes, hex } from '../../bytes.js';
+import { hashByName, type HashInfo } from '../../tpm/constants.js';
+import { extendPcr } from '../replay.js';
+import { computeTemplateHash, describeEntry, IMA_TEMPLATE_HASH_SIZE, type ImaEntry } from './templates.js';
 
 /** The PCR banks IMA's replay produces. */
 export type ImaBank = 'sha1' | 'sha256';
 export const IMA_BANKS: readonly ImaBank[] = ['sha1', 'sha256'];
-export const IMA_BANK_SIZE: Readonly<Record<ImaBank, number>> = { sha1: 20, sha256: 32 };
+/** Each bank's hash, as the TPM names and sizes it. */
+export const IMA_BANK_HASH: Readonly<Record<ImaBank, HashInfo>> = { sha1: hashByName('sha1'), sha256: hashByName('sha256') };
 
 /** CONFIG_IMA_MEASURE_PCR_IDX: where IMA extends unless its policy names another PCR. */
-export const IMA_PCR = 10;
+const IMA_PCR = 10;
 
 /** PCR values per bank and PCR index, lowercase hex: JSON-ready, as tpm2_eventlog prints `pcrs:`. */
 export type ImaPcrValues = Readonly<Record<ImaBank, Readonly<Record<string, string>>>>;
@@ -38,11 +41,11 @@ export class ImaEntryError extends VerificationError {
   }
 }
 
-type BankValues = Record<ImaBank, Buffer>;
+type BankValues = Record<ImaBank, Uint8Array>;
 
-function violationDigest(bank: ImaBank, padded: boolean): Buffer {
-  const out = Buffer.alloc(IMA_BANK_SIZE[bank]);
-  return out.fill(0xff, 0, padded ? IMA_BANK_SIZE.sha1 : out.length);
+function violationDigest(bank: ImaBank, padded: boolean): Uint8Array {
+  const out = new Uint8Array(IMA_BANK_HASH[bank].size);
+  return out.fill(0xff, 0, padded ? IMA_TEMPLATE_HASH_SIZE : out.length);
 }
 
 /**
@@ -75,27 +78,25 @@ export class ImaReplay {
   extend(entry: ImaEntry): void {
     const digests = entry.violation ? this.violation : this.templateDigests(entry);
     const pcr = this.pcrs.get(entry.pcr) ?? this.reset(entry.pcr);
-    for (const bank of IMA_BANKS) pcr[bank] = hash(bank, Buffer.concat([pcr[bank], digests[bank]]), 'buffer');
+    for (const bank of IMA_BANKS) pcr[bank] = extendPcr(IMA_BANK_HASH[bank], pcr[bank], digests[bank]);
   }
 
   private reset(index: number): BankValues {
-    const pcr = { sha1: Buffer.alloc(IMA_BANK_SIZE.sha1), sha256: Buffer.alloc(IMA_BANK_SIZE.sha256) };
+    const pcr = { sha1: new Uint8Array(IMA_BANK_HASH.sha1.size), sha256: new Uint8Array(IMA_BANK_HASH.sha256.size) };
     this.pcrs.set(index, pcr);
     return pcr;
   }
 
   private templateDigests(entry: ImaEntry): BankValues {
     const sha1 = computeTemplateHash(entry);
-    if (!sha1.equals(entry.templateHash)) {
+    if (!equalBytes(sha1, entry.templateHash)) {
       throw new ImaEntryError(
         entry,
         'ERR_IMA_TEMPLATE_HASH_MISMATCH',
-        `template hash ${hex(entry.templateHash)} is not the SHA-1 of its data (${sha1.toString('hex')})`,
+        `template hash ${hex(entry.templateHash)} is not the SHA-1 of its data (${hex(sha1)})`,
       );
     }
-    const sha256 = this.padded
-      ? Buffer.concat([sha1, Buffer.alloc(IMA_BANK_SIZE.sha256 - IMA_BANK_SIZE.sha1)])
-      : hash('sha256', entry.hashInput, 'buffer');
+    const sha256 = this.padded ? paddedTo(IMA_BANK_HASH.sha256.size, sha1) : hash('sha256', entry.hashInput, 'buffer');
     return { sha1, sha256 };
   }
 
@@ -104,17 +105,24 @@ export class ImaReplay {
     return [...this.pcrs.keys()];
   }
 
-  value(bank: ImaBank, index: number): Buffer | undefined {
+  value(bank: ImaBank, index: number): Uint8Array | undefined {
     return this.pcrs.get(index)?.[bank];
   }
 
   values(): ImaPcrValues {
     const out = { sha1: {} as Record<string, string>, sha256: {} as Record<string, string> };
     for (const [index, pcr] of [...this.pcrs].sort((a, b) => a[0] - b[0])) {
-      for (const bank of IMA_BANKS) out[bank][String(index)] = pcr[bank].toString('hex');
+      for (const bank of IMA_BANKS) out[bank][String(index)] = hex(pcr[bank]);
     }
     return out;
   }
+}
+
+/** `digest` followed by zeros up to `size` bytes. */
+function paddedTo(size: number, digest: Uint8Array): Uint8Array {
+  const out = new Uint8Array(size);
+  out.set(digest);
+  return out;
 }
 
 /** A whole list replayed from reset. */

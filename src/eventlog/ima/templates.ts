@@ -1,6 +1,5 @@
 import { hash } from 'node:crypto';
 import { ParseError } from '../../errors.js';
-import { hex } from '../../bytes.js';
 import { decodeHex } from './hex.js';
 import { imaHashByName, IMA_SHA1, type ImaHashAlgo } from './hash-algos.js';
 
@@ -109,23 +108,6 @@ export function fieldDataFromAscii(id: ImaFieldId, token: Uint8Array, where: str
   }
 }
 
-/** Field data -> ASCII list token, as the kernel prints it. */
-export function fieldDataToAscii(id: ImaFieldId, data: Uint8Array): string {
-  switch (id) {
-    case 'd':
-    case 'sig':
-    case 'buf':
-      return hex(data);
-    case 'd-ng': {
-      const colon = data.indexOf(COLON);
-      return `${Buffer.from(data.subarray(0, colon + 1)).toString('latin1')}${hex(data.subarray(colon + 2))}`;
-    }
-    case 'n':
-    case 'n-ng':
-      return Buffer.from(data.subarray(0, data.length - 1)).toString('latin1');
-  }
-}
-
 /** A name field's text: one terminating NUL and no other (DATA_FMT_STRING). */
 function nameOf(data: Uint8Array, id: ImaFieldId, where: string): Uint8Array {
   const nul = data.indexOf(0);
@@ -157,7 +139,7 @@ function digestNg(data: Uint8Array, where: string): { algo: ImaHashAlgo; digest:
  * IMA_EVENT_NAME_LEN_MAX + 1; for every other template each field's data preceded by its
  * length as a little-endian u32, which is also the template data of binary_runtime_measurements.
  */
-export function templateHashInput(template: ImaTemplateName, fieldData: readonly Uint8Array[]): Uint8Array {
+function templateHashInput(template: ImaTemplateName, fieldData: readonly Uint8Array[]): Uint8Array {
   if (template === 'ima') {
     const out = new Uint8Array(IMA_LEGACY_DIGEST_SIZE + IMA_EVENT_NAME_LEN_MAX + 1);
     out.set(fieldData[0] as Uint8Array);
@@ -226,27 +208,6 @@ const UTF8 = new TextDecoder('utf-8');
 /** The SHA-1 template hash of an entry's data, as the kernel computes it (ima_calc_field_array_hash). */
 export function computeTemplateHash(entry: ImaEntry): Buffer {
   return hash('sha1', entry.hashInput, 'buffer');
-}
-
-export interface ImaFieldValues {
-  readonly digestAlgo: ImaHashAlgo;
-  readonly digest: Uint8Array;
-  /** Path or event name bytes, without a NUL. */
-  readonly name: Uint8Array;
-  readonly signature?: Uint8Array;
-  readonly buffer?: Uint8Array;
-}
-
-/** Field data for a measurement, as the kernel builds it (ima_eventdigest_ng_init & co). */
-export function fieldDataFor(template: ImaTemplateName, values: ImaFieldValues): Uint8Array[] {
-  const name = withNul(values.name);
-  if (template === 'ima') return [values.digest, name];
-  const algo = Buffer.from(`${values.digestAlgo.name}:`, 'latin1');
-  const digestField = new Uint8Array(algo.length + 1 + values.digest.length);
-  digestField.set(algo);
-  digestField.set(values.digest, algo.length + 1);
-  if (template === 'ima-ng') return [digestField, name];
-  return [digestField, name, (template === 'ima-sig' ? values.signature : values.buffer) ?? new Uint8Array(0)];
 }
 
 /** An entry named for messages: its index, its ASCII line and its (bounded, escaped) path. */
