@@ -1,11 +1,13 @@
 // `npm run demo`: until the service exists, verify the real evidence shipped beside the
 // project (../shared/vectors) and the swtpm fixtures, and say what was checked.
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { appraiseEventlog } from '../dist/appraisal/appraise-eventlog.js';
 import { parseEventlogRules } from '../dist/baseline/eventlog-rules.js';
 import { verifyCertify } from '../dist/appraisal/verify-certify.js';
+import { hex } from '../dist/bytes.js';
+import { loadEkRootStore } from '../dist/cli/root-store.js';
 import { parseImaLog } from '../dist/eventlog/ima/parse.js';
 import { replayIma } from '../dist/eventlog/ima/replay.js';
 import { parseTcgLog } from '../dist/eventlog/tcg-log.js';
@@ -20,7 +22,6 @@ import { parseTpm2bPublic, parseTpmtPublic } from '../dist/tpm/public.js';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const vectors = resolve(process.env.ATTESTOR_VECTORS ?? `${root}../shared/vectors`);
 const read = (path) => new Uint8Array(readFileSync(path));
-const hex = (b) => Buffer.from(b).toString('hex');
 let failures = 0;
 
 function step(title, fn) {
@@ -123,18 +124,14 @@ step('IMA list: every template hash checked, PCR 10 replayed in both banks', () 
   }
 }
 
-// 5. EK certificates: swtpm's (chained to its local CA) and the vendor root store shipped in fixtures/ek-roots.
+// 5. EK certificates: swtpm's (chained to its local CA) and the vendor root store shipped in
+//    fixtures/ek-roots, loaded as `attestor-agent tpm info` loads it by default.
 {
   const base = `${root}fixtures/swtpm`;
   const manifest = JSON.parse(readFileSync(`${base}/manifest.json`, 'utf8'));
   const pem = (name) => ({ name, pem: readFileSync(`${base}/${name}`, 'utf8') });
   const swtpmCa = rootStoreFromPemTexts([pem(manifest.caChain.root), pem(manifest.caChain.intermediate)]);
-  const vendorDir = `${root}fixtures/ek-roots`;
-  const vendors = rootStoreFromPemTexts(
-    readdirSync(vendorDir)
-      .filter((f) => f.endsWith('.pem'))
-      .map((name) => ({ name, pem: readFileSync(`${vendorDir}/${name}`, 'utf8') })),
-  );
+  const vendors = loadEkRootStore();
   for (const name of ['rsa', 'ecc']) {
     const dir = manifest.dirs[name];
     const cert = read(`${base}/${dir.ek.cert}`);

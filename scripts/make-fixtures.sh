@@ -35,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- byte helpers (hex strings <-> files) ------------------------------------------------------
+# --- byte functions (hex strings <-> files) ------------------------------------------------------
 hex_of_file() { od -An -v -tx1 "$1" | tr -d ' \n'; }
 hex_bytes() { printf '%b' "$(sed 's/../\\x&/g' <<<"$1")"; } # hex string -> bytes on stdout
 write_hex() { hex_bytes "$1" >"$2"; }

@@ -1,5 +1,6 @@
 /**
- * The attestor-agent command line (src/cli/agent-program.ts, src/cli/commands/tpm.ts) against a
+ * The attestor-agent command line (src/cli/agent-program.ts, src/cli/commands/tpm.ts, and the
+ * agent modules behind it: src/agent/tpm-info.ts, src/agent/quote-with-values.ts) against a
  * real swtpm: `tpm info` checked against tpm2-tools' view of the same TPM, `tpm quote` output
  * accepted by both tpm2_checkquote and `attestor quote verify`, and every error path.
  */
@@ -10,18 +11,17 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TpmSession } from '../src/agent/tpm-session.js';
-import { verifyQuote } from '../src/appraisal/verify-quote.js';
+import type { TpmInfo } from '../src/agent/tpm-info.js';
+import { hex } from '../src/bytes.js';
 import { runAgent } from '../src/cli/agent-program.js';
-import { defaultStateDir, quoteWithPcrValues, type TpmInfo } from '../src/cli/commands/tpm.js';
+import { defaultStateDir } from '../src/cli/commands/tpm.js';
 import { runAttestor } from '../src/cli/program.js';
 import { parsePcrFile } from '../src/tpm/pcr-file.js';
 import { parseTpm2bPublic } from '../src/tpm/public.js';
-import { rejection } from './helpers/rejection.js';
+import { runCli, type CliRun } from './helpers/cli.js';
 import { hexHandle, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 let sw: Swtpm;
 let tmp: string;
@@ -37,19 +37,11 @@ afterAll(async () => {
 let seq = 0;
 const freshDir = (what: string) => join(tmp, `${what}-${seq++}`);
 
-type Run = { code: number; out: string; err: string };
-
-async function inProcess(run: typeof runAgent, args: string[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const code = await run(args, { out: (t) => void (out += t), err: (t) => void (err += t) });
-  return { code, out, err };
-}
-const agent = (args: string[]) => inProcess(runAgent, args);
-const attestor = (args: string[]) => inProcess(runAttestor, args);
+const agent = (args: string[]) => runCli(runAgent, args);
+const attestor = (args: string[]) => runCli(runAttestor, args);
 
 /** A built bin (dist/cli/NAME.js, or the same under another package root) as a user runs it. */
-function bin(name: string, args: string[], root = ROOT): Run {
+function bin(name: string, args: string[], root = ROOT): CliRun {
   const r = spawnSync(process.execPath, [join(root, 'dist', 'cli', `${name}.js`), ...args], { encoding: 'utf8' });
   if (r.error) throw r.error;
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
@@ -79,7 +71,7 @@ const quoteArgs = (o: { tcti?: string; nonce?: string; pcrs?: string; state?: st
   ...(o.akType ? ['--ak-type', o.akType] : []),
 ];
 
-function expectRefused(r: Run, code: string): void {
+function expectRefused(r: CliRun, code: string): void {
   expect(r.code, r.err).toBe(1);
   expect(r.err).toMatch(new RegExp(`^error: ${code}: `));
 }
@@ -296,42 +288,6 @@ describe('a TPM that cannot be used', () => {
     }
     expectRefused(await agent(['tpm', 'info', '--tcti', other.tcti]), 'ERR_TSS_UNREACHABLE');
     expectRefused(await agent(quoteArgs({ tcti: other.tcti })), 'ERR_TSS_UNREACHABLE');
-  });
-});
-
-describe('PCR values that change while quoting', () => {
-  const selection = { sha256: [7, 8] };
-  const extendPcr8 = (s: TpmSession) => s.tpm.pcrExtend(8, { sha256: randomBytes(32) });
-
-  it('are read again with a new quote until the update counter holds still', async () => {
-    const session = await TpmSession.open({ tcti: sw.tcti, stateDir: freshDir('state') });
-    try {
-      const nonce = randomBytes(16);
-      const quoting = quoteWithPcrValues(session, selection, nonce);
-      // Queued behind the first counter read, so it lands before the first quote's values are read.
-      await extendPcr8(session);
-      const q = await quoting;
-      expect(q.attempts).toBeGreaterThan(1);
-      verifyQuote(parseTpm2bPublic(session.ak.public), { quote: q.attest, signature: q.signature, pcrs: q.values }, { qualifyingData: nonce, requiredPcrs: selection });
-    } finally {
-      await session.close();
-    }
-  });
-
-  it('give up with ERR_TPM_PCRS_UNSTABLE when every attempt sees a change', async () => {
-    const session = await TpmSession.open({ tcti: sw.tcti, stateDir: freshDir('state') });
-    let quoting = true;
-    try {
-      const result = quoteWithPcrValues(session, selection, randomBytes(16), 3).finally(() => (quoting = false));
-      // One extend queued behind each of the quoting's TPM calls: every interval sees a change.
-      const extending = (async () => {
-        while (quoting) await extendPcr8(session);
-      })();
-      await rejection(result, 'ERR_TPM_PCRS_UNSTABLE');
-      await extending;
-    } finally {
-      await session.close();
-    }
   });
 });
 

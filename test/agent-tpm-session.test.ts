@@ -1,12 +1,14 @@
 /**
  * The agent's TPM session (src/agent/tpm-session.ts) against a real swtpm: EK and its
  * certificate, an AK created once and kept, quote, certify and sign with the identity key,
- * activation, and the failures of a damaged state directory.
+ * activation, quotes with the PCR values they signed (src/agent/quote-with-values.ts), and the
+ * failures of a damaged state directory.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { quoteWithPcrValues } from '../src/agent/quote-with-values.js';
 import { EK_CERT_INDEX, TpmSession } from '../src/agent/tpm-session.js';
 import { srkTemplate } from '../src/agent/tpm-templates.js';
 import { TssError, openTpm } from '../src/agent/tss.js';
@@ -20,11 +22,10 @@ import { objectName } from '../src/tpm/name.js';
 import { parseTpm2bPublic } from '../src/tpm/public.js';
 import { parseSignature } from '../src/tpm/signature.js';
 import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
+import { hex } from '../src/bytes.js';
 import { AttestorError } from '../src/errors.js';
 import { rejection } from './helpers/rejection.js';
 import { hexHandle, startSwtpm, tpm2, transientHandles, type Swtpm } from './helpers/swtpm.js';
-
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 let sw: Swtpm;
 let stateSeq = 0;
@@ -140,17 +141,21 @@ describe('a session with the default keys (RSA EK, ECC AK)', () => {
     await session.tpm.flushContext(leftEk!);
   });
 
-  it('runs concurrent operations of one session to completion', async () => {
+  it('runs concurrent operations of one session to completion, each result valid', async () => {
     const qualifyingData = randomBytes(16);
     const ek = parseTpm2bPublic(session.ek.public);
     const cred = makeCredential(ek, session.ak.name, qualifyingData);
+    const selection = { sha256: [0] };
     const [quote, certify, secret] = await Promise.all([
-      session.quote({ sha256: [0] }, qualifyingData),
+      session.quote(selection, qualifyingData),
       session.certifyIdentityKey(qualifyingData),
       session.activate(cred.credentialBlob, cred.encryptedSecret),
     ]);
-    expect(quote.attest.length).toBeGreaterThan(0);
-    expect(certify.attest.length).toBeGreaterThan(0);
+    const ak = parseTpm2bPublic(session.ak.public);
+    const pcrs = await session.pcrRead(selection);
+    verifyQuote(ak, { quote: quote.attest, signature: quote.signature, pcrs }, { qualifyingData, requiredPcrs: selection });
+    const keyPublic = parseTpm2bPublic((await session.identityKey()).public);
+    verifyCertify(ak, { keyPublic, certifyInfo: certify.attest, signature: certify.signature }, { qualifyingData });
     expect(hex(secret)).toBe(hex(qualifyingData));
   });
 
@@ -287,6 +292,42 @@ describe('a damaged state directory', () => {
     const dir = newStateDir();
     await mkdir(dir);
     await rejection(TpmSession.open({ tcti: 'swtpm:host=127.0.0.1,port=1', stateDir: dir }), 'ERR_TSS_UNREACHABLE');
+  });
+});
+
+describe('PCR values that change while quoting', () => {
+  const selection = { sha256: [7, 8] };
+  const extendPcr8 = (s: TpmSession) => s.tpm.pcrExtend(8, { sha256: randomBytes(32) });
+
+  it('are read again with a new quote until the update counter holds still', async () => {
+    const session = await TpmSession.open({ tcti: sw.tcti, stateDir: newStateDir() });
+    try {
+      const nonce = randomBytes(16);
+      const quoting = quoteWithPcrValues(session, selection, nonce);
+      // Queued behind the first counter read, so it lands before the first quote's values are read.
+      await extendPcr8(session);
+      const q = await quoting;
+      expect(q.attempts).toBeGreaterThan(1);
+      verifyQuote(parseTpm2bPublic(session.ak.public), { quote: q.attest, signature: q.signature, pcrs: q.values }, { qualifyingData: nonce, requiredPcrs: selection });
+    } finally {
+      await session.close();
+    }
+  });
+
+  it('give up with ERR_TPM_PCRS_UNSTABLE when every attempt sees a change', async () => {
+    const session = await TpmSession.open({ tcti: sw.tcti, stateDir: newStateDir() });
+    let quoting = true;
+    try {
+      const result = quoteWithPcrValues(session, selection, randomBytes(16), 3).finally(() => (quoting = false));
+      // One extend queued behind each of the quoting's TPM calls: every interval sees a change.
+      const extending = (async () => {
+        while (quoting) await extendPcr8(session);
+      })();
+      await rejection(result, 'ERR_TPM_PCRS_UNSTABLE');
+      await extending;
+    } finally {
+      await session.close();
+    }
   });
 });
 

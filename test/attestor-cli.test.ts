@@ -4,14 +4,10 @@ import { runAttestor } from '../src/cli/program.js';
 import { parseImaLog } from '../src/eventlog/ima/parse.js';
 import { replayIma } from '../src/eventlog/ima/replay.js';
 import { readTpm2EventlogYaml } from './eventlog-yaml.js';
+import { runCli } from './helpers/cli.js';
 import { vectorsDir } from './vectors.js';
 
-async function attestor(args: string[]) {
-  let out = '';
-  let err = '';
-  const code = await runAttestor(args, { out: (t) => void (out += t), err: (t) => void (err += t) });
-  return { code, out, err };
-}
+const attestor = (args: string[]) => runCli(runAttestor, args);
 
 /** The `attestor` bin as documented in the README, end to end through the command parser. */
 describe('attestor eventlog replay --json equals tpm2_eventlog for every vector', () => {

@@ -8,11 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import '../src/reflect-metadata.js';
 import * as x509 from '@peculiar/x509';
 import { AttestorError } from '../src/errors.js';
+import { EK_CERT_NV } from '../src/tpm/constants.js';
 import { parseEkCertificate, verifyEkCertificate } from '../src/tpm/ek-certificate.js';
 import { rootStoreFromPemTexts, type EkRootStore, type PemText } from '../src/tpm/ek-roots.js';
 import { parseTpm2bPublic, type TpmPublic } from '../src/tpm/public.js';
 import { codeOf } from './helpers/code-of.js';
-import { EK_CERT_NV, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
+import { startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
 
 const FIXTURE_ROOTS = fileURLToPath(new URL('../fixtures/ek-roots/', import.meta.url));
 const VECTORS = process.env.ATTESTOR_VECTORS ?? fileURLToPath(new URL('../../shared/vectors/', import.meta.url));

@@ -1,34 +1,18 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CommanderError } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
-import { eventlogCommand } from '../src/cli/commands/eventlog.js';
-import { describeError, UsageError } from '../src/cli/io.js';
-import { isAttestorError } from '../src/errors.js';
+import { runAttestor } from '../src/cli/program.js';
 import { readTpm2EventlogYaml } from './eventlog-yaml.js';
+import { runCli } from './helpers/cli.js';
 import { vectorsDir } from './vectors.js';
 
 /*
- * The command runs in-process: commander's exits are overridden and output is collected,
- * with the exit statuses of `attestor` (src/cli/program.ts): 0 done, 1 input refused with
- * its error code, 2 called wrongly.
+ * `attestor eventlog ...` in-process through the attestor program itself (src/cli/program.ts),
+ * output collected, with its exit statuses: 0 done, 1 input refused with its error code, 2
+ * called wrongly.
  */
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const result = { code: 0, out: '', err: '' };
-  const io = { out: (t: string) => void (result.out += t), err: (t: string) => void (result.err += t) };
-  const command = eventlogCommand(io);
-  for (const c of [command, ...command.commands]) c.exitOverride().configureOutput({ writeOut: io.out, writeErr: io.err });
-  try {
-    await command.parseAsync(args, { from: 'user' });
-  } catch (e) {
-    if (e instanceof CommanderError) result.code = e.exitCode === 0 ? 0 : 2;
-    else if (e instanceof UsageError) (result.code = 2), io.err(`error: ${e.message}\n`);
-    else if (isAttestorError(e)) (result.code = 1), io.err(describeError(e));
-    else throw e;
-  }
-  return result;
-}
+const run = (...args: string[]) => runCli(runAttestor, ['eventlog', ...args]);
 
 const dir = `${vectorsDir}/eventlog`;
 const tmp = mkdtempSync(join(tmpdir(), 'attestor-eventlog-cli-'));

@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { AttestorError } from '../src/errors.js';
 import { TPM_ALG } from '../src/tpm/constants.js';
 import { kdfa, kdfe } from '../src/tpm/kdf.js';
+import { hex as toHex } from '../src/bytes.js';
 
 const hex = (s: string) => Buffer.from(s, 'hex');
-const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const HASHES = [
   { alg: TPM_ALG.SHA1, name: 'sha1' },
   { alg: TPM_ALG.SHA256, name: 'sha256' },

@@ -13,9 +13,9 @@ import { parseTpm2bPublic, parseTpmtPublic, type EccPublic, type RsaPublic, type
 import { TpmReader } from '../src/tpm/reader.js';
 import { PERSISTENT_EK, hexHandle, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
 import { vector } from './vectors.js';
+import { hex as toHex } from '../src/bytes.js';
 
 const hex = (s: string) => Buffer.from(s, 'hex');
-const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const EMPTY = new Uint8Array(0);
 const EK_ATTRIBUTES =
   TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.adminWithPolicy |

@@ -5,22 +5,23 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import '../src/reflect-metadata.js';
 import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SerialQueue } from '../src/agent/serial-queue.js';
-import { Tpm, TssError, loadNodeTss, openTpm, type Handle, type NativeTpm } from '../src/agent/tss.js';
-import { TPM_CAP, TPM_PT, marshalPcrSelection, parseCapabilityData } from '../src/agent/tpm-marshal.js';
+import { Tpm, TssError, formatOneError, loadNodeTss, openTpm, type Handle, type NativeTpm } from '../src/agent/tss.js';
+import { marshalPcrSelection } from '../src/agent/tpm-marshal.js';
+import { parseCapabilityData, TPM_CAP, TPM_PT } from '../src/tpm/capability.js';
 import { TpmWriter } from '../src/tpm/writer.js';
 import { akTemplate, ekTemplate, identityKeyTemplate, srkTemplate, type KeyType } from '../src/agent/tpm-templates.js';
 import { verifyCertify } from '../src/appraisal/verify-certify.js';
 import { verifyQuote } from '../src/appraisal/verify-quote.js';
+import { hex } from '../src/bytes.js';
 import type { ErrorCode } from '../src/errors.js';
 import { parseAttest } from '../src/tpm/attest.js';
-import { TPMA_OBJECT } from '../src/tpm/constants.js';
+import { EK_CERT_NV, TPMA_OBJECT } from '../src/tpm/constants.js';
 import { parseCredentialFile } from '../src/tpm/credential-file.js';
 import { makeCredential } from '../src/tpm/make-credential.js';
 import { objectName } from '../src/tpm/name.js';
@@ -28,10 +29,9 @@ import { publicKeyOf } from '../src/tpm/public-key.js';
 import { parseTpm2bPublic } from '../src/tpm/public.js';
 import { parseSignature } from '../src/tpm/signature.js';
 import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
-import { EK_CERT_NV, hexHandle, startSwtpm, tpm2, transientHandles, type Swtpm } from './helpers/swtpm.js';
+import { freePortPair, hexHandle, startSwtpm, tpm2, transientHandles, type Swtpm } from './helpers/swtpm.js';
 import { rejection } from './helpers/rejection.js';
 
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const ADDON = new URL('../native/build/Release/node_tss.node', import.meta.url);
 
 let sw: Swtpm;
@@ -59,14 +59,6 @@ async function expectTssError(p: Promise<unknown>, code: ErrorCode, command: str
 async function scratch(name: string, bytes: Uint8Array): Promise<string> {
   await writeFile(join(sw.dir, name), bytes);
   return name;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
 }
 
 /** A line `NAME:\n  raw: 0x...` of `tpm2_getcap properties-fixed`. */
@@ -115,7 +107,8 @@ describe('loading the addon and opening a TPM', () => {
   });
 
   it('reports a TPM nobody listens for as ERR_TSS_UNREACHABLE', async () => {
-    const tcti = `swtpm:host=127.0.0.1,port=${await freePort()}`;
+    const [port] = await freePortPair();
+    const tcti = `swtpm:host=127.0.0.1,port=${port}`;
     await expectTssError(openTpm(tcti), 'ERR_TSS_UNREACHABLE', 'Tss2_TctiLdr_Initialize', 0x000a000a, /IO failure/);
   });
 
@@ -417,18 +410,20 @@ describe('created keys, persistence and flushing', () => {
 });
 
 describe('PCRs', () => {
-  it('reads after an extend the value computed in TS, in every bank', async () => {
-    const pcr = 23;
-    const before = (await tpm.pcrRead({ sha1: [pcr], sha256: [pcr] })).values;
+  it('reads after an extend the value computed in TS, in every bank, and a higher update counter', async () => {
+    // Not PCR 16 or 23: on a PC Client TPM their extends leave pcrUpdateCounter as it is (TPM_PT_PCR_NO_INCREMENT).
+    const pcr = 15;
+    const before = await tpm.pcrRead({ sha1: [pcr], sha256: [pcr] });
     const event = Buffer.from('attestor native test event');
     const digests = { sha1: createHash('sha1').update(event).digest(), sha256: createHash('sha256').update(event).digest() };
     await tpm.pcrExtend(pcr, digests);
     const after = await tpm.pcrRead({ sha1: [pcr], sha256: [pcr] });
     for (const bank of ['sha1', 'sha256'] as const) {
-      const expected = createHash(bank).update(before[bank]![pcr]!).update(digests[bank]).digest();
+      const expected = createHash(bank).update(before.values[bank]![pcr]!).update(digests[bank]).digest();
       expect(hex(after.values[bank]![pcr]!)).toBe(hex(expected));
     }
-    expect(after.updateCounter).toBeGreaterThan(0);
+    // The extend bumped the TPM's pcrUpdateCounter, which quoteWithPcrValues relies on.
+    expect(after.updateCounter).toBeGreaterThan(before.updateCounter);
   });
 
   it('reads 48 PCRs (several TPM2_PCR_Read calls) as tpm2_pcrread does', async () => {
@@ -658,6 +653,19 @@ describe('one context, many callers', () => {
     };
     await Promise.all([q.run(task), q.run(task), q.run(task)]);
     expect(most).toBe(1);
+  });
+});
+
+describe('format-one response codes of the TPM (Part 2 §6.6.3)', () => {
+  it('gives the error number and whether a parameter is at fault', () => {
+    // TPM_RC_INTEGRITY on parameter 1 (what TPM2_Load says of a damaged blob), TPM_RC_HANDLE on handle 1.
+    expect(formatOneError(0x1df)).toEqual({ error: 0x01f, parameter: true });
+    expect(formatOneError(0x18b)).toEqual({ error: 0x00b, parameter: false });
+  });
+
+  it('is undefined for warnings, format-zero codes and the TSS layers', () => {
+    // TPM_RC_OBJECT_MEMORY, TPM_RC_FAILURE, and TPM_RC_HANDLE's bits under the ESAPI and TCTI layers.
+    for (const rc of [0x902, 0x101, 0x7018b, 0xa018b]) expect(formatOneError(rc)).toBeUndefined();
   });
 });
 

@@ -7,8 +7,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runAttestor } from '../src/cli/program.js';
 import { encodePcrFile, parsePcrFile } from '../src/tpm/pcr-file.js';
 import { fixturePath, manifest } from './fixtures.js';
+import { runCli } from './helpers/cli.js';
 import { buildQuote } from './helpers/tpm-builders.js';
 import { vectorsDir } from './vectors.js';
+import { hex } from '../src/bytes.js';
 
 interface QuoteFiles {
   ak: string;
@@ -18,12 +20,7 @@ interface QuoteFiles {
   nonce: string;
 }
 
-async function attestor(args: string[]) {
-  let out = '';
-  let err = '';
-  const code = await runAttestor(args, { out: (t) => void (out += t), err: (t) => void (err += t) });
-  return { code, out, err };
-}
+const attestor = (args: string[]) => runCli(runAttestor, args);
 
 const verifyArgs = (f: QuoteFiles, extra: string[] = []) =>
   ['quote', 'verify', '--ak', f.ak, '--quote', f.quote, '--sig', f.sig, '--pcrs', f.pcrs, '--nonce', f.nonce, ...extra];
@@ -101,7 +98,7 @@ describe.each(Object.entries(bundles))('attestor quote verify decides like tpm2_
       expect(json.valid).toBe(true);
       const fromFile = parsePcrFile(new Uint8Array(readFileSync(files.pcrs)));
       for (const [bank, byIndex] of Object.entries(fromFile)) {
-        for (const [i, v] of Object.entries(byIndex)) expect(json.pcrs[bank][i]).toBe(Buffer.from(v).toString('hex'));
+        for (const [i, v] of Object.entries(byIndex)) expect(json.pcrs[bank][i]).toBe(hex(v));
       }
     }
   });

@@ -11,9 +11,15 @@ import { parseTpm2bPublic } from '../src/tpm/public.js';
 import { fixture, manifest, type FixtureDir } from './fixtures.js';
 import { buildCertify, softAk } from './helpers/tpm-builders.js';
 import { codeOf } from './helpers/code-of.js';
-
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+import { hex } from '../src/bytes.js';
 const fromHex = (s: string) => new Uint8Array(Buffer.from(s, 'hex'));
+
+it('the fixtures hold certifications of a TPM-resident key for RSA and ECC, and of a duplicable key for ECC', () => {
+  // The certify tests below are registered only where a fixture has them: these must not vanish.
+  expect(manifest.dirs.rsa?.certify).toBeDefined();
+  expect(manifest.dirs.ecc?.certify).toBeDefined();
+  expect(manifest.dirs.ecc?.dupCertify).toBeDefined();
+});
 
 describe.each(Object.entries(manifest.dirs))('swtpm evidence: %s', (_name, dir: FixtureDir) => {
   const ak = parseTpm2bPublic(fixture(dir.ak.pub));

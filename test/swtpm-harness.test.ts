@@ -4,7 +4,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EK_CERT_NV, hexHandle, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
+import { EK_CERT_NV } from '../src/tpm/constants.js';
+import { hexHandle, startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
 
 let sw: Swtpm;
 beforeAll(async () => {

@@ -11,7 +11,7 @@ import { parseTpm2bPublic, parseTpmtPublic } from '../src/tpm/public.js';
 import { publicKeyOf } from '../src/tpm/public-key.js';
 import { parseSignature } from '../src/tpm/signature.js';
 import { verifyTpmSignature } from '../src/tpm/verify-signature.js';
-import { codeOf } from './helpers/code-of.js';
+import { codeOf, parsesOrTypedError } from './helpers/code-of.js';
 import { softAk } from './helpers/tpm-builders.js';
 import { TpmWriter } from '../src/tpm/writer.js';
 import { fixture, manifest } from './fixtures.js';
@@ -28,15 +28,6 @@ const samples = {
   'TPMT_SIGNATURE (ECDSA)': { bytes: fixture(manifest.dirs.ecc!.quote.sig), parse: parseSignature },
   'PCR file': { bytes: vector(`${KEYLIME}quotepcr.out`), parse: parsePcrFile },
 };
-
-/** Parsing must end in a value or a typed error: never another exception, never a hang. */
-function parsesOrTypedError(parse: (b: Uint8Array) => unknown, bytes: Uint8Array): void {
-  try {
-    parse(bytes);
-  } catch (e) {
-    if (!(e instanceof ParseError)) throw e;
-  }
-}
 
 describe.each(Object.entries(samples))('%s', (_name, { bytes, parse }) => {
   it('parses the real sample', () => {

@@ -14,6 +14,7 @@ import {
 } from '../src/appraisal/hsm-key-report.js';
 import { verifyHsmKey, type HsmKeyRequirements } from '../src/appraisal/verify-hsm-key.js';
 import { codeOf } from './helpers/code-of.js';
+import { hex } from '../src/bytes.js';
 
 // Pure appraisal: reports here are signed by software keys; test/pkcs11-key.test.ts checks
 // reports a SoftHSM token made, test/agent-hsm-key-binding.test.ts one bound to a swtpm quote.
@@ -91,7 +92,7 @@ describe('canonicalKeyEvidence', () => {
       field(Uint8Array.from([1, 1, 1, 0, 1, 1, 1])),
       field(Uint8Array.from([0, 0, 0, 3])),
     ]);
-    expect(Buffer.from(canonicalKeyEvidence(evidence)).toString('hex')).toBe(expected.toString('hex'));
+    expect(hex(canonicalKeyEvidence(evidence))).toBe(hex(expected));
   });
 
   it('does not depend on property order or unknown properties', () => {

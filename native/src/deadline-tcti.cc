@@ -17,15 +17,15 @@ namespace {
 // Identifies this TCTI's contexts; tpm2-tss only requires it to differ from the others'.
 constexpr uint64_t kMagic = 0x6e6f64652d747373ULL;  // "node-tss"
 
-// What the wrapper and its helper threads share; every field is guarded by `mutex`, except
-// `inner`, which only a busy helper writes (and only one helper runs at a time).
+// What the wrapper and its I/O threads share; every field is guarded by `mutex`, except
+// `inner`, which only a busy I/O thread writes (and only one of them runs at a time).
 struct Link {
   std::mutex mutex;
   std::condition_variable settled;
   TSS2_TCTI_CONTEXT* inner = nullptr;
-  bool busy = false;      // a helper is inside `inner`
+  bool busy = false;      // an I/O thread is inside `inner`
   bool expired = false;   // a call overran the deadline: `inner` is given up
-  bool released = false;  // the wrapper was finalized while busy: the helper finalizes `inner`
+  bool released = false;  // the wrapper was finalized while busy: the I/O thread finalizes `inner`
 };
 
 struct Wrapper {
@@ -36,8 +36,8 @@ struct Wrapper {
 
 Wrapper* Cast(TSS2_TCTI_CONTEXT* tcti) { return reinterpret_cast<Wrapper*>(tcti); }
 
-// Runs `call(link)` on a helper thread and waits for it until the deadline. Exceptions must not
-// cross back into tpm2-tss, so a helper that cannot start is a general failure.
+// Runs `call(link)` on its own I/O thread and waits for it until the deadline. Exceptions must
+// not cross back into tpm2-tss, so a thread that cannot start is a general failure.
 template <typename Call>
 TSS2_RC Bounded(TSS2_TCTI_CONTEXT* tcti, Call call) {
   if (tcti == nullptr) return TSS2_TCTI_RC_BAD_REFERENCE;
@@ -70,14 +70,14 @@ TSS2_RC Bounded(TSS2_TCTI_CONTEXT* tcti, Call call) {
 
 TSS2_RC Transmit(TSS2_TCTI_CONTEXT* tcti, size_t size, const uint8_t* command) {
   if (command == nullptr) return TSS2_TCTI_RC_BAD_REFERENCE;
-  // The helper sends its own copy: the caller's buffer may be gone when a stuck call returns.
+  // The I/O thread sends its own copy: the caller's buffer may be gone when a stuck call returns.
   auto copy = std::make_shared<std::vector<uint8_t>>(command, command + size);
   return Bounded(tcti, [copy](Link& link) { return Tss2_Tcti_Transmit(link.inner, copy->size(), copy->data()); });
 }
 
 TSS2_RC Receive(TSS2_TCTI_CONTEXT* tcti, size_t* size, uint8_t* response, int32_t timeout) {
   if (size == nullptr) return TSS2_TCTI_RC_BAD_REFERENCE;
-  // Likewise the helper receives into its own buffer, copied out only once it has returned.
+  // Likewise the I/O thread receives into its own buffer, copied out only once it has returned.
   struct Reply {
     size_t size;
     std::vector<uint8_t> bytes;
@@ -87,7 +87,7 @@ TSS2_RC Receive(TSS2_TCTI_CONTEXT* tcti, size_t* size, uint8_t* response, int32_
   TSS2_RC rc = Bounded(tcti, [reply, wantBytes, timeout](Link& link) {
     return Tss2_Tcti_Receive(link.inner, &reply->size, wantBytes ? reply->bytes.data() : nullptr, timeout);
   });
-  // Both outcomes come from a helper that has returned (a missed deadline is an IO error).
+  // Both outcomes come from an I/O thread that has returned (a missed deadline is an IO error).
   if (rc == TSS2_RC_SUCCESS || rc == TSS2_TCTI_RC_INSUFFICIENT_BUFFER) {
     if (rc == TSS2_RC_SUCCESS && wantBytes) std::memcpy(response, reply->bytes.data(), reply->size);
     *size = reply->size;

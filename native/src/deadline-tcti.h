@@ -4,9 +4,9 @@
 // _Async/_Finish pairs), and the socket TCTIs (swtpm, mssim) block in recv() whatever timeout
 // they are given. A TPM that stops answering would hold the call, and its libuv worker, forever.
 //
-// Each call into the inner TCTI runs on a helper thread while the caller waits at most the
+// Each call into the inner TCTI runs on its own I/O thread while the caller waits at most the
 // deadline. Past it the caller gets TSS2_TCTI_RC_IO_ERROR and the connection is given up
-// ("expired"): every later call fails at once. The stuck helper owns the inner TCTI until its
+// ("expired"): every later call fails at once. The stuck I/O thread owns the inner TCTI until its
 // call returns (if ever), and finalizes it then if the wrapper was finalized meanwhile, so
 // nothing is freed under a thread that still uses it.
 #pragma once
@@ -26,7 +26,7 @@ TSS2_RC Open(const std::string& conf, uint32_t timeoutMs, TSS2_TCTI_CONTEXT** ou
 // True once a call overran the deadline (the connection is given up).
 bool Expired(TSS2_TCTI_CONTEXT* tcti);
 
-// Frees the wrapper; the inner TCTI now, or when its stuck helper returns.
+// Frees the wrapper; the inner TCTI now, or when its stuck I/O thread returns.
 void Finalize(TSS2_TCTI_CONTEXT** tcti);
 
 }  // namespace node_tss::deadline_tcti

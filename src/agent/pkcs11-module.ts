@@ -45,8 +45,9 @@ export interface OpenTokenOptions {
 /**
  * Loaded modules by path. Cryptoki is initialised once per process, so sessions on the same
  * module share one load, and the last close finalises it if this code initialised it: when
- * another part of the process (the issuer's signer, a module loaded by another path) did,
- * C_Initialize answered CKR_CRYPTOKI_ALREADY_INITIALIZED and C_Finalize is theirs to call.
+ * something else in the process initialised the library first (another pkcs11js instance, the
+ * same library loaded by another path), C_Initialize answered CKR_CRYPTOKI_ALREADY_INITIALIZED
+ * and C_Finalize is for that code to call.
  */
 const modules = new Map<string, { p11: pkcs11js.PKCS11; refs: number; finalize: boolean }>();
 
@@ -121,9 +122,14 @@ const LOGIN_FAILURES = new Set([
   'CKR_USER_TYPE_INVALID',
 ]);
 
-/** CK_UTF8CHAR arrays are blank padded (PKCS#11 v2.40 §3.2). */
+/**
+ * A CK_UTF8CHAR array without its padding: blanks (PKCS#11 v2.40 §3.2), and the NULs some
+ * modules pad with instead. A loop, not a regex: /[ \0]+$/ backtracks quadratically on a run.
+ */
 function unpad(s: string): string {
-  return s.replace(/[ \0]+$/, '');
+  let end = s.length;
+  while (end > 0 && (s[end - 1] === ' ' || s[end - 1] === '\0')) end--;
+  return s.slice(0, end);
 }
 
 /** A CK_ULONG attribute value: native width and byte order. */

@@ -108,7 +108,7 @@ export class StateDir {
 
   /** ERR_TPM_STATE about key `name` in this directory. */
   keyError(name: string, problem: string, cause?: unknown): AttestorError {
-    return new AttestorError('ERR_TPM_STATE', `TPM key "${name}" in ${this.path} ${problem}`, cause === undefined ? undefined : { cause });
+    return new AttestorError('ERR_TPM_STATE', `TPM key "${name}" in ${this.path} ${problem}`, { cause });
   }
 
   private async readIfExists(file: string): Promise<Uint8Array | null> {
@@ -132,5 +132,5 @@ async function syncDirectory(path: string): Promise<void> {
 }
 
 function dirError(path: string, problem: string, cause?: unknown): AttestorError {
-  return new AttestorError('ERR_TPM_STATE', `state directory ${path} ${problem}`, cause === undefined ? undefined : { cause });
+  return new AttestorError('ERR_TPM_STATE', `state directory ${path} ${problem}`, { cause });
 }

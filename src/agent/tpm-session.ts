@@ -6,7 +6,7 @@ import { SerialQueue } from './serial-queue.js';
 import { StateDir } from './state-dir.js';
 import type { PcrSelectionSpec } from './tpm-marshal.js';
 import { akTemplate, ekTemplate, identityKeyTemplate, srkTemplate, type KeyType } from './tpm-templates.js';
-import { TssError, loadNodeTss, openTpm, type Attestation, type Handle, type Hierarchy, type NodeTss, type Tpm } from './tss.js';
+import { TssError, formatOneError, loadNodeTss, openTpm, type Attestation, type Handle, type Hierarchy, type NodeTss, type Tpm } from './tss.js';
 
 /** The EK certificate index of each EK type the session re-derives (templates L-1 and L-2). */
 export const EK_CERT_INDEX: Readonly<Record<KeyType, number>> = { rsa: EK_CERT_NV.rsa2048, ecc: EK_CERT_NV.eccP256 };
@@ -18,8 +18,6 @@ export const EK_CERT_INDEX: Readonly<Record<KeyType, number>> = { rsa: EK_CERT_N
  * warning such as TPM_RC_OBJECT_MEMORY, a failure) says nothing about the blobs.
  */
 const FOREIGN_BLOB_ERRORS: ReadonlySet<number> = new Set([0x004, 0x015, 0x01f, 0x025]);
-const TPM_RC_FMT1 = 0x080;
-const TPM_RC_P = 0x040;
 
 export interface TpmSessionOptions {
   /** TCTI string: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, ... */
@@ -164,8 +162,15 @@ async function readEndorsementKey(tpm: Tpm, wanted: KeyType | 'auto'): Promise<E
     const ecc = await readEkCertificate(tpm, 'ecc');
     if (ecc !== null) [type, certificate] = ['ecc', ecc];
   }
-  const ek = await withPrimary(tpm, 'endorsement', ekTemplate(type), async (_, pub) => pub);
-  return { type, public: ek, certificate };
+  return { type, public: await deriveEk(tpm, type), certificate };
+}
+
+/**
+ * The EK this TPM derives from the default template of `type` (L-1 or L-2), as a marshalled
+ * TPM2B_PUBLIC: the same key every time, so it is re-created rather than kept. Flushed again.
+ */
+export function deriveEk(tpm: Tpm, type: KeyType): Promise<Uint8Array> {
+  return withPrimary(tpm, 'endorsement', ekTemplate(type), async (_, pub) => pub);
 }
 
 async function readEkCertificate(tpm: Tpm, type: KeyType): Promise<Uint8Array | null> {
@@ -227,9 +232,9 @@ function loadOrCreate(tpm: Tpm, stateDir: StateDir, name: string, template: Uint
 
 /** A TPM2_Load failure that means the blobs are not this TPM's (see FOREIGN_BLOB_ERRORS). */
 function isForeignBlob(e: unknown): e is TssError {
-  if (!(e instanceof TssError) || e.rc >>> 16 !== 0) return false;
-  const rc = e.rc & 0xfff;
-  return (rc & TPM_RC_FMT1) !== 0 && (rc & TPM_RC_P) !== 0 && FOREIGN_BLOB_ERRORS.has(rc & 0x3f);
+  if (!(e instanceof TssError)) return false;
+  const rc = formatOneError(e.rc);
+  return rc !== undefined && rc.parameter && FOREIGN_BLOB_ERRORS.has(rc.error);
 }
 
 function keyOf(stateDir: StateDir, name: string, pub: Uint8Array): TpmKey {

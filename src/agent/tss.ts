@@ -1,21 +1,17 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { AttestorError, type ErrorCode } from '../errors.js';
+import { parseCapabilityData, TPM_CAP, TPM_PT } from '../tpm/capability.js';
+import { parseNvPublic, type NvPublic } from '../tpm/nv-public.js';
+import { DIGESTS_MAX, pcrValuesOf } from '../tpm/pcr-read.js';
 import type { PcrBankSelection, PcrValues } from '../tpm/pcr-selection.js';
 import { SerialQueue } from './serial-queue.js';
 import {
-  DIGESTS_MAX,
-  TPM_CAP,
-  TPM_PT,
   canonicalPcrSelection,
   marshalDigestValues,
   marshalPcrSelection,
   marshalSigScheme,
-  parseCapabilityData,
-  parseNvPublic,
-  pcrValuesOf,
   remainingSelection,
-  type NvPublic,
   type PcrSelectionSpec,
   type SigScheme,
 } from './tpm-marshal.js';
@@ -29,7 +25,7 @@ import {
 const ADDON_URL = new URL('../../native/build/Release/node_tss.node', import.meta.url);
 
 /** How long one exchange with the TPM may take by default before the TPM counts as unreachable. */
-export const DEFAULT_TPM_TIMEOUT_MS = 30_000;
+const DEFAULT_TPM_TIMEOUT_MS = 30_000;
 
 /** A failure reported by tpm2-tss: its return code, the decoded text and the TSS function that returned it. */
 export class TssError extends AttestorError {
@@ -430,11 +426,23 @@ const LAYER_TCTI = 10;
 const BASE_NO_CONNECTION = 8;
 const BASE_IO_ERROR = 10;
 const BASE_BAD_TR = 24;
-/** TPM_RC_HANDLE (Part 2 §6.6.3), a format-one code, and the TPM_RC_REFERENCE_H0..H6 warnings. */
+/** TPM_RC (Part 2 §6.6.3): format-one codes set bit 7, and bit 6 when a parameter (not a handle or session) is at fault. */
 const TPM_RC_FMT1 = 0x080;
+const TPM_RC_P = 0x040;
+/** TPM_RC_HANDLE, a format-one error number, and the TPM_RC_REFERENCE_H0..H6 warnings. */
 const TPM_RC_HANDLE = 0x00b;
 const TPM_RC_REFERENCE_H0 = 0x910;
 const TPM_RC_REFERENCE_H6 = 0x916;
+
+/**
+ * A format-one response code of the TPM itself (TSS2_RC layer 0, Part 2 §6.6.3): its error
+ * number (bits 0-5, e.g. TPM_RC_INTEGRITY = 0x01f) and whether it blames a parameter;
+ * undefined for warnings, format-zero codes and failures of the TSS layers.
+ */
+export function formatOneError(rc: number): { readonly error: number; readonly parameter: boolean } | undefined {
+  if (rc >>> 16 !== LAYER_TPM || (rc & TPM_RC_FMT1) === 0) return undefined;
+  return { error: rc & 0x3f, parameter: (rc & TPM_RC_P) !== 0 };
+}
 
 /** Maps what the addon threw to a typed error; anything else (a bug) passes through. */
 function toTssError(e: unknown, where: string, timeoutMs: number): unknown {
@@ -460,9 +468,7 @@ function classify(rc: number, command: string): ErrorCode {
   if (command === 'Tss2_TctiLdr_Initialize') return 'ERR_TSS_TCTI';
   if (command.startsWith('Tss2_MU_') && command.endsWith('_Unmarshal')) return 'ERR_TSS_INPUT';
   if (layer === LAYER_ESAPI && base === BASE_BAD_TR) return 'ERR_TSS_HANDLE';
-  if (layer === LAYER_TPM) {
-    const fmt1Handle = (base & TPM_RC_FMT1) !== 0 && (base & 0x3f) === TPM_RC_HANDLE;
-    if (fmt1Handle || (base >= TPM_RC_REFERENCE_H0 && base <= TPM_RC_REFERENCE_H6)) return 'ERR_TSS_HANDLE';
-  }
+  if (formatOneError(rc)?.error === TPM_RC_HANDLE) return 'ERR_TSS_HANDLE';
+  if (layer === LAYER_TPM && base >= TPM_RC_REFERENCE_H0 && base <= TPM_RC_REFERENCE_H6) return 'ERR_TSS_HANDLE';
   return 'ERR_TSS_COMMAND';
 }

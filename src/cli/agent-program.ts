@@ -3,7 +3,7 @@ import { tpmCommand } from './commands/tpm.js';
 import type { CliIo } from './io.js';
 import { runProgram } from './run.js';
 
-export function agentProgram(io: CliIo): Command {
+function agentProgram(io: CliIo): Command {
   const program = new Command('attestor-agent').description("Attestor's agent on an attested host: its TPM, keys and evidence");
   program.addCommand(tpmCommand(io));
   return program;

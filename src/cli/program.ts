@@ -5,7 +5,7 @@ import { quoteCommand } from './commands/quote.js';
 import type { CliIo } from './io.js';
 import { runProgram } from './run.js';
 
-export function attestorProgram(io: CliIo): Command {
+function attestorProgram(io: CliIo): Command {
   const program = new Command('attestor').description('Attestor: TPM 2.0 attestation and identity issuance');
   program.addCommand(quoteCommand(io));
   program.addCommand(eventlogCommand(io));

@@ -2,6 +2,7 @@ import { constants, createPublicKey, verify as cryptoVerify, type KeyObject } fr
 import '../reflect-metadata.js';
 import * as x509 from '@peculiar/x509';
 import { AttestorError, ParseError, PolicyError, VerificationError } from '../errors.js';
+import { withoutTrailingNuls } from '../bytes.js';
 import { hashByName, type HashInfo } from './constants.js';
 import type { EkRootStore, TrustedCertificate } from './ek-roots.js';
 import { publicKeyOf } from './public-key.js';
@@ -255,7 +256,6 @@ export function isSignedBy(c: ParsedCertificate, key: KeyObject): boolean {
   }
 }
 
-
 /**
  * The DER certificates in `input`: PEM text (one or more CERTIFICATE blocks) or binary DER.
  * Binary input may carry what TPMs put around it in NV: the TPM 1.2 era header (tag 0x1001,
@@ -385,7 +385,7 @@ function tcgDeviceAttributes(cert: x509.X509Certificate): Map<string, string> {
 function vendorAscii(id: string): string | undefined {
   const m = /^id:([0-9a-f]{8})$/i.exec(id.trim());
   if (!m?.[1]) return undefined;
-  const ascii = Buffer.from(m[1], 'hex').toString('latin1').replace(/\0+$/, '');
+  const ascii = withoutTrailingNuls(Buffer.from(m[1], 'hex').toString('latin1'));
   return ascii.length > 0 && /^[\x20-\x7e]+$/.test(ascii) ? ascii : undefined;
 }
 

@@ -11,6 +11,9 @@ export interface PcrBankSelection {
   readonly pcrs: readonly number[];
 }
 
+/** PCRs a PC Client TPM implements (TPMS_PCR_SELECTION of PCR_SELECT_MIN = 3 bytes). */
+export const PCR_COUNT = 24;
+
 /** The largest sizeofSelect we accept: 32 PCRs. TPMs implement 24 (PCR_SELECT_MIN = 3). */
 const PCR_SELECT_MAX = 4;
 /** HASH_COUNT on any real TPM is a handful; 16 bounds the loop without excluding any. */
@@ -56,9 +59,6 @@ export function formatPcrSelection(banks: readonly PcrBankSelection[]): string {
   return banks.map((b) => `${b.hash.name}:${b.pcrs.join(',')}`).join('+');
 }
 
-/** PCRs a PC Client TPM implements (TPMS_PCR_SELECTION of PCR_SELECT_MIN = 3 bytes). */
-const PCR_COUNT = 24;
-
 /**
  * A PCR selection as tpm2-tools takes it (`tpm2_quote -l`, `tpm2_pcrread`): banks joined by
  * "+", each `bank:pcrs` where bank is a hash name ("sha256") or algorithm id ("0xb") and pcrs
@@ -94,5 +94,5 @@ function selectionIndex(spec: string, text: string): number {
 }
 
 function selectionError(spec: string, problem: string, cause?: unknown): ParseError {
-  return new ParseError('ERR_PCR_SELECTION_SPEC', `PCR selection "${spec}": ${problem}`, cause === undefined ? undefined : { cause });
+  return new ParseError('ERR_PCR_SELECTION_SPEC', `PCR selection "${spec}": ${problem}`, { cause });
 }

@@ -60,8 +60,8 @@ export function parseTpmtPublic(bytes: Uint8Array): TpmPublic {
   return pub;
 }
 
-/** Reads one TPMT_PUBLIC from a reader positioned at its start (also used inside other structures). */
-export function readTpmtPublic(r: TpmReader): TpmPublic {
+/** Reads one TPMT_PUBLIC from a reader positioned at its start. */
+function readTpmtPublic(r: TpmReader): TpmPublic {
   const start = r.position;
   const type = r.u16('type');
   const nameAlg = r.u16('nameAlg');

@@ -1,7 +1,9 @@
 /**
  * Test harness: one real swtpm (TPM 2.0 emulator) per test file, provisioned like a real TPM
  * with EK certificates signed by a local CA, all state in its own temp dir so test files can
- * run in parallel and nothing in /var/lib or /etc is used.
+ * run in parallel and nothing in /var/lib or /etc is used. The certificates are at their TCG
+ * indexes (EK_CERT_NV of src/tpm/constants.ts): swtpm_setup writes rsa2048 (L-1) and eccP384
+ * (H-3), this harness eccP256 (L-2; swtpm_setup 0.7.1 only makes a P-384 EK).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -12,12 +14,7 @@ import { join } from 'node:path';
 import { parseTpm2bPublic } from '../../src/tpm/public.js';
 import { curveInfo, EK_CERT_NV } from '../../src/tpm/constants.js';
 import { leftPad } from '../../src/tpm/public-key.js';
-
-/**
- * The EK certificate indexes: swtpm_setup writes rsa2048 (L-1) and eccP384 (H-3), this harness
- * eccP256 (L-2; swtpm_setup 0.7.1 only makes a P-384 EK).
- */
-export { EK_CERT_NV };
+import { hex } from '../../src/bytes.js';
 
 /** Persistent EK handles swtpm_setup creates (its P-384 EK is template H-3: userWithAuth, empty auth). */
 export const PERSISTENT_EK = {
@@ -232,7 +229,7 @@ async function provisionEccP256EkCert(sw: Swtpm, paths: ConfigPaths): Promise<vo
   const ek = parseTpm2bPublic(await readFile(join(work, 'ek.pub')));
   if (ek.type !== 'ecc') throw new Error('tpm2_createek -G ecc did not make an ECC key');
   const { size } = curveInfo(ek.curve);
-  const coord = (b: Uint8Array) => Buffer.from(leftPad(b, size)).toString('hex');
+  const coord = (b: Uint8Array) => hex(leftPad(b, size));
   await runCommand(
     [
       'swtpm_localca',
@@ -294,7 +291,7 @@ export function hexHandle(h: number): string {
  * A free TCP port P on 127.0.0.1 with P+1 free too: the swtpm TCTI of tpm2-tss always finds
  * the control channel at the command port + 1. Both are bound at once, then released.
  */
-async function freePortPair(): Promise<[number, number]> {
+export async function freePortPair(): Promise<[number, number]> {
   for (let attempt = 0; attempt < 20; attempt++) {
     const first = await listen(0);
     const port = (first.address() as AddressInfo).port;

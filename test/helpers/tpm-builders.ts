@@ -3,7 +3,7 @@
  * chosen defect (wrong magic, wrong type, ...): a software key plays the AK. Real TPM output
  * comes from swtpm fixtures and the shared vectors; these cover what a TPM would never emit.
  */
-import { createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { constants, createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { TpmWriter } from '../../src/tpm/writer.js';
 import { TPMA_OBJECT, TPM_ALG, TPM_ECC, TPM_GENERATED_VALUE, TPM_ST, hashByName } from '../../src/tpm/constants.js';
 
@@ -73,7 +73,7 @@ export function softAk(
       const sigAlg = o.sigAlg ?? TPM_ALG.RSASSA;
       const raw = sign(hash, message, {
         key: privateKey,
-        padding: sigAlg === TPM_ALG.RSAPSS ? 6 /* RSA_PKCS1_PSS_PADDING */ : 1,
+        padding: sigAlg === TPM_ALG.RSAPSS ? constants.RSA_PKCS1_PSS_PADDING : constants.RSA_PKCS1_PADDING,
         saltLength: 32,
       });
       return new TpmWriter().u16(sigAlg).u16(h.alg).tpm2b(raw).finish();
