@@ -299,12 +299,27 @@ describe('PCR values that change while quoting', () => {
   const selection = { sha256: [7, 8] };
   const extendPcr8 = (s: TpmSession) => s.tpm.pcrExtend(8, { sha256: randomBytes(32) });
 
-  it('are read again with a new quote until the update counter holds still', async () => {
+  it('are checked against the quote itself, so a change to a PCR the update counter ignores (16) is seen', async () => {
+    const session = await TpmSession.open({ tcti: sw.tcti, stateDir: newStateDir() });
+    try {
+      const nonce = randomBytes(16);
+      const quoting = quoteWithPcrValues(session, { sha256: [7, 16] }, nonce);
+      // Queued behind the first quote, so it lands before that quote's values are read.
+      await session.tpm.pcrExtend(16, { sha256: randomBytes(32) });
+      const q = await quoting;
+      expect(q.attempts).toBeGreaterThan(1);
+      verifyQuote(parseTpm2bPublic(session.ak.public), { quote: q.attest, signature: q.signature, pcrs: q.values }, { qualifyingData: nonce, requiredPcrs: { sha256: [7, 16] } });
+    } finally {
+      await session.close();
+    }
+  });
+
+  it('are read again with a new quote until they are those the quote signed', async () => {
     const session = await TpmSession.open({ tcti: sw.tcti, stateDir: newStateDir() });
     try {
       const nonce = randomBytes(16);
       const quoting = quoteWithPcrValues(session, selection, nonce);
-      // Queued behind the first counter read, so it lands before the first quote's values are read.
+      // Queued behind the first quote, so it lands before that quote's values are read.
       await extendPcr8(session);
       const q = await quoting;
       expect(q.attempts).toBeGreaterThan(1);

@@ -422,7 +422,7 @@ describe('PCRs', () => {
       const expected = createHash(bank).update(before.values[bank]![pcr]!).update(digests[bank]).digest();
       expect(hex(after.values[bank]![pcr]!)).toBe(hex(expected));
     }
-    // The extend bumped the TPM's pcrUpdateCounter, which quoteWithPcrValues relies on.
+    // The extend bumped the TPM's pcrUpdateCounter (this PCR is not one of the no-increment ones).
     expect(after.updateCounter).toBeGreaterThan(before.updateCounter);
   });
 

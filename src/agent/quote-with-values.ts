@@ -1,5 +1,10 @@
+import { hash } from 'node:crypto';
+import { equalBytes } from '../bytes.js';
 import { AttestorError } from '../errors.js';
+import { parseAttest } from '../tpm/attest.js';
+import { pcrComposite } from '../tpm/pcr-composite.js';
 import type { PcrBankSelection, PcrValues } from '../tpm/pcr-selection.js';
+import { parseSignature } from '../tpm/signature.js';
 import type { PcrSelectionSpec } from './tpm-marshal.js';
 import type { TpmSession } from './tpm-session.js';
 import type { Attestation, Tpm } from './tss.js';
@@ -41,13 +46,10 @@ export async function requirePcrs(tpm: Tpm, wanted: readonly PcrBankSelection[])
 
 /**
  * TPM2_Quote by the session's AK and the values of the PCRs it covers. Reading PCRs is not
- * atomic with quoting, so the TPM's pcrUpdateCounter (TPM2_PCR_Read, Part 3 §22.4; bumped
- * by extends) is read before the quote and again with the values after it: equal counters
- * mean no PCR changed in between, so the values are those the quote signed. Otherwise it
- * tries again, at most `maxAttempts` times, then fails with ERR_TPM_PCRS_UNSTABLE.
- * Extends of the PCRs a TPM lists in TPM_PT_PCR_NO_INCREMENT (PC Client: 16 and 23) leave the
- * counter as it is: a change to those while quoting goes unseen here, and the verifier then
- * refuses the quote (ERR_QUOTE_PCR_DIGEST_MISMATCH).
+ * atomic with quoting, so the values read after the quote are checked against the quote's
+ * own pcrDigest, the way a verifier will check them; when a PCR changed in between, the quote
+ * is taken again, at most `maxAttempts` times, then ERR_TPM_PCRS_UNSTABLE. (The TPM's
+ * pcrUpdateCounter cannot tell: extends of PCRs such as 16 and 23 do not bump it.)
  */
 export async function quoteWithPcrValues(
   session: TpmSession,
@@ -55,19 +57,23 @@ export async function quoteWithPcrValues(
   nonce: Uint8Array,
   maxAttempts = QUOTE_ATTEMPTS,
 ): Promise<QuoteWithValues> {
-  // An empty selection reads only the counter.
-  let counter = (await session.tpm.pcrRead({})).updateCounter;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
     const quote = await session.quote(selection, nonce);
-    const after = await session.tpm.pcrRead(selection);
-    if (after.updateCounter === counter) {
-      const values = Object.fromEntries(Object.keys(selection).map((bank) => [bank, after.values[bank] ?? {}]));
-      return { ...quote, values, attempts: attempt };
-    }
-    counter = after.updateCounter;
+    const { values } = await session.tpm.pcrRead(selection);
+    const signed = quotedValues(quote, values);
+    if (signed) return { ...quote, values: signed, attempts: attempt };
   }
   throw new AttestorError(
     'ERR_TPM_PCRS_UNSTABLE',
     `the PCRs changed while each of ${maxAttempts} quotes was taken; try again when the host is quieter`,
   );
+}
+
+/** The values of the quote's signed selection when they hash to its pcrDigest, else undefined. */
+function quotedValues(quote: Attestation, read: PcrValues): PcrValues | undefined {
+  const { attested } = parseAttest(quote.attest);
+  if (attested.type !== 'quote') throw new AttestorError('ERR_TSS_COMMAND', 'TPM2_Quote returned no quote');
+  const { values, bytes } = pcrComposite(attested.pcrSelect, read);
+  const { hash: hashAlg } = parseSignature(quote.signature);
+  return equalBytes(hash(hashAlg.name, bytes, 'buffer'), attested.pcrDigest) ? values : undefined;
 }

@@ -2,6 +2,7 @@ import { hash } from 'node:crypto';
 import { PolicyError, VerificationError } from '../errors.js';
 import type { Attest, ClockInfo, QuoteInfo } from '../tpm/attest.js';
 import { TPM_ST } from '../tpm/constants.js';
+import { pcrComposite } from '../tpm/pcr-composite.js';
 import { formatPcrSelection, type PcrBankSelection, type PcrValues } from '../tpm/pcr-selection.js';
 import type { SigningKey } from '../tpm/verify-signature.js';
 import { equalBytes } from '../bytes.js';
@@ -61,36 +62,9 @@ export function verifyQuote(ak: SigningKey, evidence: QuoteEvidence, policy: Quo
   checkRequiredPcrs(pcrSelect, policy);
 
   // Values are taken by the signed selection only (go-attestation CVE-2022-0317, tpm2-tools
-  // CVE-2024-29039 took the supplied selection), hashed in the TPM's order (Part 3 §18.4).
-  const pcrs: Record<string, Uint8Array[]> = {};
-  let total = 0;
-  for (const bank of pcrSelect) {
-    const supplied = evidence.pcrs[bank.hash.name];
-    // A sparse array indexed by PCR number: cheaper to build than an object with numeric keys.
-    const out: Uint8Array[] = [];
-    for (const index of bank.pcrs) {
-      const value = supplied?.[index];
-      if (!value || value.length !== bank.hash.size) {
-        throw new VerificationError(
-          'ERR_QUOTE_PCR_MISSING',
-          `${bank.hash.name} PCR ${index} is signed but ${value ? 'has the wrong length' : 'no value was supplied'}`,
-        );
-      }
-      out[index] = value;
-      total += value.length;
-    }
-    pcrs[bank.hash.name] = out;
-  }
-  const concatenated = Buffer.allocUnsafe(total);
-  let offset = 0;
-  for (const bank of pcrSelect) {
-    const values = pcrs[bank.hash.name]!;
-    for (const index of bank.pcrs) {
-      concatenated.set(values[index]!, offset);
-      offset += bank.hash.size;
-    }
-  }
-  if (!equalBytes(hash(signature.hash.name, concatenated, 'buffer'), pcrDigest)) {
+  // CVE-2024-29039 took the supplied selection).
+  const { values: pcrs, bytes } = pcrComposite(pcrSelect, evidence.pcrs);
+  if (!equalBytes(hash(signature.hash.name, bytes, 'buffer'), pcrDigest)) {
     throw new VerificationError('ERR_QUOTE_PCR_DIGEST_MISMATCH', 'supplied PCR values do not hash to the signed pcrDigest');
   }
   return { attest, clockInfo: attest.clockInfo, selection: pcrSelect, pcrs };
