@@ -1,6 +1,6 @@
 // `npm run demo`: until the service exists, verify the real evidence shipped beside the
 // project (../shared/vectors) and the swtpm fixtures, and say what was checked.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { appraiseEventlog } from '../dist/appraisal/appraise-eventlog.js';
@@ -22,6 +22,10 @@ import { parseTpm2bPublic, parseTpmtPublic } from '../dist/tpm/public.js';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const vectors = resolve(process.env.ATTESTOR_VECTORS ?? `${root}../shared/vectors`);
 const read = (path) => new Uint8Array(readFileSync(path));
+if (!existsSync(`${vectors}/NOTICE.md`)) {
+  console.error(`error: the shared test vectors are not at ${vectors}: put them beside the repository or set ATTESTOR_VECTORS`);
+  process.exit(2);
+}
 let failures = 0;
 
 function step(title, fn) {

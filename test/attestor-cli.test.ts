@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { runAttestor } from '../src/cli/program.js';
@@ -40,6 +41,9 @@ describe('attestor CLI error handling', () => {
     expect(badIma.err).toMatch(/^error: ERR_IMA_[A-Z_]+: /);
     expect((await attestor(['eventlog', 'show', '/nonexistent/log'])).code).toBe(2);
     expect((await attestor(['ima', 'replay'])).code).toBe(2);
+    const empty = await attestor(['ima', 'replay', '/dev/null']);
+    expect(empty.code).toBe(1);
+    expect(empty.err).toMatch(/^error: ERR_IMA_MALFORMED: /);
   });
 
   it('attestor ima replay --json prints PCR 10 per bank for the vector', async () => {
@@ -51,4 +55,15 @@ describe('attestor CLI error handling', () => {
     const replay = replayIma(parseImaLog(new Uint8Array(readFileSync(file))));
     expect(json.pcrs).toEqual(replay);
   });
+});
+
+it('a reader that closes the pipe early ends the command quietly (no EPIPE stack trace)', async () => {
+  const child = spawn(process.execPath, ['dist/cli/attestor.js', 'eventlog', 'show', `${vectorsDir}/eventlog/event-gce-ubuntu-2104-log.bin`, '--json']);
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  await new Promise((resolve) => child.stdout.once('data', resolve));
+  child.stdout.destroy();
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  expect(code).toBe(0);
+  expect(stderr).toBe('');
 });

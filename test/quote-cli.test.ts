@@ -141,6 +141,7 @@ describe('usage errors exit 2', () => {
   it.each([
     ['missing option', ['quote', 'verify', '--ak', f.ak]],
     ['bad hex nonce', verifyArgs({ ...f, nonce: 'xyz' })],
+    ['odd number of hex digits', verifyArgs({ ...f, nonce: 'abc' })],
     ['unreadable file', verifyArgs({ ...f, quote: join(tmp, 'does-not-exist') })],
     ['unknown command', ['quote', 'sign']],
   ])('%s', async (_n, args) => {

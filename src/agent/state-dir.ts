@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, stat, unlink } from 'node:fs/promises';
+import { makeDirectories } from './make-directories.js';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AttestorError } from '../errors.js';
@@ -39,9 +40,8 @@ export class StateDir {
   static async open(path: string, addon: NodeTss): Promise<StateDir> {
     let created: string | undefined;
     try {
-      created = await mkdir(path, { recursive: true, mode: 0o700 });
+      created = await makeDirectories(path, 0o700);
     } catch (e) {
-      // mkdir -p fails with EEXIST only where something other than a directory is.
       const code = (e as NodeJS.ErrnoException).code;
       throw dirError(path, code === 'EEXIST' ? 'is not a directory' : `cannot be created (${code ?? 'failed'})`, e);
     }

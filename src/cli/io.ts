@@ -12,6 +12,19 @@ export const processIo: CliIo = {
   err: (text) => process.stderr.write(text),
 };
 
+/**
+ * A reader that stops early (`attestor ... | head`) closes the pipe: the rest of the output
+ * has nowhere to go, which is no failure of the command, so end quietly instead of throwing.
+ */
+export function endQuietlyOnClosedPipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') throw e;
+      process.exit(process.exitCode ?? 0);
+    });
+  }
+}
+
 /** A mistake in how the command was called: exit status 2, like commander's own errors. */
 export class UsageError extends Error {}
 
@@ -25,7 +38,8 @@ export function readInput(path: string, option: string): Uint8Array {
 
 export function parseHex(value: string, option: string): Uint8Array {
   const hex = value.startsWith('0x') ? value.slice(2) : value;
-  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) throw new UsageError(`${option} must be hexadecimal`);
+  if (!/^[0-9a-fA-F]*$/.test(hex)) throw new UsageError(`${option} must be hexadecimal`);
+  if (hex.length % 2 !== 0) throw new UsageError(`${option} must have an even number of hex digits (whole bytes)`);
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
 

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { detectImaFormat, parseImaLog } from '../../eventlog/ima/parse.js';
 import { IMA_BANKS, replayIma } from '../../eventlog/ima/replay.js';
+import { ParseError } from '../../errors.js';
 import { readInput, type CliIo } from '../io.js';
 
 /*
@@ -28,6 +29,8 @@ export function imaCommand(io: CliIo): Command {
       const bytes = readInput(file, 'FILE');
       const format = detectImaFormat(bytes);
       const entries = parseImaLog(bytes, format);
+      // The kernel's list always starts with boot_aggregate: an empty file is not a list.
+      if (entries.length === 0) throw new ParseError('ERR_IMA_MALFORMED', `${file}: no measurement entries`);
       const pcrs = replayIma(entries, { paddedSha1Banks: opts.paddedSha1 === true });
       const violations = entries.filter((e) => e.violation).length;
       if (opts.json) {

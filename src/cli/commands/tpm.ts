@@ -1,4 +1,5 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
+import { makeDirectories } from '../../agent/make-directories.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -123,7 +124,7 @@ function pcrSelectionOption(spec: string): PcrBankSelection[] {
 
 async function createDir(dir: string, option: string, mode?: number): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true, mode });
+    await makeDirectories(dir, mode);
   } catch (e) {
     throw new UsageError(`cannot create ${option} ${dir}: ${(e as NodeJS.ErrnoException).code ?? 'failed'}`);
   }
