@@ -3,7 +3,7 @@
  * flock(2) through the addon, keys written durably and never replaced.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,6 +55,38 @@ describe('StateDir', () => {
     expect([...(await readFile(join(dir.path, 'ak.pub')))]).toEqual([...blobs(1).public]);
     // No temporary file is left behind, even by the refused attempt.
     expect((await readdir(dir.path)).sort()).toEqual(['ak.priv', 'ak.pub']);
+  });
+
+  it('treats a private blob without its public one as a creation cut short: removed, key made again', async () => {
+    const dir = await open();
+    await writeFile(join(dir.path, 'ak.priv'), blobs(3).private);
+    expect(await dir.withLock(() => dir.readKey('ak'))).toBeNull();
+    expect(await readdir(dir.path)).not.toContain('ak.priv');
+    // The reverse cannot come from an interrupted creation: refused.
+    await writeFile(join(dir.path, 'ak.pub'), blobs(3).public);
+    expect((await rejection(dir.withLock(() => dir.readKey('ak')), 'ERR_TPM_STATE')).message).toContain('not ak.priv');
+  });
+
+  it('refuses a symbolic link in the directory\'s place, and a directory of another owner', async () => {
+    const real = freshPath();
+    await mkdir(real, { mode: 0o700 });
+    const linked = freshPath();
+    await symlink(real, linked);
+    expect((await rejection(open(linked), 'ERR_TPM_STATE')).message).toContain('symbolic link');
+    if (process.geteuid?.() === 0) {
+      const foreign = freshPath();
+      await mkdir(foreign, { mode: 0o700 });
+      await chown(foreign, 12345, 12345);
+      expect((await rejection(open(foreign), 'ERR_TPM_STATE')).message).toContain('uid 12345');
+    }
+  });
+
+  it('two agents creating the same new directory at once both succeed', async () => {
+    for (let i = 0; i < 20; i++) {
+      const path = join(freshPath(), 'a', 'b');
+      const [one, two] = await Promise.all([open(path), open(path)]);
+      expect(one.path).toBe(two.path);
+    }
   });
 
   it('runs one holder of the lock at a time within this process', async () => {

@@ -258,7 +258,7 @@ async function stateWithAk(): Promise<string> {
 }
 
 describe('a damaged state directory', () => {
-  it('refuses a state directory with only one AK blob (ERR_TPM_STATE)', async () => {
+  it('refuses a state directory with an ak.pub but no ak.priv (ERR_TPM_STATE)', async () => {
     const dir = await stateWithAk();
     await rm(join(dir, 'ak.priv'));
     const e = await rejection(TpmSession.open({ tcti: sw.tcti, stateDir: dir }), 'ERR_TPM_STATE');

@@ -99,17 +99,16 @@ TSS2_RC Cancel(TSS2_TCTI_CONTEXT* tcti) {
   return Bounded(tcti, [](Link& link) { return Tss2_Tcti_Cancel(link.inner); });
 }
 
-TSS2_RC GetPollHandles(TSS2_TCTI_CONTEXT* tcti, TSS2_TCTI_POLL_HANDLE* handles, size_t* count) {
-  return Bounded(tcti, [handles, count](Link& link) { return Tss2_Tcti_GetPollHandles(link.inner, handles, count); });
-}
+// Poll handles and sticky handles serve ESYS's asynchronous and resource-manager modes, which
+// this addon does not use; they are refused rather than passed to an I/O thread that could
+// still write through the caller's pointers after a deadline.
+TSS2_RC GetPollHandles(TSS2_TCTI_CONTEXT*, TSS2_TCTI_POLL_HANDLE*, size_t*) { return TSS2_TCTI_RC_NOT_IMPLEMENTED; }
 
 TSS2_RC SetLocality(TSS2_TCTI_CONTEXT* tcti, uint8_t locality) {
   return Bounded(tcti, [locality](Link& link) { return Tss2_Tcti_SetLocality(link.inner, locality); });
 }
 
-TSS2_RC MakeSticky(TSS2_TCTI_CONTEXT* tcti, TPM2_HANDLE* handle, uint8_t sticky) {
-  return Bounded(tcti, [handle, sticky](Link& link) { return Tss2_Tcti_MakeSticky(link.inner, handle, sticky); });
-}
+TSS2_RC MakeSticky(TSS2_TCTI_CONTEXT*, TPM2_HANDLE*, uint8_t) { return TSS2_TCTI_RC_NOT_IMPLEMENTED; }
 
 void Release(Wrapper* w) {
   {

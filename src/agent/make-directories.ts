@@ -28,8 +28,13 @@ export async function makeDirectories(path: string, mode?: number): Promise<stri
   }
   for (const dir of missing) {
     if (dir === first) continue;
-    await mkdir(dir, { mode });
-    first ??= dir;
+    try {
+      await mkdir(dir, { mode });
+      first ??= dir;
+    } catch (e) {
+      // Another process made it meanwhile: fine, as with mkdir -p, if it is a directory.
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !(await stat(dir)).isDirectory()) throw e;
+    }
   }
   return first;
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, open, readFile, stat, unlink } from 'node:fs/promises';
+import { link, lstat, open, readFile, unlink } from 'node:fs/promises';
 import { makeDirectories } from './make-directories.js';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -45,7 +45,13 @@ export class StateDir {
       const code = (e as NodeJS.ErrnoException).code;
       throw dirError(path, code === 'EEXIST' ? 'is not a directory' : `cannot be created (${code ?? 'failed'})`, e);
     }
-    const st = await stat(path);
+    // lstat: a symbolic link in the directory's place could point anywhere.
+    const st = await lstat(path);
+    if (!st.isDirectory()) throw dirError(path, 'is not a directory (a symbolic link is not accepted)');
+    const uid = process.geteuid?.();
+    if (uid !== undefined && st.uid !== uid) {
+      throw dirError(path, `belongs to uid ${st.uid}, not to this agent's uid ${uid}: its owner could replace the agent's keys`);
+    }
     if ((st.mode & 0o022) !== 0) {
       const mode = (st.mode & 0o777).toString(8).padStart(3, '0');
       throw dirError(path, `is writable by its group or others (mode ${mode}): they could replace the agent's keys; chmod go-w it`);
@@ -67,11 +73,23 @@ export class StateDir {
     }
   }
 
-  /** The blobs of key `name`, or null when there is none; ERR_TPM_STATE when only one of the two files exists. */
+  /**
+   * The blobs of key `name`, or null when there is none (call it holding the lock). A private
+   * blob without its public one is a creation a crash cut short (createKey links the public
+   * blob last): no verifier can have enrolled a key whose public part was never written, so it
+   * is removed and the key made again. A public blob without its private one cannot come from
+   * createKey and is refused (ERR_TPM_STATE).
+   */
   async readKey(name: string): Promise<KeyBlobs | null> {
     const [priv, pub] = await Promise.all([this.readIfExists(`${name}.priv`), this.readIfExists(`${name}.pub`)]);
-    if (priv === null && pub === null) return null;
-    if (priv === null || pub === null) throw this.keyError(name, `has only one of ${name}.priv and ${name}.pub`);
+    if (pub === null) {
+      if (priv !== null) {
+        await unlink(join(this.path, `${name}.priv`));
+        await syncDirectory(this.path);
+      }
+      return null;
+    }
+    if (priv === null) throw this.keyError(name, `has ${name}.pub but not ${name}.priv`);
     return { private: priv, public: pub };
   }
 
