@@ -182,6 +182,41 @@ describe('IMA file names with line breaks (the kernel prints them as they are)',
   });
 });
 
+describe('IMA ASCII names: PATH_MAX and bounded joining', () => {
+  const ng = (index: number, path: string) => buildImaEntry(index, 10, 'ima-ng', { digestAlgo: sha256, digest: fileDigest(path), name: Buffer.from(path, 'latin1') });
+  const error = (list: Buffer) => {
+    try {
+      parseImaLog(list, 'ascii');
+    } catch (e) {
+      return e as { code: string; message: string };
+    }
+    throw new Error('parsed');
+  };
+
+  it('a name of PATH_MAX bytes with line breaks is joined; one byte more is not, and a single line that long is malformed', () => {
+    const atMax = ng(0, `/${'a'.repeat(2000)}\n${'b'.repeat(2094)}`);
+    expect(atMax.nameBytes.length).toBe(4096);
+    expect(parseImaLog(formatImaAscii([atMax])).map(essence)).toEqual([essence(atMax)]);
+    const over = formatImaAscii([ng(0, `/${'a'.repeat(2000)}\n${'b'.repeat(2095)}`)]);
+    expect(error(over).code).toBe('ERR_IMA_MALFORMED');
+    const oneLine = error(formatImaAscii([ng(0, `/${'a'.repeat(4096)}`)]));
+    expect(oneLine).toMatchObject({ code: 'ERR_IMA_MALFORMED', message: expect.stringContaining('line 1: name longer than PATH_MAX') });
+  });
+
+  it('a name of a 1 MiB first line and 4000 line breaks is malformed at once, naming line 1', () => {
+    const list = formatImaAscii([ng(0, `/${'a'.repeat(1 << 20)}${'\n'.repeat(4000)}`)]);
+    expect(error(list)).toMatchObject({ code: 'ERR_IMA_MALFORMED', message: expect.stringContaining('line 1: name longer than PATH_MAX') });
+  });
+
+  it('1 MiB of names holding 4000 line breaks each exhausts the join work (linear in the list) and is malformed', () => {
+    const entries = Array.from({ length: 256 }, (_v, i) => ng(i, `/${'\n'.repeat(4000)}${i}`));
+    const ascii = formatImaAscii(entries);
+    expect(ascii.length).toBeGreaterThan(1 << 20);
+    expect(parseImaLog(formatImaBinary(entries))).toHaveLength(256);
+    expect(error(ascii)).toMatchObject({ code: 'ERR_IMA_MALFORMED', message: expect.stringContaining('send binary_runtime_measurements') });
+  });
+});
+
 describe('IMA parse errors are typed', () => {
   const good = formatImaAscii(mixedEntries()).toString('latin1').split('\n');
   const line = (i: number) => good[i] as string;

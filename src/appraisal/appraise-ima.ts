@@ -10,7 +10,7 @@ import {
 } from '../eventlog/ima/incremental.js';
 import { ImaEntryError, type ImaReplayOptions } from '../eventlog/ima/replay.js';
 import { describeEntry, type ImaEntry } from '../eventlog/ima/templates.js';
-import { imaDigestText, isExcluded, isSignatureRequired, isViolationAllowed, type ImaRules } from '../baseline/ima-rules.js';
+import { imaDigestText, isExcluded, isSignatureRequired, type ImaRules } from '../baseline/ima-rules.js';
 
 /** An error code the list's verification throws (parse, template hash, replay, quote, state, signature format). */
 type ImaErrorCode = Extract<ErrorCode, `ERR_IMA_${string}`>;
@@ -119,12 +119,13 @@ export function appraiseImaEntries(entries: Iterable<ImaEntry>, rules: ImaRules)
 
 /**
  * One entry against the rules. A signature requirement wins over everything else: an exclude
- * pattern or allowViolations broader than `requiredFor` never drops it.
+ * pattern broader than `requiredFor` never drops it. A violation's name is not measured (see
+ * ima-rules.ts), so no pattern exempts it: only allowViolations does.
  */
 function appraiseEntry(entry: ImaEntry, rules: ImaRules): ImaReason | undefined {
   const required = isSignatureRequired(rules, entry.path);
   if (entry.violation) {
-    if (!required && (isExcluded(rules, entry.path) || isViolationAllowed(rules, entry.path))) return undefined;
+    if (rules.allowViolations && !required) return undefined;
     const unknown = 'measured while open for writing or changed while measured (violation): its content is unknown';
     return entryReason(entry, 'ERR_IMA_VIOLATION', required ? `a signature is required and it was ${unknown}` : unknown);
   }

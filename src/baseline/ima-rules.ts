@@ -19,15 +19,21 @@ import { JsonRules, type DigestAlgorithms } from './json-rules.js';
  *     "keys": [{ "publicKey": "-----BEGIN PUBLIC KEY----- ...", "keyId": "<8 hex, optional>" }],
  *     "requiredFor": ["/usr/bin/**", "/usr/lib/**"]
  *   },
- *   "allowViolations": false            (or true, or a list of patterns: ["/var/log/**"])
+ *   "allowViolations": false            (or true)
  * }
  *
  * A measured file passes when it is excluded, or its digest is allowed for its path, or it
- * carries an IMA signature (ima-sig) by one of the keys. A violation (the file was open for
- * writing, so its content is unknown) passes when its path is excluded or allowViolations
- * covers it. Paths under `requiredFor` need a valid signature whatever the allowlist, the
- * exclude patterns or allowViolations say: a requirement is never waived by a broader
- * pattern, and a violation there fails. Entries of other kinds (ima-buf events such as
+ * carries an IMA signature (ima-sig) by one of the keys. Paths under `requiredFor` need a
+ * valid signature whatever the allowlist or the exclude patterns say: a requirement is never
+ * waived by a broader pattern.
+ *
+ * A violation (the file was open for writing, so its content is unknown) is judged by
+ * allowViolations alone. Its name is not measured: the kernel logs a zero template hash and
+ * extends PCR 10 with all ones, so whoever relays the list can rename it at will. Exclude
+ * patterns therefore never exempt a violation, and allowViolations is all or nothing (a list
+ * of patterns is refused). With allowViolations true, a violation whose recorded name falls
+ * under `requiredFor` still fails, which catches honest reports but guarantees nothing: where
+ * signatures are required, leave allowViolations false. Entries of other kinds (ima-buf events such as
  * "kexec-cmdline", the "boot_aggregate") are named by their event name the same way.
  *
  * Allowlist digests may be of any algorithm IMA measures with (sha1 included: kernels
@@ -42,8 +48,8 @@ export interface ImaRules {
   /** Trusted signing keys by IMA key id (8 hex digits). */
   readonly signatureKeys: ReadonlyMap<string, readonly KeyObject[]>;
   readonly signatureRequired: readonly PathGlob[];
-  /** ToMToU / open-writers violations (their file digest is unknown) accepted: all, none, or on these paths. */
-  readonly allowViolations: boolean | readonly PathGlob[];
+  /** ToMToU / open-writers violations (content and name unmeasured) accepted, all or none. */
+  readonly allowViolations: boolean;
 }
 
 const MAX_PATTERNS = 1_000;
@@ -74,10 +80,12 @@ export function parseImaRules(value: unknown): ImaRules {
   };
 }
 
-function violations(value: unknown): boolean | PathGlob[] {
+function violations(value: unknown): boolean {
   if (typeof value === 'boolean') return value;
-  if (!Array.isArray(value)) json.fail('allowViolations', 'must be true, false or a list of patterns');
-  return globs(value, 'allowViolations');
+  if (Array.isArray(value)) {
+    json.fail('allowViolations', 'must be true or false: a violation\'s name is not measured (zero template hash), so patterns cannot tell violations apart');
+  }
+  return json.fail('allowViolations', 'must be true or false');
 }
 
 /** How an entry's digest is written in the allowlist. */
@@ -87,11 +95,6 @@ export function imaDigestText(entry: ImaEntry): string {
 
 export function isExcluded(rules: ImaRules, path: string): boolean {
   return rules.exclude.some((glob) => glob.matches(path));
-}
-
-export function isViolationAllowed(rules: ImaRules, path: string): boolean {
-  const allowed = rules.allowViolations;
-  return typeof allowed === 'boolean' ? allowed : allowed.some((glob) => glob.matches(path));
 }
 
 export function isSignatureRequired(rules: ImaRules, path: string): boolean {

@@ -15,8 +15,16 @@ import {
 
 const NL = 0x0a;
 const SP = 0x20;
-/** PATH_MAX: how many bytes past its first line break a name may run. */
-const MAX_NAME_CONTINUATION = 4096;
+/** PATH_MAX (include/uapi/linux/limits.h): the longest name an entry may have, line breaks included. */
+const PATH_MAX = 4096;
+/** Every template's name is its second field: the fifth token, after pcr, template hash, template name and digest. */
+const NAME_TOKEN = 4;
+/**
+ * Bytes that joining lines may parse and hash in one list: a base that covers a few names
+ * of PATH_MAX line breaks, plus a few times the list's own size, so the work stays linear.
+ */
+const JOIN_WORK_BASE = 16 << 20;
+const JOIN_WORK_PER_BYTE = 16;
 
 /**
  * ascii_runtime_measurements (security/integrity/ima/ima_fs.c, ima_ascii_measurements_show):
@@ -26,16 +34,19 @@ const MAX_NAME_CONTINUATION = 4096;
  *
  * Line breaks in names are printed as they are (only spaces are replaced), so an entry may
  * run over several lines. Its template hash says where it ends: when the first line is not an
- * entry whose data hashes to its template hash, the following lines are joined to it (up to
- * PATH_MAX more bytes) and the first join whose data does is the entry; another join would
- * take a SHA-1 second preimage. A violation has no template hash: its name takes the
- * following lines that do not read as an entry, which a name's continuation (no spaces, at
- * most one field after it) never does. Each join is parsed and hashed again, so such names
- * cost up to PATH_MAX times more to read; the binary list has neither the ambiguity nor the
- * cost, and is what agents should send.
+ * entry whose data hashes to its template hash, the following lines are joined to it (the
+ * whole name at most PATH_MAX bytes) and the first join whose data does is the entry; another
+ * join would take a SHA-1 second preimage. A violation has no template hash: its name takes
+ * the following lines that do not read as an entry, which a name's continuation (no spaces,
+ * at most one field after it) never does. The hashed length precedes the name, so each join
+ * is parsed and hashed anew: a name of n line breaks costs n joins. That work is bounded per
+ * list (JOIN_WORK_*), and an entry left unresolved when it runs out is malformed; the binary
+ * list has neither the ambiguity nor the cost, and is what agents should send.
  */
 export class AsciiCursor implements ImaEntryCursor {
   private readonly text: Buffer;
+  /** Bytes joins may still parse in this list. */
+  private joinWork: number;
 
   constructor(
     bytes: Uint8Array,
@@ -43,6 +54,7 @@ export class AsciiCursor implements ImaEntryCursor {
     private index: number,
   ) {
     this.text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.joinWork = JOIN_WORK_BASE + JOIN_WORK_PER_BYTE * Math.max(0, bytes.byteLength - offset);
   }
 
   next(): ImaEntry | undefined {
@@ -58,37 +70,55 @@ export class AsciiCursor implements ImaEntryCursor {
 
   /** The entry from `this.offset` and the line break that ends it (`eol` or a later one). */
   private readEntry(eol: number, where: string): { entry: ImaEntry; end: number } {
+    const nameLimit = this.nameLimit(eol);
     let firstLine: ImaEntry;
     try {
       firstLine = this.parseLine(this.text.subarray(this.offset, eol), where);
     } catch (e) {
       if (!(e instanceof ParseError)) throw e;
-      const joined = this.joinedEntry(eol, where);
+      const joined = this.joinedEntry(eol, nameLimit, where);
       if (joined) return joined;
       throw e;
     }
-    if (firstLine.violation) return this.violationUpTo(eol, firstLine, where);
+    if (firstLine.violation) return this.violationUpTo(eol, nameLimit, firstLine, where);
     if (hasItsTemplateHash(firstLine)) return { entry: firstLine, end: eol };
     // When no join explains the mismatch either, the replay reports it for this entry.
-    return this.joinedEntry(eol, where) ?? { entry: firstLine, end: eol };
+    return this.joinedEntry(eol, nameLimit, where) ?? { entry: firstLine, end: eol };
+  }
+
+  /**
+   * Where the entry's name must end, if it runs on past its first line `this.offset..eol`:
+   * PATH_MAX bytes after it starts. -1 when it cannot run on: the line has no name yet, the
+   * name ends on it (a space follows), or it is already longer than PATH_MAX.
+   */
+  private nameLimit(eol: number): number {
+    const line = this.text.subarray(this.offset, eol);
+    let at = line[0] === SP ? 1 : 0;
+    for (let token = 0; token < NAME_TOKEN; token++) {
+      const sp = line.indexOf(SP, at);
+      if (sp < 0) return -1;
+      at = sp + 1;
+    }
+    if (line.indexOf(SP, at) >= 0 || line.length - at >= PATH_MAX) return -1;
+    return Math.min(this.text.length, this.offset + at + PATH_MAX + 1);
   }
 
   /** The first join of the following lines that is an entry with its template hash, or a violation. */
-  private joinedEntry(eol: number, where: string): { entry: ImaEntry; end: number } | undefined {
-    for (const end of this.lineEndsAfter(eol)) {
-      const entry = this.tryParse(this.offset, end, where);
-      if (entry?.violation) return this.violationUpTo(end, entry, where);
+  private joinedEntry(eol: number, nameLimit: number, where: string): { entry: ImaEntry; end: number } | undefined {
+    for (const end of this.lineEndsAfter(eol, nameLimit)) {
+      const entry = this.tryJoin(this.offset, end, where);
+      if (entry?.violation) return this.violationUpTo(end, nameLimit, entry, where);
       if (entry && hasItsTemplateHash(entry)) return { entry, end };
     }
     return undefined;
   }
 
   /** A violation read up to `end`, its name extended over the following lines that do not read as an entry. */
-  private violationUpTo(end: number, violation: ImaEntry, where: string): { entry: ImaEntry; end: number } {
+  private violationUpTo(end: number, nameLimit: number, violation: ImaEntry, where: string): { entry: ImaEntry; end: number } {
     let result = { entry: violation, end };
-    for (const next of this.lineEndsAfter(end)) {
-      if (this.tryParse(result.end + 1, next, where)) break;
-      const joined = this.tryParse(this.offset, next, where);
+    for (const next of this.lineEndsAfter(end, nameLimit)) {
+      if (this.tryJoin(result.end + 1, next, where)) break;
+      const joined = this.tryJoin(this.offset, next, where);
       if (!joined?.violation) break;
       result = { entry: joined, end: next };
     }
@@ -96,20 +126,28 @@ export class AsciiCursor implements ImaEntryCursor {
   }
 
   /**
-   * Where an entry whose first line ends at `eol` may end instead, if its name holds line
-   * breaks: each line break before the first space (the name goes on without spaces, for at
-   * most PATH_MAX bytes), then the end of the line with that space (a field follows the name).
+   * Where an entry may end past the line break `after`, if its name holds line breaks: each
+   * line break before the first space and before `nameLimit` (the name goes on without
+   * spaces), then the end of the line with that space (a field follows the name).
    */
-  private *lineEndsAfter(eol: number): Generator<number> {
-    const limit = Math.min(this.text.length, eol + 1 + MAX_NAME_CONTINUATION);
-    const at = this.text.subarray(eol + 1, limit).indexOf(SP);
-    const name = this.text.subarray(0, at < 0 ? limit : eol + 1 + at);
-    for (let end = name.indexOf(NL, eol + 1); end >= 0; end = name.indexOf(NL, end + 1)) yield end;
-    const fieldsEnd = at < 0 ? -1 : this.text.indexOf(NL, eol + 1 + at);
+  private *lineEndsAfter(after: number, nameLimit: number): Generator<number> {
+    if (nameLimit <= after) return;
+    const at = this.text.subarray(after + 1, nameLimit).indexOf(SP);
+    const name = this.text.subarray(0, at < 0 ? nameLimit : after + 1 + at);
+    for (let end = name.indexOf(NL, after + 1); end >= 0; end = name.indexOf(NL, end + 1)) yield end;
+    const fieldsEnd = at < 0 ? -1 : this.text.indexOf(NL, after + 1 + at);
     if (fieldsEnd >= 0) yield fieldsEnd;
   }
 
-  private tryParse(from: number, to: number, where: string): ImaEntry | undefined {
+  /** The lines `from..to` as one entry, if they are one; charged to the list's join work. */
+  private tryJoin(from: number, to: number, where: string): ImaEntry | undefined {
+    this.joinWork -= to - from;
+    if (this.joinWork < 0) {
+      throw new ParseError(
+        'ERR_IMA_MALFORMED',
+        `${where} (byte ${this.offset}): names with line breaks take more joining than this list's size allows; send binary_runtime_measurements`,
+      );
+    }
     try {
       return this.parseLine(this.text.subarray(from, to), where);
     } catch (e) {
@@ -132,6 +170,9 @@ export class AsciiCursor implements ImaEntryCursor {
     const ids = templateFields(template);
     if (tokens.length !== 3 + ids.length) {
       throw new ParseError('ERR_IMA_MALFORMED', `${where}: ${template} has ${ids.length} fields, found ${tokens.length - 3}`);
+    }
+    if ((tokens[NAME_TOKEN] as Buffer).length > PATH_MAX) {
+      throw new ParseError('ERR_IMA_MALFORMED', `${where}: name longer than PATH_MAX (${PATH_MAX} bytes)`);
     }
     const fieldData = ids.map((id, i) => fieldDataFromAscii(id, tokens[3 + i] as Buffer, where));
     return imaEntry(this.index, pcr, template, templateHash, fieldData, where);
