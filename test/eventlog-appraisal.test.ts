@@ -30,6 +30,7 @@ function appraise(bytes: Uint8Array, quoted: PcrValues, rules: unknown = {}) {
 }
 
 const codes = (reasons: readonly EventlogReason[]) => reasons.map((r) => r.code);
+const at = (reasons: readonly EventlogReason[]) => reasons.map((r) => [r.code, r.bank, r.pcr, r.event]);
 
 /** What a TPM quoting `pcrs` as well holds after this log: the PCRs the log never extends are at reset. */
 function quoteWith(bytes: Uint8Array, pcrs: readonly number[]): PcrValues {
@@ -43,9 +44,11 @@ function quoteWith(bytes: Uint8Array, pcrs: readonly number[]): PcrValues {
 }
 const cmdlinePcrs = [8, 12];
 
-/** Digests of `data` in GCE's three banks, as an event that measured exactly these bytes has. */
-const gceDigests = (data: Uint8Array): EventSpec['digests'] =>
-  ([[TPM_ALG.SHA1, 'sha1'], [TPM_ALG.SHA256, 'sha256'], [TPM_ALG.SHA384, 'sha384']] as const).map(([alg, h]) => [alg, createHash(h).update(data).digest()] as const);
+/** Digests of `data` in every bank of the log `bytes`, as an event that measured exactly these bytes has. */
+const measuredIn = (bytes: Uint8Array, data: Uint8Array): EventSpec['digests'] =>
+  parseTcgLog(bytes).algorithms.map((a) => [a.algorithmId, createHash(a.hash!.name).update(data).digest()] as const);
+/** Digests of `data` in GCE's three banks (sha1, sha256, sha384). */
+const gceDigests = (data: Uint8Array): EventSpec['digests'] => measuredIn(GCE, data);
 const only = (pcrs: PcrValues, bank: string): PcrValues => ({ [bank]: pcrs[bank]! });
 
 describe('replay against the quoted PCRs', () => {
@@ -170,7 +173,7 @@ describe('facts are not fooled by event types or unsigned data', () => {
 
   it('a SecureBoot=1 measurement after the PCR 7 separator (a boot loader could make one) does not count', () => {
     const data = variableData(GLOBAL, 'SecureBoot', new Uint8Array([1]));
-    const late = tamper(GCE, (e) => e.push({ pcr: 7, type: EV.EFI_VARIABLE_DRIVER_CONFIG, data }));
+    const late = tamper(GCE, (e) => e.push({ pcr: 7, type: EV.EFI_VARIABLE_DRIVER_CONFIG, data, digests: gceDigests(data) }));
     const quoted = replayedPcrs(late);
     const result = appraise(late, quoted, { requireSecureBoot: true });
     expect(codes(result.reasons)).toEqual(['SECURE_BOOT_DISABLED']);
@@ -201,6 +204,180 @@ describe('facts are not fooled by event types or unsigned data', () => {
     const result = appraise(loaded, replayedPcrs(loaded), rule);
     expect(result.facts.bootComponents.map((c) => c.event)).toEqual([23, 27, 112]);
     expect(result.reasons).toEqual([expect.objectContaining({ code: 'BOOT_COMPONENT_NOT_ALLOWED', pcr: 4, event: 112 })]);
+  });
+});
+
+/*
+ * Forged logs that pair one measurement's digest in a bank with another's in another bank:
+ * each bank of the log still replays to the quote, but an event carries digests of only some
+ * banks, so the banks' sequences are shifted against each other.
+ */
+describe('digests of different banks paired across events', () => {
+  type Digests = NonNullable<EventSpec['digests']>;
+  const ALGS = { sha1: TPM_ALG.SHA1, sha256: TPM_ALG.SHA256, sha384: TPM_ALG.SHA384 } as const;
+  const digestIn = (e: EventSpec, bank: keyof typeof ALGS): Uint8Array => e.digests!.find(([alg]) => alg === ALGS[bank])![1];
+  const pick = (e: EventSpec, banks: ReadonlyArray<keyof typeof ALGS>): Digests => banks.map((b) => [ALGS[b], digestIn(e, b)] as const);
+  /** The log `bytes` with its events (Spec ID event aside) replaced by `edit`'s. */
+  const rewrite = (bytes: Uint8Array, edit: (events: EventSpec[]) => EventSpec[]) => rebuildLog(parseTcgLog(bytes), bytes, edit(specsOf(parseTcgLog(bytes))));
+  const quotedBanks = (pcrs: PcrValues, banks: readonly string[]): PcrValues => Object.fromEntries(banks.map((b) => [b, pcrs[b]!]));
+  const gce = specsOf(parseTcgLog(GCE)); // gce[n - 1] is event n
+  const KERNEL = 101;
+  const garbage = Buffer.from('x');
+
+  it('SecureBoot=1 extended after boot and moved before the separator by shifting the sha1 bank: BANK_MISSING, secure boot unproven', () => {
+    const sb0 = gce[2]!; // event 3: SecureBoot=0
+    const sb1data = Buffer.from(sb0.data);
+    sb1data[sb1data.length - 1] = 1;
+    const sb1: EventSpec = { pcr: 7, type: EV.EFI_VARIABLE_DRIVER_CONFIG, data: sb1data, digests: gceDigests(sb1data) };
+    const sep2: EventSpec = { pcr: 7, type: EV.SEPARATOR, data: new Uint8Array(4), digests: gceDigests(new Uint8Array(4)) };
+    // What the TPM holds: the boot, then SecureBoot=1 and a separator extended by root after boot.
+    const quoted = replayedPcrs(rewrite(GCE, (events) => [...events, sb1, sep2]));
+    const [PK, KEK, db, dbx, sep] = gce.slice(3, 8) as EventSpec[];
+    const sbat = gce.find((e) => e.pcr === 7 && e.type === EV.EFI_VARIABLE_AUTHORITY)!;
+    const others = ['sha256', 'sha384'] as const;
+    const separatorData = { pcr: 7, type: EV.SEPARATOR, data: garbage };
+    const pcr7: EventSpec[] = [
+      { pcr: 7, type: EV.EFI_VARIABLE_DRIVER_CONFIG, data: garbage, digests: sb0.digests }, // SecureBoot=0, now unproven
+      PK!,
+      KEK!,
+      db!,
+      { ...dbx!, digests: pick(dbx!, others) }, // sha1 lags the other banks by one from here
+      { ...separatorData, digests: [[TPM_ALG.SHA1, digestIn(dbx!, 'sha1')], ...pick(sep!, others)] },
+      { ...separatorData, digests: [[TPM_ALG.SHA1, digestIn(sep!, 'sha1')], ...pick(sbat, others)] },
+      { ...separatorData, digests: [[TPM_ALG.SHA1, digestIn(sbat, 'sha1')], ...pick(sb1, others)] },
+      { ...sb1, digests: pick(sb1, ['sha1']) }, // SecureBoot=1 proven by sha1 alone
+      sep2, // the first separator in every bank
+    ];
+    const forged = rewrite(GCE, (events) => [...events.filter((e) => e.pcr !== 7), ...pcr7]);
+    const result = appraise(forged, quoted, { requireSecureBoot: true });
+    expect(at(result.reasons)).toEqual([
+      ['EVENTLOG_BANK_MISSING', 'sha1', 7, 109],
+      ['EVENTLOG_BANK_MISSING', 'sha256', 7, 113],
+      ['EVENTLOG_BANK_MISSING', 'sha384', 7, 113],
+      ['SECURE_BOOT_UNPROVEN', undefined, 7, undefined],
+    ]);
+    expect(result.reasons[0]!.message).toBe("sha1 PCR 7: event 109 carries no sha1 digest, so the log's sha1 digests of PCR 7 cannot be matched to its events");
+    expect(result.facts.secureBoot.state).toBe('unknown');
+    expect(result.facts.signatureDatabases).toEqual([]);
+    // Quoted in two banks only: the same.
+    expect(at(appraise(forged, quotedBanks(quoted, ['sha1', 'sha256']), { requireSecureBoot: true }).reasons)).toEqual([
+      ['EVENTLOG_BANK_MISSING', 'sha1', 7, 109],
+      ['EVENTLOG_BANK_MISSING', 'sha256', 7, 113],
+      ['SECURE_BOOT_UNPROVEN', undefined, 7, undefined],
+    ]);
+  });
+
+  it("an evil kernel in PCR 9, the allowed kernel extended after boot, each evil digest paired with another bank's allowed one: BANK_MISSING, kernels unverified", () => {
+    const pcr9 = gce.filter((e) => e.pcr === 9);
+    const kernel = pcr9.at(-1)!;
+    const prev = pcr9.at(-2)!;
+    expect(gce[KERNEL - 1]).toBe(kernel);
+    const evil: EventSpec = { ...kernel, digests: gceDigests(Buffer.from('evil kernel')) };
+    // What the TPM holds: the evil kernel where the allowed one was, and the allowed one extended after boot.
+    const quoted = quotedBanks(replayedPcrs(rewrite(GCE, (events) => [...events.map((e, i) => (i === KERNEL - 1 ? evil : e)), kernel])), ['sha1', 'sha256']);
+    const both = ['sha1', 'sha256'] as const;
+    const rule = (e: EventSpec) => both.map((b) => `${b}:${Buffer.from(digestIn(e, b)).toString('hex')}`);
+    const rules = { kernels: { allowed: rule(kernel), otherFiles: pcr9.slice(0, -1).flatMap(rule) } };
+    const forged9: EventSpec[] = [
+      ...pcr9.slice(0, -2),
+      { ...prev, digests: pick(prev, ['sha1']) },
+      { ...evil, digests: [[TPM_ALG.SHA1, digestIn(evil, 'sha1')], [TPM_ALG.SHA256, digestIn(prev, 'sha256')]] },
+      { ...kernel, digests: [[TPM_ALG.SHA1, digestIn(kernel, 'sha1')], [TPM_ALG.SHA256, digestIn(evil, 'sha256')]] },
+      { ...kernel, digests: pick(kernel, ['sha256']) },
+    ];
+    const forged = rewrite(GCE, (events) => [...events.filter((e) => e.pcr !== 9), ...forged9]);
+    const result = appraise(forged, quoted, rules);
+    expect(at(result.reasons)).toEqual([
+      ['EVENTLOG_BANK_MISSING', 'sha1', 9, 113],
+      ['EVENTLOG_BANK_MISSING', 'sha256', 9, 110],
+      ['KERNELS_UNVERIFIED', undefined, 9, undefined],
+    ]);
+    expect(result.facts.bootFiles).toEqual([]);
+  });
+
+  it('a file whose digests agree with an allowed kernel in one bank only is not allowed: every ruled bank must agree', () => {
+    const pcr9 = gce.filter((e) => e.pcr === 9);
+    const kernel = pcr9.at(-1)!;
+    const evil256 = createHash('sha256').update('evil kernel').digest();
+    const mixed = rewrite(GCE, (events) => events.map((e, i) => (i === KERNEL - 1 ? { ...e, digests: [...pick(e, ['sha1']), [TPM_ALG.SHA256, evil256], ...pick(e, ['sha384'])] } : e)));
+    const rule = (e: EventSpec) => (['sha1', 'sha256'] as const).map((b) => `${b}:${Buffer.from(digestIn(e, b)).toString('hex')}`);
+    const rules = { kernels: { allowed: rule(kernel), otherFiles: pcr9.slice(0, -1).flatMap(rule) } };
+    const result = appraise(mixed, replayedPcrs(mixed), rules);
+    expect(at(result.reasons)).toEqual([
+      ['KERNEL_NOT_MEASURED', undefined, 9, undefined],
+      ['BOOT_FILE_NOT_ALLOWED', undefined, 9, 101],
+    ]);
+    // A rule naming a bank the event has no trusted digest in matches nothing.
+    const sha512Only = { kernels: { allowed: [`sha512:${'ab'.repeat(64)}`], otherFiles: pcr9.slice(0, -1).flatMap(rule) } };
+    expect(codes(appraise(GCE, replayedPcrs(GCE), sha512Only).reasons)).toEqual(['KERNEL_NOT_MEASURED', 'BOOT_FILE_NOT_ALLOWED']);
+  });
+
+  it('a proven SecureBoot=1 does not outweigh an unproven event before the separator (the real SecureBoot measurement, its data replaced)', () => {
+    const sb1data = variableData(GLOBAL, 'SecureBoot', new Uint8Array([1]));
+    const log = rewrite(GCE, (events) => {
+      const out = [...events];
+      out[2] = { ...out[2]!, data: garbage };
+      out.splice(3, 0, { pcr: 7, type: EV.EFI_VARIABLE_DRIVER_CONFIG, data: sb1data, digests: gceDigests(sb1data) });
+      return out;
+    });
+    const result = appraise(log, replayedPcrs(log), { requireSecureBoot: true });
+    expect(at(result.reasons)).toEqual([['SECURE_BOOT_UNPROVEN', undefined, 7, 3]]);
+    expect(result.facts.secureBoot).toMatchObject({ state: 'unknown', event: 3 });
+  });
+
+  it('vectors with an event of fewer banks than the log declares stay usable in the banks it has; a quote of another bank fails', () => {
+    const action = eventlogVector('event-uefiaction.bin'); // banks sha1..sha512, its one event in sha1 and sha256
+    const own = appraise(action, replayedPcrs(action));
+    expect([own.ok, own.verified]).toEqual([true, { sha1: [4], sha256: [4] }]);
+    const sha384 = { ...replayedPcrs(action), sha384: { 4: new Uint8Array(48) } };
+    expect(at(appraise(action, sha384).reasons)).toEqual([['EVENTLOG_BANK_MISSING', 'sha384', 4, undefined]]);
+  });
+});
+
+describe('kernel command lines are known by their proven content, not by a tag or a guess', () => {
+  const sdBoot = eventlogVector('event-sd-boot-fedora37.bin');
+  const sd = specsOf(parseTcgLog(sdBoot));
+  const allowedLine = 'console=ttyS0 quiet';
+  const utf16 = (s: string) => Buffer.from(`${s}\0`, 'utf16le');
+  const systemdCmdline = (line: string): EventSpec => ({ pcr: 12, type: EV.IPL, data: utf16(line), digests: measuredIn(sdBoot, utf16(line)) });
+  const rebuilt = (events: EventSpec[]) => rebuildLog(parseTcgLog(sdBoot), sdBoot, events);
+  /** The TPM after `events`, quoted in sha256 over PCRs 0-9 and 12. */
+  const quoteOf = (events: EventSpec[]): PcrValues => {
+    const pcrs = replayedPcrs(rebuilt(events)).sha256!;
+    return { sha256: Object.fromEntries([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12].map((i) => [i, pcrs[i] ?? new Uint8Array(32)])) };
+  };
+
+  it("systemd's UTF-16 command line behind a fake tag, an allowed one extended after boot: the real one is still judged", () => {
+    const trueEvents = [...sd, systemdCmdline(allowedLine)];
+    const tagged = rebuilt(trueEvents.map((e, i) => (e.pcr === 12 && i < sd.length ? { ...e, data: Buffer.concat([Buffer.from('x: '), e.data]) } : e)));
+    const result = appraise(tagged, quoteOf(trueEvents), { kernelCmdlines: [allowedLine] });
+    expect(at(result.reasons)).toEqual([
+      ['KERNEL_CMDLINE_NOT_ALLOWED', undefined, 12, 23],
+      ['KERNEL_CMDLINE_NOT_ALLOWED', undefined, 12, 24],
+    ]);
+    expect(result.reasons[0]!.message).toBe('kernel command line "console=ttyS0 console=tty0 efi=debug" (event 23, systemd) is not allowed');
+  });
+
+  it('a UTF-16 command line of mostly non-Latin characters (an honest log): judged as a command line', () => {
+    const evilLine = `init=/bin/sh x=${'\u3042'.repeat(8)}`;
+    const trueEvents = [...sd.filter((e) => e.pcr !== 12), systemdCmdline(evilLine), systemdCmdline(allowedLine)];
+    const result = appraise(rebuilt(trueEvents), quoteOf(trueEvents), { kernelCmdlines: [allowedLine] });
+    expect(at(result.reasons)).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', undefined, 12, 26]]);
+    expect(result.reasons[0]!.message).toBe(`kernel command line ${JSON.stringify(evilLine)} (event 26, systemd) is not allowed`);
+  });
+
+  it('proven PCR 8 text under a tag grub does not use is judged as a command line; unproven text stays unproven', () => {
+    const line = 'root=/dev/sda1 init=/bin/sh';
+    const log = tamper(GCE, (e) => {
+      e.push({ pcr: 8, type: EV.IPL, data: Buffer.from(`note: ${line}`), digests: gceDigests(Buffer.from(line)) });
+      e.push({ pcr: 8, type: EV.IPL, data: Buffer.from(`note: ${allowedLine}`), digests: gceDigests(Buffer.from(line)) });
+    });
+    const cmdline = appraise(GCE, replayedPcrs(GCE)).facts.kernelCmdlines[0]!.cmdline;
+    const result = appraise(log, quoteWith(log, cmdlinePcrs), { kernelCmdlines: [cmdline, allowedLine] });
+    expect(at(result.reasons)).toEqual([
+      ['KERNEL_CMDLINE_UNPROVEN', undefined, 8, 113],
+      ['KERNEL_CMDLINE_NOT_ALLOWED', undefined, 8, 112],
+    ]);
   });
 });
 

@@ -1,7 +1,7 @@
 import { rulePcrs, type DigestRule, type EventlogRules } from '../baseline/eventlog-rules.js';
 import { equalBytes, hex } from '../bytes.js';
 import { deriveEventlogFacts, formatDigests, type Digests, type EventlogFacts, type VerifiedPcrs } from '../eventlog/facts.js';
-import { initialPcrValue, isExtended, replayPcrHistory, replayTcgLog } from '../eventlog/replay.js';
+import { bankGaps, initialPcrValue, isExtended, replayPcrHistory, replayTcgLog } from '../eventlog/replay.js';
 import type { TcgLog } from '../eventlog/tcg-log.js';
 import { hashByName, type HashInfo } from '../tpm/constants.js';
 import type { PcrValues } from '../tpm/pcr-selection.js';
@@ -14,7 +14,9 @@ import type { PcrValues } from '../tpm/pcr-selection.js';
  *  - the log extends it in that bank: the replay must equal the quoted value, else the log
  *    is not the one that produced the quote and the appraisal fails (the reason says at
  *    which event a replay stops agreeing when it can: events appended after the quote);
- *  - the log extends it, but never in that bank: fails, the log cannot be checked there;
+ *  - the log extends it, but never in that bank, or skips that bank in one of its events:
+ *    fails, the log cannot be checked there (a digest left out lets the other banks' digests
+ *    of an event be paired with another event's; the reason names the event);
  *  - the log never extends it: verified (with no events) when it holds its reset value;
  *    otherwise something outside this log extended it (PCR 10 for IMA, 11-15 for the OS),
  *    which fails only when the rules depend on that PCR.
@@ -82,6 +84,7 @@ export function appraiseEventlog(log: TcgLog, quoted: PcrValues, rules: Eventlog
 
 function checkReplay(log: TcgLog, quoted: PcrValues, relied: ReadonlySet<number>, reasons: EventlogReason[]): VerifiedPcrs {
   const replayed = replayTcgLog(log);
+  const gaps = bankGaps(log);
   const extended = new Set(log.events.filter(isExtended).map((e) => e.pcrIndex));
   const verified: Record<string, number[]> = {};
   for (const [bank, byIndex] of Object.entries(quoted)) {
@@ -91,7 +94,11 @@ function checkReplay(log: TcgLog, quoted: PcrValues, relied: ReadonlySet<number>
       const pcr = Number(key);
       const replay = replayed[bank]?.[pcr];
       const at = { bank, pcr };
-      if (replay !== undefined) {
+      const gap = gaps[bank]?.[pcr];
+      if (replay !== undefined && gap !== undefined) {
+        const message = `${bank} PCR ${pcr}: event ${gap} carries no ${bank} digest, so the log's ${bank} digests of PCR ${pcr} cannot be matched to its events`;
+        reasons.push({ code: 'EVENTLOG_BANK_MISSING', ...at, event: gap, message });
+      } else if (replay !== undefined) {
         if (equalBytes(replay, value)) ok.push(pcr);
         else reasons.push(mismatch(log, hash, pcr, value));
       } else if (extended.has(pcr)) {
@@ -275,6 +282,11 @@ function isVerified(verified: VerifiedPcrs, pcr: number): boolean {
   return Object.values(verified).some((pcrs) => pcrs.includes(pcr));
 }
 
+/**
+ * Allowed when every trusted digest in a bank the rule lists is listed, and there is at least
+ * one: agreement in one bank is not enough, as another bank could hold a different image.
+ */
 function matches(digests: Digests, allowed: readonly DigestRule[]): boolean {
-  return allowed.some((rule) => digests[rule.bank] === rule.digest);
+  const ruled = Object.entries(digests).filter(([bank]) => allowed.some((rule) => rule.bank === bank));
+  return ruled.length > 0 && ruled.every(([bank, digest]) => allowed.some((rule) => rule.bank === bank && rule.digest === digest));
 }

@@ -251,13 +251,22 @@ const utf8 = new TextDecoder('utf-8');
 /**
  * Strings in event data: ASCII/UTF-8 (grub, EV_EFI_ACTION) or UTF-16LE (systemd-boot's
  * kernel command line, EV_S_CRTM_VERSION). UTF-16 is recognised by its zero high bytes;
- * trailing NULs are dropped. For display and matching only: the bytes are what is hashed.
+ * trailing NULs are dropped. For display only: facts.ts decodes proven text by where it was
+ * measured, never by this guess.
  */
 export function textOf(bytes: Uint8Array): TextData {
-  // systemd-boot before v251 logged its UTF-16 command line with one stray byte at the end.
-  const even = bytes.length % 2 === 1 && bytes[bytes.length - 1] === 0 ? bytes.subarray(0, bytes.length - 1) : bytes;
+  const even = withoutStrayByte(bytes);
   if (looksUtf16(even)) return { encoding: 'utf-16le', text: ucs2Text(even) };
-  return { encoding: 'utf-8', text: withoutTrailingNuls(utf8.decode(bytes)) };
+  return { encoding: 'utf-8', text: utf8Text(bytes) };
+}
+
+/** systemd-boot before v251 logged its UTF-16 command line with one stray NUL byte at the end. */
+export function withoutStrayByte(bytes: Uint8Array): Uint8Array {
+  return bytes.length % 2 === 1 && bytes[bytes.length - 1] === 0 ? bytes.subarray(0, bytes.length - 1) : bytes;
+}
+
+export function utf8Text(bytes: Uint8Array): string {
+  return withoutTrailingNuls(utf8.decode(bytes));
 }
 
 /** CHAR16 text of ASCII characters has a zero high byte in (nearly) every unit. */

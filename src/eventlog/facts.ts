@@ -1,10 +1,10 @@
 import { hash as oneShotHash } from 'node:crypto';
 import { ParseError } from '../errors.js';
 import { equalBytes, hex } from '../bytes.js';
-import { EFI_GUID } from './efi.js';
-import { decodeEventData, decodeVariable, textOf, type VariableEvent } from './event-data.js';
+import { EFI_GUID, ucs2Text } from './efi.js';
+import { decodeEventData, decodeVariable, utf8Text, withoutStrayByte, type VariableEvent } from './event-data.js';
 import { eventTypeName } from './event-types.js';
-import { isExtended } from './replay.js';
+import { bankGaps, isExtended } from './replay.js';
 import type { EventDigest, TcgEvent, TcgLog } from './tcg-log.js';
 
 /*
@@ -12,7 +12,10 @@ import type { EventDigest, TcgEvent, TcgLog } from './tcg-log.js';
  *
  * An event is trusted when it was extended into a PCR whose replay equalled the quoted
  * value (the caller says which, per bank: `verified`); only its digests in those banks are
- * used. Event data, event types and text tags are unsigned, so:
+ * used, and a bank vouches for a PCR's events only when every one of them has a digest in it
+ * (else its digests could be paired with another event's digests in the other banks). Every
+ * trusted digest must agree: data is proven, or a separator found, only in all of them.
+ * Event data, event types and text tags are unsigned, so:
  *  - data counts only where a trusted digest is the hash of that very data ("proven"):
  *    the SecureBoot variable, PK/KEK/db/dbx, kernel command lines. Data is hashed before it
  *    is decoded, and only proven data is decoded (once);
@@ -29,7 +32,9 @@ import type { EventDigest, TcgEvent, TcgLog } from './tcg-log.js';
  *    it. In PCR 9, where boot loaders measure only what they load, every event is a file;
  *  - in PCR 8 and 12, where command lines are measured, an event whose digests prove none
  *    of its data is reported (unprovenCmdlineEvents): it could be a command line whose text
- *    was replaced, so a rule on command lines must fail while one exists.
+ *    was replaced, so a rule on command lines must fail while one exists. Proven text is a
+ *    command line unless it is one of grub's other forms (PCR 8): all of PCR 12 (systemd),
+ *    grub's kernel_cmdline and `linux` command, and any text in no form grub uses.
  * Callers that have no quote (the CLI's `show`) pass every replayed PCR as verified, and
  * then the facts are only what the log claims.
  */
@@ -79,7 +84,8 @@ export interface KernelCmdlineFact {
   /**
    * grub: its "kernel_cmdline:" event (PCR 8); grub-command: grub's `linux` command (PCR 8),
    * whose measured text names the kernel and its command line whatever the event's tag says;
-   * systemd: systemd-boot's or -stub's UTF-16 command line (PCR 12, 8 before v251).
+   * systemd: systemd-boot's or -stub's UTF-16 command line (PCR 12, 8 before v251), and any
+   * other proven text of PCR 8 or 12 that is in none of grub's forms.
    */
   readonly source: 'grub' | 'grub-command' | 'systemd';
   readonly cmdline: string;
@@ -109,6 +115,8 @@ const DATABASES: ReadonlyArray<{ guid: string; name: SignatureDatabaseFact['name
   { guid: EFI_GUID.IMAGE_SECURITY_DATABASE, name: 'dbx' },
 ];
 const GRUB_KERNEL_CMDLINE_TAG = 'kernel_cmdline';
+/** grub's tags of text that is not a kernel command line (its commands, its modules' arguments). */
+const GRUB_OTHER_TAGS = ['grub_cmd', 'module_cmdline'];
 /** grub's commands that load a Linux kernel: their arguments are its path and command line. */
 const GRUB_LINUX_COMMANDS = ['linux ', 'linuxefi ', 'linux16 '];
 const COMMAND_LINE_PCRS = [8, 12];
@@ -173,11 +181,13 @@ function separatorDigests(hashName: string): readonly Uint8Array[] {
 }
 
 function trustedEvents(log: TcgLog, verified: VerifiedPcrs): TrustedEvent[] {
+  const gaps = bankGaps(log);
+  const vouches = (bank: string, pcr: number) => verified[bank]?.includes(pcr) === true && gaps[bank]?.[pcr] === undefined;
   const out: TrustedEvent[] = [];
   for (const event of log.events) {
     // EV_NO_ACTION digests are never extended, so no quote vouches for them.
     if (!isExtended(event)) continue;
-    const digests = event.digests.filter((d) => d.hash && verified[d.hash.name]?.includes(event.pcrIndex));
+    const digests = event.digests.filter((d) => d.hash && vouches(d.hash.name, event.pcrIndex));
     if (digests.length > 0) out.push(new TrustedEvent(event, digests));
   }
   return out;
@@ -223,14 +233,14 @@ function variableOf(t: TrustedEvent): VariableEvent | undefined {
 }
 
 function secureBootFact(variables: readonly ProvenVariable[], unproven: TrustedEvent | undefined): SecureBootFact {
-  const measured = variables.filter(({ v }) => v.guid === EFI_GUID.GLOBAL_VARIABLE && v.name === 'SecureBoot');
-  if (measured.length === 0) {
-    if (unproven) {
-      const event = unproven.event.index;
-      return { state: 'unknown', event, detail: `event ${event}: its data is not what its digest measured, and no proven SecureBoot measurement precedes the PCR 7 separator` };
-    }
-    return { state: 'unknown', detail: 'no verified SecureBoot measurement in PCR 7 before the separator' };
+  // An unproven event could be the firmware's SecureBoot measurement with its data replaced,
+  // whatever a proven one says (that one could be measured twice, or its digests misplaced).
+  if (unproven) {
+    const event = unproven.event.index;
+    return { state: 'unknown', event, detail: `event ${event}: its data is not what its digest measured, and it precedes the PCR 7 separator, where SecureBoot is measured` };
   }
+  const measured = variables.filter(({ v }) => v.guid === EFI_GUID.GLOBAL_VARIABLE && v.name === 'SecureBoot');
+  if (measured.length === 0) return { state: 'unknown', detail: 'no verified SecureBoot measurement in PCR 7 before the separator' };
   const states = measured.map(({ t, v }) => ({ event: t.event.index, state: secureBootState(v.data) }));
   const first = states[0]!;
   if (states.some((s) => s.state !== first.state)) {
@@ -299,19 +309,19 @@ function commandLineFacts(events: TrustedEvent[]): Pick<EventlogFacts, 'kernelCm
       unprovenCmdlineEvents.push({ event, pcr, label: labelOf(t.event) });
       continue;
     }
-    const cmdline = commandLineOf(measured);
+    const cmdline = commandLineOf(pcr, measured);
     if (cmdline) kernelCmdlines.push({ event, pcr, ...cmdline });
   }
   return { kernelCmdlines, unprovenCmdlineEvents };
 }
 
 interface MeasuredText {
-  /** The tag before ": " (grub's "kernel_cmdline", "grub_cmd"): a label, unless `data` was proven whole. */
+  /** The tag before ": " (grub's "kernel_cmdline", "grub_cmd"): a label, unless the whole data was proven. */
   readonly tag?: string;
   /** The data after the tag (all of it when there is none): covered by the digest either way. */
   readonly content: Uint8Array;
-  /** No tag and the whole data proven (systemd's UTF-16 command line). */
-  readonly whole: boolean;
+  /** The bytes the digests prove: the whole data, or the content. */
+  readonly proven: Uint8Array;
 }
 
 /**
@@ -321,12 +331,12 @@ interface MeasuredText {
 function measuredText(t: TrustedEvent): MeasuredText | undefined {
   const { data } = t.event;
   const tagEnd = tagLength(data);
-  if (tagEnd === 0) return t.provesData ? { content: data, whole: true } : undefined;
+  if (tagEnd === 0) return t.provesData ? { content: data, proven: data } : undefined;
   const tag = Buffer.from(data.subarray(0, tagEnd - 2)).toString('latin1');
   const content = data.subarray(tagEnd);
   const bare = content[content.length - 1] === 0 ? content.subarray(0, content.length - 1) : content;
-  if (t.proves(content) || (bare !== content && t.proves(bare)) || t.provesData) return { tag, content, whole: false };
-  return undefined;
+  if (t.proves(content) || (bare !== content && t.proves(bare))) return { tag, content, proven: content };
+  return t.provesData ? { tag, content, proven: data } : undefined;
 }
 
 /** Length of a leading "<tag>: " with a tag of [A-Za-z0-9_], or 0 when the data has none. */
@@ -340,11 +350,29 @@ function tagLength(data: Uint8Array): number {
   return 0;
 }
 
-/** The kernel command line an event's proven text states, if it states one. */
-function commandLineOf(measured: MeasuredText): Pick<KernelCmdlineFact, 'source' | 'cmdline'> | undefined {
-  const text = textOf(measured.content);
-  if (measured.whole && text.encoding === 'utf-16le') return { source: 'systemd', cmdline: text.text };
-  if (measured.tag === GRUB_KERNEL_CMDLINE_TAG) return { source: 'grub', cmdline: text.text };
-  const command = GRUB_LINUX_COMMANDS.find((c) => text.text.startsWith(c));
-  return command ? { source: 'grub-command', cmdline: text.text.slice(command.length) } : undefined;
+/**
+ * The kernel command line an event's proven text states, by what the text is, never by a
+ * tag: in PCR 12 (systemd) all of it; in PCR 8 grub's kernel_cmdline and `linux` command,
+ * nothing for grub's other commands and module command lines, and any other proven text,
+ * which could be a command line in a form this does not know, so a rule must allow it.
+ */
+function commandLineOf(pcr: number, measured: MeasuredText): Pick<KernelCmdlineFact, 'source' | 'cmdline'> | undefined {
+  if (pcr === 8 && measured.tag !== undefined) {
+    const text = utf8Text(measured.content);
+    if (measured.tag === GRUB_KERNEL_CMDLINE_TAG) return { source: 'grub', cmdline: text };
+    const command = GRUB_LINUX_COMMANDS.find((c) => text.startsWith(c));
+    if (command) return { source: 'grub-command', cmdline: text.slice(command.length) };
+    if (GRUB_OTHER_TAGS.includes(measured.tag)) return undefined;
+  }
+  return { source: 'systemd', cmdline: provenText(measured.proven) };
+}
+
+/**
+ * systemd measures its command line as CHAR16 (UTF-16LE), before v251 with one stray byte
+ * at the end: proven bytes of even length (that byte aside) are read so, others as UTF-8.
+ * Decided by length, not by what the characters look like, so no content can avoid it.
+ */
+function provenText(bytes: Uint8Array): string {
+  const even = withoutStrayByte(bytes);
+  return even.length % 2 === 0 ? ucs2Text(even) : utf8Text(bytes);
 }

@@ -73,3 +73,26 @@ export function replayPcrHistory(log: TcgLog, hash: HashInfo, index: number): Ar
   }
   return history;
 }
+
+/** Per bank name, per PCR index: the first event extending that PCR without a digest in that bank. */
+export type BankGaps = { readonly [bank: string]: { readonly [pcr: number]: number } };
+
+/**
+ * Where a bank's replay of a PCR skips an event (PFP §10.2.2 lets an event carry fewer
+ * digests than the log has banks). Such a bank replays a different sequence than the other
+ * banks, so its digests cannot be paired with theirs event by event: a bank with a gap in
+ * a PCR vouches for none of that PCR's events.
+ */
+export function bankGaps(log: TcgLog): BankGaps {
+  const gaps: Record<string, Record<number, number>> = {};
+  for (const alg of log.algorithms) {
+    if (!alg.hash) continue;
+    const byPcr: Record<number, number> = {};
+    for (const event of log.events) {
+      if (!isExtended(event) || byPcr[event.pcrIndex] !== undefined) continue;
+      if (!event.digests.some((d) => d.algorithmId === alg.algorithmId)) byPcr[event.pcrIndex] = event.index;
+    }
+    gaps[alg.hash.name] = byPcr;
+  }
+  return gaps;
+}
