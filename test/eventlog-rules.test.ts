@@ -48,6 +48,7 @@ describe('event-log rules from JSON', () => {
     ['a digest of the wrong size', { bootComponents: { match: 'any', allowed: [`sha256:${SHA1}`] } }, /must be 64 hex digits/],
     ['a position that is not a list', { bootComponents: { match: 'sequence', allowed: [`sha256:${SHA256}`] } }, /allowed\[0\] must be a list/],
     ['an unknown database', { signatureDatabases: { dbt: [`sha256:${SHA256}`] } }, /unknown field "dbt"/],
+    ['signature databases that name none (it would check nothing)', { signatureDatabases: {} }, /signatureDatabases must name at least one/],
     ['kernels that is not an object', { kernels: [`sha256:${SHA256}`] }, /kernels must be an object/],
     ['kernels without allowed kernels', { kernels: { otherFiles: [`sha256:${SHA256}`] } }, /kernels.allowed must be a list/],
     ['an empty list of kernels', { kernels: { allowed: [] } }, /kernels.allowed must not be empty/],

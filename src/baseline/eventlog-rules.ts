@@ -16,6 +16,15 @@ import { JsonRules, type DigestAlgorithms } from './json-rules.js';
  *   "kernelCmdlines": ["root=/dev/sda1 ro quiet"],
  *   "pcrs": { "sha256": { "0": ["<hex>", ...] } }
  * }
+ *
+ * What these rules cannot see: root on the host can extend any PCR after boot and append a
+ * matching, honestly hashed event. Only PCR 7 has a boot-time boundary (its separator), so
+ * requireSecureBoot and signatureDatabases judge what firmware measured. The presence rules
+ * of PCRs 4, 8, 9 and 12 (an allowed component, kernel or command line is present) can be met
+ * after boot where the real boot measured nothing there or less than the baseline lists (a
+ * UKI's command line goes to PCR 11; systemd-boot and EFI-stub kernels appear in PCR 4, not
+ * 9). Pin those PCRs' values with `pcrs` where the platform's layout allows, and judge every
+ * stage (bootComponents "sequence" plus kernels) rather than one.
  */
 
 /** A digest in one bank: component and database digests are compared bank by bank. */
@@ -85,6 +94,8 @@ export function parseEventlogRules(value: unknown): EventlogRules {
   if (root.bootComponents !== undefined) rules.bootComponents = bootComponents(root.bootComponents);
   if (root.signatureDatabases !== undefined) {
     const dbs = json.fields(root.signatureDatabases, 'signatureDatabases', SIGNATURE_DATABASE_NAMES);
+    // An empty map would require nothing while reading as a requirement.
+    if (Object.keys(dbs).length === 0) json.fail('signatureDatabases', 'must name at least one of PK, KEK, db, dbx');
     const lists = Object.entries(dbs).map(([name, list]) => [name, digestList(list, `signatureDatabases.${name}`)]);
     rules.signatureDatabases = Object.fromEntries(lists);
   }
