@@ -11,7 +11,8 @@ import { TpmReader } from './reader.js';
  *   UINT32              number of TPML_DIGEST that follow
  *   TPML_DIGEST[n]      UINT32 count; TPM2B_DIGEST[8] of {UINT16 size; BYTE buffer[64]} -> 532 bytes each
  * Digests fill the TPML_DIGESTs in selection order (bank by bank, index ascending), up to
- * eight per TPML_DIGEST (one per TPM2_PCR_Read). This file is unsigned: its selection only says how to read its values.
+ * eight per TPML_DIGEST (one per TPM2_PCR_Read). This file is unsigned: its selection only
+ * says how to read its values.
  */
 const SELECTION_SLOTS = 16;
 const SELECTION_SLOT_SIZE = 8;
