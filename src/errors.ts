@@ -90,7 +90,47 @@ export type ErrorCode =
   | 'ERR_TPM_CAPABILITY'
   | 'ERR_TPM_PCRS_UNSTABLE'
   // Input given to the CLI or API that is not TPM data
-  | 'ERR_INPUT';
+  | 'ERR_INPUT'
+  // Baseline documents (src/baseline/document)
+  | 'ERR_BASELINE_INVALID'
+  // The service: enrollment, challenges, attestations (src/server, src/store)
+  | 'ERR_ENROLLMENT_NOT_FOUND'
+  | 'ERR_ENROLLMENT_CONFLICT'
+  | 'ERR_ACTIVATION_FAILED'
+  | 'ERR_AGENT_NOT_FOUND'
+  | 'ERR_AGENT_NOT_ACTIVE'
+  | 'ERR_NONCE_UNKNOWN'
+  | 'ERR_NONCE_EXPIRED'
+  | 'ERR_ATTESTATION_REFUSED'
+  | 'ERR_NO_BASELINE'
+  | 'ERR_AUDIENCE_NOT_ALLOWED'
+  | 'ERR_BASELINE_NOT_FOUND'
+  | 'ERR_BASELINE_STATE'
+  | 'ERR_NO_EVIDENCE'
+  // The HTTP edge (src/server)
+  | 'ERR_UNAUTHENTICATED'
+  | 'ERR_FORBIDDEN'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_METHOD_NOT_ALLOWED'
+  | 'ERR_BODY_TOO_LARGE'
+  | 'ERR_UNSUPPORTED_MEDIA_TYPE'
+  | 'ERR_DECODE'
+  | 'ERR_RATE_LIMITED'
+  | 'ERR_TIMEOUT'
+  | 'ERR_INTERNAL'
+  // Storage (src/store)
+  | 'ERR_STORE_UNAVAILABLE'
+  | 'ERR_STORE'
+  // Issuing keys and credentials (src/issuer)
+  | 'ERR_KEYS_URI'
+  | 'ERR_KEYS'
+  | 'ERR_ISSUANCE'
+  // Configuration (src/config)
+  | 'ERR_CONFIG'
+  // HTTPS client of the agent and operator CLI (src/client)
+  | 'ERR_SERVER_UNTRUSTED'
+  | 'ERR_SERVER_UNREACHABLE'
+  | 'ERR_SERVER_RESPONSE';
 
 export class AttestorError extends Error {
   readonly code: ErrorCode;

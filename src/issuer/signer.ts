@@ -1,0 +1,27 @@
+import type { KeyObject } from 'node:crypto';
+
+/**
+ * The one signing primitive the issuer needs, whatever holds the key (a PKCS#11 token or, for
+ * development, a file): "sign these bytes". Keys are ECDSA P-256; the hash is SHA-256.
+ */
+export interface Signer {
+  /** The key's URI without secrets (`pkcs11:token=...;object=...`, `file:...`), for logs and the keys table. */
+  readonly uri: string;
+  readonly publicKey: KeyObject;
+  /** DER SubjectPublicKeyInfo of the public key. */
+  readonly spki: Uint8Array;
+  /** True when the private key is in software (development only). */
+  readonly software: boolean;
+  /** ECDSA P-256 over SHA-256(data): the raw r||s (64 bytes, the JOSE form; DER-encode it for X.509). */
+  sign(data: Uint8Array): Promise<Uint8Array>;
+}
+
+/** The verifier's three keys (SERVICE.md "Keys"). */
+export type KeyRole = 'x509-ca' | 'jwt' | 'audit';
+
+/** Where the keys live: found there, or generated (non-extractable in a token) on first start. */
+export interface KeyManager {
+  readonly software: boolean;
+  signer(role: KeyRole): Promise<Signer>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,293 @@
+/**
+ * The one storage interface of the verifier, split by entity. Every method is one transaction
+ * (or one statement) inside the implementation: callers never open transactions, so a state
+ * change and its audit entry always commit together. Times are milliseconds since the epoch.
+ * Two implementations: SQLite (src/store/sqlite.ts, the embedded default) and PostgreSQL
+ * (src/store/postgres.ts, for several verifier replicas); test/store-conformance.ts runs the
+ * same suite against both.
+ */
+
+export type AgentStatus = 'active' | 'quarantined' | 'revoked';
+export type BaselineStatus = 'staged' | 'enforced' | 'retired';
+export type VerdictStatus = 'affirming' | 'warning' | 'contraindicated';
+export type Role = 'admin' | 'operator' | 'auditor' | 'relying-party';
+export type CredentialKind = 'x509-svid' | 'jwt-svid';
+export type KeyName = 'x509-ca' | 'jwt' | 'audit';
+export type KeyState = 'prepared' | 'active' | 'old';
+
+/** JSON values as stored (labels, documents, reasons, claims). */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** TPMS_CLOCK_INFO of the last accepted quote; clock as a decimal string (it is a UINT64). */
+export interface StoredClock {
+  readonly clock: string;
+  readonly resetCount: number;
+  readonly restartCount: number;
+  readonly safe: boolean;
+}
+
+/** An entry of the audit chain to append in the same transaction as the change it records. */
+export interface AuditInput {
+  /** `token:<id>`, `agent:<id>` or `system`. */
+  readonly actor: string;
+  /** `enrollment.create`, `agent.activate`, `attestation.verdict`, `credential.issue`, ... */
+  readonly action: string;
+  /** What the action is about: an agent id, baseline id, token id, key name. */
+  readonly subject: string;
+  /** Never a secret. */
+  readonly details: { readonly [key: string]: Json };
+}
+
+export interface AuditEntry extends AuditInput {
+  readonly seq: number;
+  readonly at: number;
+  /** Lowercase hex SHA-256 of the previous entry (64 zeros for the first). */
+  readonly prevHash: string;
+  /** Lowercase hex SHA-256(prevHash bytes || canonical JSON of {seq, at, actor, action, subject, details}). */
+  readonly hash: string;
+}
+
+export interface PendingEnrollment {
+  readonly id: string;
+  readonly agentId: string;
+  /** Marshalled TPM2B_PUBLIC of the EK and the AK. */
+  readonly ekPublic: Uint8Array;
+  readonly akPublic: Uint8Array;
+  /** DER of the EK certificate, null when the EK hash was registered by an operator instead. */
+  readonly ekCertificate: Uint8Array | null;
+  readonly labels: { readonly [key: string]: string };
+  /** SHA-256 of the activation secret: the secret itself is never stored. */
+  readonly secretHash: Uint8Array;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+}
+
+export interface Agent {
+  /** Lowercase hex SHA-256 of the EK's SubjectPublicKeyInfo DER. */
+  readonly id: string;
+  readonly ekPublic: Uint8Array;
+  readonly akPublic: Uint8Array;
+  readonly ekCertificate: Uint8Array | null;
+  readonly labels: { readonly [key: string]: string };
+  readonly status: AgentStatus;
+  readonly createdAt: number;
+  /** Clock of the last quote whose signature verified (whatever its verdict). */
+  readonly lastClock: StoredClock | null;
+  /** What the last authentic evidence proved (verified PCRs, facts): what `capture` builds a baseline from. */
+  readonly lastEvidence: Json | null;
+  readonly lastVerdictId: string | null;
+  readonly lastAttestedAt: number | null;
+}
+
+export interface Challenge {
+  /** Lowercase hex of the 32 random bytes. */
+  readonly nonce: string;
+  readonly agentId: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  /** The baseline the challenge was cut for (null: none applies) and the PCR selection it wants. */
+  readonly baselineId: string | null;
+  readonly pcrSelection: { readonly [bank: string]: readonly number[] };
+}
+
+export type ConsumeResult =
+  | { readonly ok: true; readonly challenge: Challenge }
+  | { readonly ok: false; readonly reason: 'unknown' | 'expired' };
+
+export interface Baseline {
+  readonly id: string;
+  readonly name: string;
+  /** 1 for the first baseline of a name, then one more for each added under the same name. */
+  readonly version: number;
+  readonly status: BaselineStatus;
+  /** The validated baseline document (src/baseline/document.ts), as JSON. */
+  readonly document: Json;
+  readonly createdAt: number;
+  readonly createdBy: string;
+  readonly enforcedAt: number | null;
+  readonly retiredAt: number | null;
+}
+
+export interface Verdict {
+  readonly id: string;
+  readonly agentId: string;
+  readonly at: number;
+  readonly status: VerdictStatus;
+  readonly baselineId: string | null;
+  readonly baselineVersion: number | null;
+  readonly reasons: Json;
+  readonly claims: Json;
+}
+
+export interface Credential {
+  /** X.509 serial (lowercase hex) or JWT jti. */
+  readonly id: string;
+  readonly kind: CredentialKind;
+  readonly agentId: string;
+  readonly verdictId: string;
+  readonly issuedAt: number;
+  readonly expiresAt: number;
+  /** Lowercase hex SHA-256 of the certificate DER (x5t#S256 as hex), or of the JWT's certificate. */
+  readonly certificateSha256: string;
+  readonly revoked: boolean;
+}
+
+export interface IssuingKey {
+  readonly name: KeyName;
+  /** JWK thumbprint (RFC 7638) of the public key: the JWT `kid`. */
+  readonly kid: string;
+  /** Where the private key lives (pkcs11: or file: URI, never with a PIN). */
+  readonly uri: string;
+  readonly state: KeyState;
+  readonly publicKeySpki: Uint8Array;
+  /** DER of the CA certificate for `x509-ca`; null for the others. */
+  readonly certificate: Uint8Array | null;
+  readonly createdAt: number;
+  /** The CA certificate's notAfter; null for keys without a certificate. */
+  readonly notAfter: number | null;
+}
+
+export interface OperatorToken {
+  readonly id: string;
+  /** Lowercase hex SHA-256 of the token: the token itself is never stored. */
+  readonly hash: string;
+  readonly role: Role;
+  readonly label: string;
+  readonly createdAt: number;
+  readonly revokedAt: number | null;
+}
+
+export interface ImaProgress {
+  readonly agentId: string;
+  /** The quote resetCount the state belongs to: another one means the host rebooted. */
+  readonly resetCount: number;
+  /** ImaState of src/eventlog/ima/incremental.ts, as JSON. */
+  readonly state: Json;
+}
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Pass as `after` to get the next page; null on the last page. */
+  readonly next: string | null;
+}
+
+export interface PageRequest {
+  readonly limit: number;
+  readonly after?: string;
+}
+
+export interface EnrollmentStore {
+  /** Stores a pending enrollment (audited). */
+  create(enrollment: PendingEnrollment, audit: AuditInput): Promise<void>;
+  /**
+   * Removes and returns the pending enrollment `id`, or null when there is none or it has
+   * expired: an activation attempt uses it up whether it succeeds or not (Keylime CVE-2023-38201).
+   */
+  take(id: string, now: number): Promise<PendingEnrollment | null>;
+  /** Removes expired pending enrollments; the number removed. */
+  purgeExpired(now: number): Promise<number>;
+}
+
+export interface AgentStore {
+  /**
+   * Creates the agent of an activated enrollment. An agent with the same id but another EK or
+   * AK is refused with ERR_ENROLLMENT_CONFLICT (Keylime CVE-2025-13609); the same EK and AK
+   * again returns the existing agent with its labels updated. Concurrent calls for one EK
+   * create one agent.
+   */
+  activate(agent: Omit<Agent, 'status' | 'lastClock' | 'lastEvidence' | 'lastVerdictId' | 'lastAttestedAt'>, audit: AuditInput): Promise<Agent>;
+  get(id: string): Promise<Agent | null>;
+  list(page: PageRequest): Promise<Page<Agent>>;
+  count(): Promise<number>;
+}
+
+export interface ChallengeStore {
+  create(challenge: Challenge): Promise<void>;
+  /**
+   * Deletes the challenge of `nonce` for `agentId` and returns it: exactly one of concurrent
+   * calls gets it. An expired one is deleted too and reported as such; another agent's nonce
+   * is `unknown` and stays for its agent.
+   */
+  consume(nonce: string, agentId: string, now: number): Promise<ConsumeResult>;
+  purgeExpired(now: number): Promise<number>;
+}
+
+export interface BaselineStore {
+  create(baseline: Omit<Baseline, 'version' | 'enforcedAt' | 'retiredAt'>, audit: AuditInput): Promise<Baseline>;
+  get(id: string): Promise<Baseline | null>;
+  list(page: PageRequest & { readonly status?: BaselineStatus }): Promise<Page<Baseline>>;
+  /**
+   * staged -> enforced (an enforced baseline of the same name is retired in the same
+   * transaction), staged|enforced -> retired. Anything else: ERR_BASELINE_STATE; unknown id:
+   * ERR_BASELINE_NOT_FOUND.
+   */
+  setStatus(id: string, status: 'enforced' | 'retired', now: number, audit: AuditInput): Promise<Baseline>;
+  /** Baselines with this status, newest enforcement (or creation) first. */
+  withStatus(status: 'staged' | 'enforced'): Promise<readonly Baseline[]>;
+}
+
+/** Everything one attestation changes, committed in one transaction. */
+export interface AttestationRecord {
+  readonly verdict: Verdict;
+  readonly credentials: readonly Credential[];
+  readonly clock: StoredClock | null;
+  readonly evidence: Json | null;
+  /** Saved when the IMA appraisal moved on; absent: left as it was. */
+  readonly ima?: ImaProgress;
+  readonly audit: readonly AuditInput[];
+}
+
+export interface AttestationStore {
+  /**
+   * Commits an attestation. Refused with ERR_AGENT_NOT_ACTIVE when the agent is no longer
+   * active at commit time (revoked meanwhile): nothing of it is stored, nothing is released.
+   */
+  record(record: AttestationRecord): Promise<void>;
+  imaProgress(agentId: string): Promise<ImaProgress | null>;
+  verdict(id: string): Promise<Verdict | null>;
+  credentialsOf(agentId: string, page: PageRequest): Promise<Page<Credential>>;
+  /** Credentials of all agents (the e2e tests assert nothing was issued). */
+  countCredentials(): Promise<number>;
+}
+
+export interface KeyStore {
+  /** The keys of one name, every state. */
+  list(name?: KeyName): Promise<readonly IssuingKey[]>;
+  /**
+   * Inserts `key` as the active key of its name unless one is active already; returns the
+   * active key either way, so of replicas starting at once all use the one key stored first.
+   */
+  insertIfNoActive(key: IssuingKey, audit: AuditInput): Promise<IssuingKey>;
+}
+
+export interface TokenStore {
+  create(token: OperatorToken, audit: AuditInput): Promise<void>;
+  /** The token with this hash unless revoked. */
+  findByHash(hash: string): Promise<OperatorToken | null>;
+  /**
+   * Creates `token` only if no admin token exists yet (first start); true when created.
+   * Several replicas starting at once create one.
+   */
+  createFirstAdmin(token: OperatorToken, audit: AuditInput): Promise<boolean>;
+  list(): Promise<readonly OperatorToken[]>;
+}
+
+export interface AuditStore {
+  list(page: PageRequest): Promise<Page<AuditEntry>>;
+  head(): Promise<AuditEntry | null>;
+}
+
+export interface Store {
+  readonly dialect: 'sqlite' | 'postgres';
+  readonly enrollments: EnrollmentStore;
+  readonly agents: AgentStore;
+  readonly challenges: ChallengeStore;
+  readonly baselines: BaselineStore;
+  readonly attestations: AttestationStore;
+  readonly keys: KeyStore;
+  readonly tokens: TokenStore;
+  readonly audit: AuditStore;
+  /** Answers when the database does (readiness). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,192 @@
+import { z } from 'zod';
+
+/*
+ * The v1 wire contract between agent and verifier (DESIGN "Wire contract"): one zod schema per
+ * body, shared by the server (which validates what arrives) and the agent (which builds what it
+ * sends and checks what it gets). Bytes are base64url strings in JSON and byte strings in CBOR;
+ * `bytes()` accepts both and yields a Buffer. Times are RFC 3339 strings. Every string, array
+ * and byte field has an upper bound: nothing decodes into unbounded work.
+ */
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
+/** Bytes of at most `max` (and at least `min`) bytes: a base64url string (JSON) or a byte string (CBOR). */
+export function bytes(max: number, min = 0) {
+  return z
+    .union([
+      z
+        .string()
+        .max(Math.ceil((max * 4) / 3) + 4)
+        .regex(BASE64URL, 'must be base64url without padding'),
+      z.instanceof(Uint8Array),
+    ])
+    .transform((v, ctx) => {
+      const b = typeof v === 'string' ? Buffer.from(v, 'base64url') : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+      if (b.length > max || b.length < min) {
+        ctx.addIssue({ code: 'custom', message: `must be ${min}..${max} bytes, got ${b.length}` });
+        return z.NEVER;
+      }
+      return b;
+    });
+}
+
+/** Output type of bytes(): what the schemas' parse returns and what senders may pass. */
+export type Bytes = Uint8Array;
+
+export const AGENT_ID = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (SHA-256 of the EK public key)');
+export const UUID = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a UUID');
+export const TIME = z.iso.datetime({ offset: true });
+
+/** Host labels: selectors of baselines (`role=gpu-node`). */
+export const LABELS = z
+  .record(
+    z.string().regex(/^[a-z0-9]([a-z0-9._/-]{0,62}[a-z0-9])?$/, 'label names are lowercase [a-z0-9._/-], 1..64 characters'),
+    z.string().max(256),
+  )
+  .refine((l) => Object.keys(l).length <= 32, 'at most 32 labels');
+
+/** Hash bank names as the TPM code knows them. */
+export const BANK = z.enum(['sha1', 'sha256', 'sha384', 'sha512']);
+export const PCR_INDEX = z.number().int().min(0).max(23);
+export const PCR_SELECTION = z.partialRecord(BANK, z.array(PCR_INDEX).max(24));
+
+/** A JWT audience an agent asks for: a URI or a name, no spaces. */
+export const AUDIENCE = z.string().min(1).max(256).regex(/^\S+$/, 'no whitespace');
+
+// ---- enrollment -------------------------------------------------------------------------
+
+export const EnrollmentRequest = z.strictObject({
+  /** TPM2B_PUBLIC of the EK. */
+  ekPublic: bytes(1024, 4),
+  /** DER EK certificate from the TPM's NV index. */
+  ekCertificate: bytes(8192).optional(),
+  /** Intermediates sent along (never trusted by themselves). */
+  ekChain: z.array(bytes(8192)).max(4).optional(),
+  /** TPM2B_PUBLIC of the AK. */
+  akPublic: bytes(1024, 4),
+  labels: LABELS.optional(),
+});
+
+export const EnrollmentResponse = z.strictObject({
+  enrollmentId: UUID,
+  agentId: AGENT_ID,
+  /** TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET for TPM2_ActivateCredential. */
+  credentialBlob: bytes(1024),
+  encryptedSecret: bytes(1024),
+  expiresAt: TIME,
+});
+
+export const ActivationRequest = z.strictObject({ secret: bytes(64, 1) });
+
+export const ActivationResponse = z.strictObject({
+  agentId: AGENT_ID,
+  spiffeId: z.string().max(2048),
+});
+
+// ---- attestation ------------------------------------------------------------------------
+
+export const ChallengeResponse = z.strictObject({
+  nonce: bytes(32, 32),
+  expiresAt: TIME,
+  /** The PCRs to quote: what the applicable baseline needs (a default selection when none applies). */
+  pcrSelection: PCR_SELECTION,
+});
+
+/** PCR values per bank and index ("0".."23"), as the agent read them (unsigned). */
+export const PCR_VALUES = z.partialRecord(BANK, z.record(z.string().regex(/^([0-9]|1[0-9]|2[0-3])$/), bytes(64, 20)));
+
+export const TpmKeyEvidence = z.strictObject({
+  kind: z.literal('tpm'),
+  /** TPM2B_PUBLIC of the identity key. */
+  public: bytes(1024, 4),
+  /** TPMS_ATTEST of TPM2_Certify by the AK and its TPMT_SIGNATURE. */
+  certifyInfo: bytes(1024, 4),
+  signature: bytes(1024, 4),
+});
+
+export const Pkcs11KeyEvidence = z.strictObject({
+  kind: z.literal('pkcs11'),
+  /** HsmKeyReport of src/appraisal/hsm-key-report.ts; its own parser checks fields and bounds. */
+  report: z.strictObject({
+    publicKey: bytes(2048),
+    attributes: z.strictObject({
+      token: z.boolean(),
+      private: z.boolean(),
+      sensitive: z.boolean(),
+      extractable: z.boolean(),
+      neverExtractable: z.boolean(),
+      alwaysSensitive: z.boolean(),
+      local: z.boolean(),
+      keyType: z.number().int().min(0).max(0xffffffff),
+    }),
+    token: z.strictObject({
+      manufacturer: z.string().max(64),
+      model: z.string().max(32),
+      serial: z.string().max(32),
+      label: z.string().max(64),
+    }),
+    signature: bytes(512),
+    alg: z.literal('ES256'),
+  }),
+});
+
+export const KeyEvidence = z.discriminatedUnion('kind', [TpmKeyEvidence, Pkcs11KeyEvidence]);
+
+export const AttestationRequest = z.strictObject({
+  nonce: bytes(32, 32),
+  /** TPMS_ATTEST of TPM2_Quote, its TPMT_SIGNATURE, and the values of the quoted PCRs. */
+  quote: bytes(1024, 4),
+  signature: bytes(1024, 4),
+  pcrs: PCR_VALUES,
+  /** The UEFI measured-boot log (binary_bios_measurements). */
+  eventLog: bytes(1024 * 1024).optional(),
+  /** The IMA measurement list (ascii or binary runtime measurements), whole. */
+  imaLog: bytes(8 * 1024 * 1024).optional(),
+  key: KeyEvidence,
+  /** The JWT-SVID audience wanted; none: no JWT. */
+  audience: AUDIENCE.optional(),
+});
+
+export const Reason = z.object({
+  code: z.string().max(64),
+  message: z.string().max(2048).optional(),
+  bank: z.string().max(16).optional(),
+  pcr: z.number().int().optional(),
+  event: z.number().int().optional(),
+  path: z.string().max(4096).optional(),
+  component: z.string().max(512).optional(),
+});
+
+export const VerdictBody = z.strictObject({
+  id: UUID,
+  status: z.enum(['affirming', 'warning', 'contraindicated']),
+  reasons: z.array(Reason),
+  baseline: z.strictObject({ id: UUID, version: z.number().int() }).nullable(),
+  at: TIME,
+});
+
+export const Credentials = z.strictObject({
+  /** The X509-SVID, PEM. */
+  certificate: z.string(),
+  /** The CA certificates to verify it with, PEM. */
+  bundle: z.string(),
+  /** The JWT-SVID for the requested audience, when one was asked for. */
+  jwt: z.string().optional(),
+  expiresAt: TIME,
+  spiffeId: z.string(),
+});
+
+export const AttestationResponse = z.strictObject({
+  agentId: AGENT_ID,
+  verdict: VerdictBody,
+  credentials: Credentials.optional(),
+});
+
+export type EnrollmentRequest = z.input<typeof EnrollmentRequest>;
+export type EnrollmentResponse = z.output<typeof EnrollmentResponse>;
+export type ActivationResponse = z.output<typeof ActivationResponse>;
+export type ChallengeResponse = z.output<typeof ChallengeResponse>;
+export type AttestationRequest = z.output<typeof AttestationRequest>;
+export type AttestationRequestInput = z.input<typeof AttestationRequest>;
+export type AttestationResponse = z.output<typeof AttestationResponse>;
+export type ReasonBody = z.output<typeof Reason>;
