@@ -190,3 +190,82 @@ export type AttestationRequest = z.output<typeof AttestationRequest>;
 export type AttestationRequestInput = z.input<typeof AttestationRequest>;
 export type AttestationResponse = z.output<typeof AttestationResponse>;
 export type ReasonBody = z.output<typeof Reason>;
+
+// ---- operator routes (JSON) ---------------------------------------------------------------
+
+export const ROLE = z.enum(['admin', 'operator', 'auditor', 'relying-party']);
+export const BASELINE_STATUS = z.enum(['staged', 'enforced', 'retired']);
+
+/** POST /v1/baselines: a baseline document (src/baseline/document.ts validates it). */
+export const BaselineCreateRequest = z.strictObject({
+  name: z.string().min(1).max(128).regex(/^[A-Za-z0-9._-]+$/, 'baseline names are [A-Za-z0-9._-]'),
+  document: z.record(z.string(), z.unknown()),
+});
+
+/** POST /v1/baselines/capture: a staged baseline from the agent's last authentic evidence. */
+export const BaselineCaptureRequest = z.strictObject({
+  agentId: AGENT_ID,
+  name: BaselineCreateRequest.shape.name.optional(),
+  /** JWT audiences the baseline allows. */
+  audiences: z.array(AUDIENCE).max(32).optional(),
+  /** Host labels the baseline applies to; default: every agent. */
+  selector: LABELS.optional(),
+});
+
+export const BaselineBody = z.strictObject({
+  id: UUID,
+  name: z.string(),
+  version: z.number().int(),
+  status: BASELINE_STATUS,
+  document: z.record(z.string(), z.unknown()),
+  createdAt: TIME,
+  createdBy: z.string(),
+  enforcedAt: TIME.nullable(),
+  retiredAt: TIME.nullable(),
+});
+
+export const AgentBody = z.strictObject({
+  id: AGENT_ID,
+  spiffeId: z.string(),
+  status: z.enum(['active', 'quarantined', 'revoked']),
+  labels: z.record(z.string(), z.string()),
+  createdAt: TIME,
+  lastAttestedAt: TIME.nullable(),
+  lastVerdict: VerdictBody.nullable(),
+});
+
+export const CredentialBody = z.strictObject({
+  id: z.string(),
+  kind: z.enum(['x509-svid', 'jwt-svid']),
+  issuedAt: TIME,
+  expiresAt: TIME,
+  revoked: z.boolean(),
+});
+
+/** GET /v1/agents/{id}: the agent, its last verdict with reasons, its credentials (newest first, one page). */
+export const AgentDetailBody = AgentBody.extend({ credentials: z.array(CredentialBody) });
+
+/** A page of a list route: `next` is the `after` query parameter of the next page. */
+export function pageOf<T extends z.ZodType>(item: T) {
+  return z.strictObject({ items: z.array(item), next: z.string().nullable() });
+}
+
+export const TokenCreateRequest = z.strictObject({ role: ROLE, label: z.string().max(128).optional() });
+
+/** The token itself appears once, in this response. */
+export const TokenCreateResponse = z.strictObject({ id: UUID, role: ROLE, label: z.string(), token: z.string(), createdAt: TIME });
+
+export const Problem = z.object({
+  type: z.string(),
+  title: z.string(),
+  status: z.number().int(),
+  detail: z.string().optional(),
+  code: z.string(),
+  requestId: z.string().optional(),
+  verdict: VerdictBody.optional(),
+});
+
+export type BaselineBody = z.output<typeof BaselineBody>;
+export type AgentBody = z.output<typeof AgentBody>;
+export type AgentDetailBody = z.output<typeof AgentDetailBody>;
+export type Problem = z.output<typeof Problem>;
