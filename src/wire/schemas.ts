@@ -27,7 +27,8 @@ export function bytes(max: number, min = 0) {
         return z.NEVER;
       }
       return b;
-    });
+    })
+    .meta({ contentEncoding: 'base64url', description: `bytes (at most ${max}): base64url in JSON, a byte string in CBOR` });
 }
 
 /** Output type of bytes(): what the schemas' parse returns and what senders may pass. */

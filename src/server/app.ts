@@ -1,0 +1,179 @@
+import { randomUUID } from 'node:crypto';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import { AttestorError, isAttestorError, type ErrorCode } from '../errors.js';
+import type { Store, OperatorToken } from '../store/store.js';
+import { CBOR_TYPE, JSON_TYPE, PROBLEM_TYPE, decodeBody, encodeBody, formatOf, type BodyFormat } from '../wire/codec.js';
+import { authenticate } from './auth.js';
+import type { Metrics } from './metrics.js';
+import { problemType, statusOf, titleOf } from './problem.js';
+import type { Route } from './route.js';
+import { roleHas } from './scopes.js';
+
+export interface AppDeps {
+  readonly store: Store;
+  readonly routes: readonly Route[];
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly limits: { readonly bodyBytes: number; readonly attestationBodyBytes: number };
+}
+
+/** What a refused request may carry besides its code (a refused attestation's verdict). */
+export class ProblemError extends AttestorError {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    readonly extra: Readonly<Record<string, unknown>>,
+  ) {
+    super(code, message);
+  }
+}
+
+/**
+ * Codes whose detail could help an attacker (which step of activation failed): the client
+ * gets the title only; the log keeps the detail.
+ */
+const OPAQUE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_ACTIVATION_FAILED', 'ERR_UNAUTHENTICATED']);
+
+/** The longest validation message echoed to a client. */
+const MAX_DETAIL = 512;
+
+/**
+ * The verifier's express app, built from its route list: every route gets the same request
+ * id, logging, metrics, authorization, body decoding and validation; errors become
+ * problem+json through one handler.
+ */
+export function createApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  app.use((req, res, next) => {
+    const given = req.get('x-request-id');
+    res.locals.requestId = given && /^[A-Za-z0-9._-]{1,64}$/.test(given) ? given : randomUUID();
+    res.setHeader('x-request-id', res.locals.requestId as string);
+    res.setHeader('cache-control', 'no-store');
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const routePath = (res.locals.route as string | undefined) ?? 'unmatched';
+      deps.metrics.httpDuration.observe({ method: req.method, route: routePath, status: String(res.statusCode) }, seconds);
+      deps.logger.info(
+        { requestId: res.locals.requestId, method: req.method, route: routePath, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10, code: res.locals.code },
+        'request',
+      );
+    });
+    next();
+  });
+
+  for (const r of deps.routes) {
+    const limit = r.bodyLimit === 'attestation' ? deps.limits.attestationBodyBytes : deps.limits.bodyBytes;
+    const raw = express.raw({ type: () => true, limit });
+    app[r.method](r.path, (_req, res, next) => {
+      res.locals.route = r.path;
+      next();
+    }, raw, (req, res, next) => {
+      handle(deps, r, req, res).catch(next);
+    });
+  }
+
+  app.use((_req, _res, next) => next(new AttestorError('ERR_NOT_FOUND', 'no such route')));
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => sendProblem(deps.logger, req, res, err));
+  return app;
+}
+
+async function handle(deps: AppDeps, r: Route, req: Request, res: Response): Promise<void> {
+  let token: OperatorToken | null = null;
+  if (r.access !== 'public' && r.access !== 'agent') {
+    token = await authenticate(deps.store, req.get('authorization'));
+    if (!roleHas(token.role, r.access)) {
+      throw new AttestorError('ERR_FORBIDDEN', `the token's role "${token.role}" does not grant ${r.access}`);
+    }
+  }
+  const formats = r.formats ?? ['json'];
+  let body: unknown = undefined;
+  let requestFormat: BodyFormat | undefined;
+  if (r.body) {
+    requestFormat = formatOf(req.get('content-type'));
+    if (!requestFormat || !formats.includes(requestFormat)) {
+      throw new AttestorError('ERR_UNSUPPORTED_MEDIA_TYPE', `send ${formats.map((f) => (f === 'json' ? JSON_TYPE : CBOR_TYPE)).join(' or ')}`);
+    }
+    const bytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    body = parse(r.body, decodeBody(bytes, requestFormat), 'body');
+  }
+  const params = r.params ? parse(r.params, req.params, 'path') : {};
+  const query = r.query ? parse(r.query, req.query, 'query') : {};
+  const reply = await r.handle({ params, query, body, token, requestId: res.locals.requestId as string, ip: req.ip ?? '' });
+
+  if (reply.headers) for (const [k, v] of Object.entries(reply.headers)) res.setHeader(k, v);
+  if (reply.contentType) {
+    res.status(reply.status).type(reply.contentType).send(reply.body);
+    return;
+  }
+  const wanted = acceptedFormat(req.get('accept'), formats) ?? requestFormat ?? 'json';
+  res
+    .status(reply.status)
+    .type(wanted === 'json' ? JSON_TYPE : CBOR_TYPE)
+    .send(encodeBody(reply.body, wanted));
+}
+
+function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const path = issue.path.length > 0 ? `${where}.${issue.path.join('.')}` : where;
+  throw new AttestorError('ERR_INPUT', `${path}: ${issue.message}`.slice(0, MAX_DETAIL));
+}
+
+/** The first of the route's formats the Accept header names; undefined when it names none. */
+function acceptedFormat(accept: string | undefined, formats: readonly BodyFormat[]): BodyFormat | undefined {
+  if (!accept) return undefined;
+  for (const part of accept.split(',')) {
+    const f = formatOf(part);
+    if (f && formats.includes(f)) return f;
+  }
+  return undefined;
+}
+
+/** body-parser's error types, as the codes they mean. */
+const BODY_ERRORS: Readonly<Record<string, ErrorCode>> = {
+  'entity.too.large': 'ERR_BODY_TOO_LARGE',
+  'encoding.unsupported': 'ERR_UNSUPPORTED_MEDIA_TYPE',
+  'charset.unsupported': 'ERR_UNSUPPORTED_MEDIA_TYPE',
+  'request.aborted': 'ERR_DECODE',
+  'request.size.invalid': 'ERR_DECODE',
+  'stream.encoding.set': 'ERR_INTERNAL',
+};
+
+function sendProblem(logger: Logger, req: Request, res: Response, err: unknown): void {
+  const requestId = res.locals.requestId as string;
+  const bodyError = typeof (err as { type?: unknown })?.type === 'string' ? BODY_ERRORS[(err as { type: string }).type] : undefined;
+  let code: ErrorCode;
+  let detail: string | undefined;
+  let extra: Readonly<Record<string, unknown>> = {};
+  if (isAttestorError(err)) {
+    code = err.code;
+    detail = err.message;
+    if (err instanceof ProblemError) extra = err.extra;
+  } else if (bodyError) {
+    code = bodyError;
+    detail = bodyError === 'ERR_BODY_TOO_LARGE' ? 'the request body is larger than this route takes' : 'the request body could not be read';
+  } else {
+    code = 'ERR_INTERNAL';
+    logger.error({ requestId, err, method: req.method, url: req.originalUrl.split('?', 1)[0] }, 'unexpected error');
+  }
+  const status = statusOf(code);
+  if (status >= 500 && code !== 'ERR_INTERNAL') logger.error({ requestId, code, detail }, 'request failed');
+  res.locals.code = code;
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const shown = status >= 500 || OPAQUE.has(code) ? undefined : detail?.slice(0, MAX_DETAIL);
+  res
+    .status(status)
+    .type(PROBLEM_TYPE)
+    .send(JSON.stringify({ type: problemType(code), title: titleOf(status), status, ...(shown ? { detail: shown } : {}), code, requestId, ...extra }));
+}

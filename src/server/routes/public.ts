@@ -1,0 +1,107 @@
+import { z } from 'zod';
+import { AttestorError } from '../../errors.js';
+import type { Store } from '../../store/store.js';
+import type { CredentialAuthority } from '../credential-authority.js';
+import type { Metrics } from '../metrics.js';
+import { route, type Route } from '../route.js';
+
+/** What anyone may fetch: discovery, keys, bundles, the root CA, health, metrics, the API description. */
+export function publicRoutes(deps: {
+  store: Store;
+  authority: CredentialAuthority;
+  metrics: Metrics;
+  publicUrl: string;
+  openapi: () => unknown;
+}): Route[] {
+  const { authority } = deps;
+  const json = (path: string, operationId: string, summary: string, body: () => unknown): Route =>
+    route({
+      method: 'get',
+      path,
+      operationId,
+      summary,
+      tag: 'public',
+      access: 'public',
+      responses: { 200: 'json-document' },
+      handle: async () => ({ status: 200, body: JSON.stringify(body()), contentType: 'application/json' }),
+    });
+  // OpenID Connect Discovery 1.0 §3, as SPIRE's OIDC provider serves it for JWT-SVID consumers.
+  const discovery = {
+    issuer: deps.publicUrl,
+    jwks_uri: `${deps.publicUrl}/.well-known/jwks.json`,
+    authorization_endpoint: '',
+    response_types_supported: ['id_token'],
+    subject_types_supported: ['public'],
+    id_token_signing_alg_values_supported: ['ES256'],
+  };
+  return [
+    json('/.well-known/openid-configuration', 'openidConfiguration', 'OpenID Connect discovery for JWT-SVID verification', () => discovery),
+    json('/.well-known/jwks.json', 'jwks', 'The JWT-SVID signing keys', () => authority.jwks),
+    json('/v1/bundle', 'spiffeBundle', 'The SPIFFE bundle of the trust domain (X.509 and JWT authorities)', () => authority.spiffeBundle),
+    route({
+      method: 'get',
+      path: '/v1/ca.pem',
+      operationId: 'caCertificates',
+      summary: 'The CA certificates X509-SVIDs chain to, PEM',
+      tag: 'public',
+      access: 'public',
+      responses: { 200: 'pem' },
+      handle: async () => ({ status: 200, body: authority.bundlePem, contentType: 'application/x-pem-file' }),
+    }),
+    route({
+      method: 'get',
+      path: '/v1/roots/:fingerprint',
+      operationId: 'rootByFingerprint',
+      summary: 'The root CA with this SHA-256 fingerprint, PEM (for pinning clients)',
+      tag: 'public',
+      access: 'public',
+      params: z.object({ fingerprint: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits') }),
+      responses: { 200: 'pem' },
+      errors: ['ERR_NOT_FOUND'],
+      handle: async ({ params }) => {
+        if (params.fingerprint.toLowerCase() !== authority.caFingerprint) {
+          throw new AttestorError('ERR_NOT_FOUND', 'no root CA with this fingerprint');
+        }
+        return { status: 200, body: authority.bundlePem, contentType: 'application/x-pem-file' };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/healthz',
+      operationId: 'health',
+      summary: 'The process is up',
+      tag: 'public',
+      access: 'public',
+      responses: { 200: 'text' },
+      handle: async () => ({ status: 200, body: 'ok\n', contentType: 'text/plain' }),
+    }),
+    route({
+      method: 'get',
+      path: '/readyz',
+      operationId: 'ready',
+      summary: 'The database answers: ready for traffic',
+      tag: 'public',
+      access: 'public',
+      responses: { 200: 'text', 503: 'text' },
+      handle: async () => {
+        try {
+          await deps.store.ping();
+          return { status: 200, body: 'ready\n', contentType: 'text/plain' };
+        } catch {
+          return { status: 503, body: 'the database does not answer\n', contentType: 'text/plain' };
+        }
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/metrics',
+      operationId: 'metrics',
+      summary: 'Prometheus metrics',
+      tag: 'public',
+      access: 'public',
+      responses: { 200: 'text' },
+      handle: async () => ({ status: 200, body: await deps.metrics.registry.metrics(), contentType: deps.metrics.registry.contentType }),
+    }),
+    json('/v1/openapi.json', 'openapi', 'This API, OpenAPI 3.1', deps.openapi),
+  ];
+}
