@@ -42,7 +42,7 @@ export type ErrorCode =
   | 'ERR_EK_CERT_KEY_MISMATCH'
   | 'ERR_EK_CERT_NOT_EK'
   | 'ERR_EK_ROOTS_EMPTY'
-  // PKCS#11 key source of the agent (src/agent/pkcs11-module, src/agent/pkcs11-key)
+  // PKCS#11 tokens: the module wrapper and the keys in it (src/pkcs11, src/agent/pkcs11-key, src/issuer/pkcs11-keys)
   | 'ERR_PKCS11_MODULE'
   | 'ERR_PKCS11_TOKEN_NOT_FOUND'
   | 'ERR_PKCS11_LOGIN'
@@ -89,6 +89,9 @@ export type ErrorCode =
   | 'ERR_PCR_SELECTION_SPEC'
   | 'ERR_TPM_CAPABILITY'
   | 'ERR_TPM_PCRS_UNSTABLE'
+  // attestor-agent enroll/attest: what the state directory says about this host (src/agent/state-files.ts)
+  | 'ERR_AGENT_NOT_ENROLLED'
+  | 'ERR_AGENT_STATE'
   // Input given to the CLI or API that is not TPM data
   | 'ERR_INPUT'
   // Baseline documents (src/baseline/document)
@@ -120,6 +123,7 @@ export type ErrorCode =
   | 'ERR_INTERNAL'
   // Storage (src/store)
   | 'ERR_STORE_UNAVAILABLE'
+  | 'ERR_STORE_CONFLICT'
   | 'ERR_STORE'
   // Issuing keys and credentials (src/issuer)
   | 'ERR_KEYS_URI'

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findOrGenerateKey, generateKey, makeKeyReport, type Pkcs11Key } from '../src/agent/pkcs11-key.js';
-import { Pkcs11Session } from '../src/agent/pkcs11-module.js';
+import { Pkcs11Session } from '../src/pkcs11/module.js';
 import { TpmSession } from '../src/agent/tpm-session.js';
 import { keyEvidenceDigest, type HsmKeyReport } from '../src/appraisal/hsm-key-report.js';
 import { verifyHsmKey } from '../src/appraisal/verify-hsm-key.js';

@@ -10,7 +10,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import '../src/reflect-metadata.js';
 import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { SerialQueue } from '../src/agent/serial-queue.js';
+import { SerialQueue } from '../src/serial-queue.js';
 import { Tpm, TssError, formatOneError, loadNodeTss, openTpm, type Handle, type NativeTpm } from '../src/agent/tss.js';
 import { marshalPcrSelection } from '../src/agent/tpm-marshal.js';
 import { parseCapabilityData, TPM_CAP, TPM_PT } from '../src/tpm/capability.js';

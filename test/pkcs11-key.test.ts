@@ -3,7 +3,6 @@ import { existsSync } from 'node:fs';
 import pkcs11js from 'pkcs11js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  ecP256KeyPairTemplates,
   findKey,
   findOrGenerateKey,
   generateKey,
@@ -13,7 +12,8 @@ import {
   signDigest,
   type Pkcs11Key,
 } from '../src/agent/pkcs11-key.js';
-import { Pkcs11Session, type Template } from '../src/agent/pkcs11-module.js';
+import { ecP256KeyPairTemplates } from '../src/pkcs11/ec-key.js';
+import { Pkcs11Session, type Template } from '../src/pkcs11/module.js';
 import { CKK_EC, HSM_KEY_FLAGS, keyEvidenceDigest, type HsmKeyReport } from '../src/appraisal/hsm-key-report.js';
 import { verifyHsmKey } from '../src/appraisal/verify-hsm-key.js';
 import { startSoftHsm, type SoftHsm } from './helpers/softhsm.js';

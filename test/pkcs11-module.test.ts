@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pkcs11js from 'pkcs11js';
-import { Pkcs11Session, readUlong, type OpenTokenOptions, type Pkcs11Error } from '../src/agent/pkcs11-module.js';
+import { Pkcs11Session, readUlong, type OpenTokenOptions, type Pkcs11Error } from '../src/pkcs11/module.js';
 import { rejection } from './helpers/rejection.js';
 import { startSoftHsm, type SoftHsm } from './helpers/softhsm.js';
 

@@ -2,7 +2,7 @@ import { EK_CERT_NV } from '../tpm/constants.js';
 import { objectName } from '../tpm/name.js';
 import { parseTpm2bPublic } from '../tpm/public.js';
 import type { PcrValues } from '../tpm/pcr-selection.js';
-import { SerialQueue } from './serial-queue.js';
+import { SerialQueue } from '../serial-queue.js';
 import { StateDir } from './state-dir.js';
 import type { PcrSelectionSpec } from './tpm-marshal.js';
 import { akTemplate, ekTemplate, identityKeyTemplate, srkTemplate, type KeyType } from './tpm-templates.js';

@@ -5,7 +5,7 @@ import { parseCapabilityData, TPM_CAP, TPM_PT } from '../tpm/capability.js';
 import { parseNvPublic, type NvPublic } from '../tpm/nv-public.js';
 import { DIGESTS_MAX, pcrValuesOf } from '../tpm/pcr-read.js';
 import type { PcrBankSelection, PcrValues } from '../tpm/pcr-selection.js';
-import { SerialQueue } from './serial-queue.js';
+import { SerialQueue } from '../serial-queue.js';
 import {
   canonicalPcrSelection,
   marshalDigestValues,

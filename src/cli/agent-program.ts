@@ -1,10 +1,14 @@
 import { Command } from 'commander';
+import { agentAttestCommand } from './commands/agent-attest.js';
+import { agentEnrollCommand } from './commands/agent-enroll.js';
 import { tpmCommand } from './commands/tpm.js';
 import type { CliIo } from './io.js';
 import { runProgram } from './run.js';
 
 function agentProgram(io: CliIo): Command {
   const program = new Command('attestor-agent').description("Attestor's agent on an attested host: its TPM, keys and evidence");
+  program.addCommand(agentEnrollCommand(io));
+  program.addCommand(agentAttestCommand(io));
   program.addCommand(tpmCommand(io));
   return program;
 }

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { ApiError } from '../client/api-client.js';
 import { AttestorError } from '../errors.js';
 
 /** Where a command writes; tests pass collectors, the bin passes the process streams. */
@@ -44,7 +45,10 @@ export function parseHex(value: string, option: string): Uint8Array {
 }
 
 
-/** The one line a failed check prints: the stable code first, so scripts can match it. */
+/**
+ * The one line a failed check prints: the stable code first, so scripts can match it. A
+ * refusal by the verifier shows the server's code (its message is "<code>: <detail>").
+ */
 export function describeError(e: AttestorError): string {
-  return `error: ${e.code}: ${e.message}\n`;
+  return e instanceof ApiError ? `error: ${e.message}\n` : `error: ${e.code}: ${e.message}\n`;
 }

@@ -1,3 +1,5 @@
+import type { JwtSvidClaims } from '../issuer/jwt-svid.js';
+
 /**
  * What the attestation flow and the public routes need of the issuing side: sign an
  * X509-SVID and a JWT-SVID, and the public material relying parties fetch. Built at start by
@@ -18,14 +20,4 @@ export interface CredentialAuthority {
   readonly jwks: unknown;
   /** /v1/bundle (SPIFFE bundle). */
   readonly spiffeBundle: unknown;
-}
-
-export interface JwtSvidClaims {
-  readonly sub: string;
-  readonly aud: string;
-  readonly iat: number;
-  readonly exp: number;
-  readonly jti: string;
-  readonly cnf: { readonly 'x5t#S256': string };
-  readonly attestation: { readonly [key: string]: unknown };
 }

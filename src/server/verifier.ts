@@ -65,7 +65,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
   try {
     const store = await openStore({ dataDir: config.dataDir, ...(config.database ? { database: config.database } : {}) });
     cleanup.push(() => store.close());
-    const keys: KeyManager = await openKeyManager(keysUri(config), { logger, dataDir: config.dataDir });
+    const keys: KeyManager = await openKeyManager(keysUri(config));
     cleanup.push(() => keys.close());
     if (keys.software) {
       logger.warn('SOFTWARE ISSUING KEYS: the CA, JWT and audit keys are files, not in an HSM. For development only; use --keys pkcs11:... in production.');

@@ -18,7 +18,8 @@ export function bytes(max: number, min = 0) {
         .string()
         .max(Math.ceil((max * 4) / 3) + 4)
         .regex(BASE64URL, 'must be base64url without padding'),
-      z.instanceof(Uint8Array),
+      // Any Uint8Array (Buffers included): what CBOR decodes byte strings to and senders pass.
+      z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'must be bytes'),
     ])
     .transform((v, ctx) => {
       const b = typeof v === 'string' ? Buffer.from(v, 'base64url') : Buffer.from(v.buffer, v.byteOffset, v.byteLength);

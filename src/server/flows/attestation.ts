@@ -1,9 +1,8 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { appraise, type Appraisal } from '../../appraisal/appraise.js';
+import { appraise, type Appraisal, type ImaProgressState } from '../../appraisal/appraise.js';
 import { DEFAULT_PCR_SELECTION, pcrSelectionOf } from '../../baseline/document.js';
 import { equalBytes } from '../../bytes.js';
 import { AttestorError } from '../../errors.js';
-import type { ImaState } from '../../eventlog/ima/incremental.js';
 import { parseTpm2bPublic, type TpmPublic } from '../../tpm/public.js';
 import type { PcrValues } from '../../tpm/pcr-selection.js';
 import type { Agent, AuditInput, Credential, Json, Store, StoredClock, Verdict } from '../../store/store.js';
@@ -132,7 +131,7 @@ export function createAttestationFlow(deps: AttestationDeps) {
         },
         ...(enforced ? { baseline: enforced } : {}),
         staged,
-        ...(progress ? { ima: { state: progress.state as unknown as ImaState, resetCount: progress.resetCount } } : {}),
+        ...(progress ? { ima: { state: progress.state as unknown as ImaProgressState, resetCount: progress.resetCount } } : {}),
         allowSha1: deps.allowSha1,
       });
 

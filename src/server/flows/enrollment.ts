@@ -5,9 +5,9 @@ import { AttestorError } from '../../errors.js';
 import { verifyEkCertificate } from '../../tpm/ek-certificate.js';
 import type { EkRootStore } from '../../tpm/ek-roots.js';
 import { makeCredential } from '../../tpm/make-credential.js';
+import { agentIdOf } from '../../tpm/agent-id.js';
 import { objectName } from '../../tpm/name.js';
-import { publicKeyOf } from '../../tpm/public-key.js';
-import { parseTpm2bPublic, type TpmPublic } from '../../tpm/public.js';
+import { parseTpm2bPublic } from '../../tpm/public.js';
 import type { Agent, Store } from '../../store/store.js';
 import type { EnrollmentRequest } from '../../wire/schemas.js';
 import { spiffeIdOf } from '../spiffe.js';
@@ -42,11 +42,6 @@ export interface Enrollment {
 
 /** The secret MakeCredential protects: as long as the EK's name hash (SHA-256) allows. */
 const SECRET_BYTES = 32;
-
-/** The agent id: lowercase hex SHA-256 of the EK's SubjectPublicKeyInfo DER (the spire-tpm-plugin "EK hash"). */
-export function agentIdOf(ek: TpmPublic): string {
-  return createHash('sha256').update(publicKeyOf(ek).export({ type: 'spki', format: 'der' })).digest('hex');
-}
 
 export function createEnrollmentFlow(deps: EnrollmentDeps) {
   return {

@@ -1,13 +1,14 @@
 import { endianness } from 'node:os';
 import pkcs11js from 'pkcs11js';
 import { AttestorError, type ErrorCode } from '../errors.js';
-import { SerialQueue } from './serial-queue.js';
+import { SerialQueue } from '../serial-queue.js';
 
 /**
- * A logged-in session on one PKCS#11 token (Cryptoki v2.40, pkcs11js). Every call goes through
- * run(): one at a time per session (a Cryptoki session is single-threaded and async calls run
- * on worker threads), and every failure becomes a typed Pkcs11Error naming the Cryptoki
- * function and its CKR_ return value. The user PIN is used for C_Login and never kept.
+ * A logged-in session on one PKCS#11 token (Cryptoki v2.40, pkcs11js), for the agent's key and
+ * the verifier's issuing keys. Every call goes through run(): one at a time per session (a
+ * Cryptoki session is single-threaded and async calls run on worker threads), and every
+ * failure becomes a typed Pkcs11Error naming the Cryptoki function and its CKR_ return value.
+ * The user PIN is used for C_Login and never kept.
  */
 
 /** A Cryptoki handle (CK_SLOT_ID, CK_SESSION_HANDLE, CK_OBJECT_HANDLE) as pkcs11js passes it. */
@@ -147,8 +148,11 @@ export class Pkcs11Session {
   private constructor(
     private readonly p11: pkcs11js.PKCS11,
     private readonly modulePath: string,
+    private readonly slot: Pkcs11Handle,
     private readonly handle: Pkcs11Handle,
     readonly token: Pkcs11TokenInfo,
+    /** True for the session that called C_Login: closing it logs the application out. */
+    private readonly ownsLogin: boolean,
   ) {}
 
   /** Loads the module, finds the token by label, opens a read-write session and logs in as user. */
@@ -163,11 +167,29 @@ export class Pkcs11Session {
         throw translate(e, 'C_OpenSession');
       }
       login(p11, handle, opts.pin, opts.tokenLabel);
-      return new Pkcs11Session(p11, opts.modulePath, handle, token);
+      return new Pkcs11Session(p11, opts.modulePath, slot, handle, token, true);
     } catch (e) {
       if (handle) bestEffort(() => p11.C_CloseSession(handle!));
       bestEffort(() => releaseModule(opts.modulePath));
       throw e;
+    }
+  }
+
+  /**
+   * Another session on the same token, sharing this session's login (the login state belongs
+   * to the application and token, not to a session: PKCS#11 v2.40 §5.6), so that several
+   * operations can run at once. Closing it does not log out; closing this session does, for
+   * every session of the token: close the others first.
+   */
+  async openSibling(): Promise<Pkcs11Session> {
+    if (this.closed) throw new Pkcs11Error('ERR_PKCS11', 'C_OpenSession: the session is closed');
+    const p11 = acquireModule(this.modulePath);
+    try {
+      const handle = p11.C_OpenSession(this.slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+      return new Pkcs11Session(p11, this.modulePath, this.slot, handle, this.token, false);
+    } catch (e) {
+      bestEffort(() => releaseModule(this.modulePath));
+      throw translate(e, 'C_OpenSession');
     }
   }
 
@@ -197,8 +219,8 @@ export class Pkcs11Session {
   }
 
   /**
-   * Logs out, closes the session and, with the last session on the module, finalises it;
-   * every step is tried, and the first failure is reported. Idempotent.
+   * Logs out (the session that logged in), closes the session and, with the last session on
+   * the module, finalises it; every step is tried, and the first failure is reported. Idempotent.
    */
   close(): Promise<void> {
     this.closed ??= this.queue.run(() => {
@@ -210,7 +232,7 @@ export class Pkcs11Session {
           failures.push(translate(e, fn));
         }
       };
-      step('C_Logout', () => this.p11.C_Logout(this.handle));
+      if (this.ownsLogin) step('C_Logout', () => this.p11.C_Logout(this.handle));
       step('C_CloseSession', () => this.p11.C_CloseSession(this.handle));
       step('C_Finalize', () => releaseModule(this.modulePath));
       if (failures[0]) throw failures[0];
