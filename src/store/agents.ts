@@ -1,0 +1,73 @@
+import { equalBytes } from '../bytes.js';
+import { AttestorError } from '../errors.js';
+import { appendAudit } from './audit.js';
+import { bytes, bytesOrNull, int, intOrNull, json, jsonOrNull, jsonParam, text, textOrNull } from './columns.js';
+import { pageLimit, toPage } from './page.js';
+import { row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
+import type { Agent, AgentStatus, AgentStore, AuditInput, StoredClock } from './store.js';
+
+const COLUMNS = 'id, ek_public, ak_public, ek_certificate, labels, status, created_at, last_clock, last_evidence, last_verdict_id, last_attested_at';
+
+const SQL = statements('agents', {
+  // No conflict target: a taken id and an EK enrolled under another id both leave the row out.
+  insert: `INSERT INTO agents (id, ek_public, ak_public, ek_certificate, labels, status, created_at)
+    VALUES ($1, $2, $3, $4, $5, 'active', $6) ON CONFLICT DO NOTHING RETURNING ${COLUMNS}`,
+  lock: { forUpdate: `SELECT ${COLUMNS} FROM agents WHERE id = $1` },
+  setLabels: `UPDATE agents SET labels = $2 WHERE id = $1 RETURNING ${COLUMNS}`,
+  get: `SELECT ${COLUMNS} FROM agents WHERE id = $1`,
+  list: `SELECT ${COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2`,
+  count: 'SELECT COUNT(*) AS n FROM agents',
+});
+
+type NewAgent = Parameters<AgentStore['activate']>[0];
+
+function* activate(agent: NewAgent, audit: AuditInput, clock: Clock): Body<Agent> {
+  const labels = jsonParam(agent.labels);
+  const inserted = yield* row(SQL.insert, [agent.id, agent.ekPublic, agent.akPublic, agent.ekCertificate, labels, agent.createdAt]);
+  let activated: Row | undefined = inserted;
+  if (!inserted) {
+    // Concurrent activations of one id wait here for the first to commit, then compare.
+    const existing = yield* row(SQL.lock, [agent.id]);
+    if (!existing) throw new AttestorError('ERR_ENROLLMENT_CONFLICT', `the EK of agent ${agent.id} is enrolled under another agent id`);
+    if (!equalBytes(bytes(existing.ek_public), agent.ekPublic) || !equalBytes(bytes(existing.ak_public), agent.akPublic)) {
+      throw new AttestorError('ERR_ENROLLMENT_CONFLICT', `agent ${agent.id} is enrolled with another EK or AK`);
+    }
+    activated = yield* row(SQL.setLabels, [agent.id, labels]);
+  }
+  yield* appendAudit([audit], clock);
+  return toAgent(activated!);
+}
+
+export function createAgentStore(db: Database, clock: Clock): AgentStore {
+  return {
+    activate: (agent, audit) => db.transaction('agents.activate', activate(agent, audit, clock)),
+    async get(id) {
+      const found = await db.row(SQL.get, [id]);
+      return found ? toAgent(found) : null;
+    },
+    async list(page) {
+      const limit = pageLimit(page);
+      const found = await db.rows(SQL.list, [page.after ?? '', limit + 1]);
+      return toPage(found.map(toAgent), limit, (agent) => agent.id);
+    },
+    async count() {
+      return int((await db.row(SQL.count, []))!.n);
+    },
+  };
+}
+
+function toAgent(r: Row): Agent {
+  return {
+    id: text(r.id),
+    ekPublic: bytes(r.ek_public),
+    akPublic: bytes(r.ak_public),
+    ekCertificate: bytesOrNull(r.ek_certificate),
+    labels: json<Agent['labels']>(r.labels),
+    status: text(r.status) as AgentStatus,
+    createdAt: int(r.created_at),
+    lastClock: jsonOrNull<StoredClock>(r.last_clock),
+    lastEvidence: jsonOrNull(r.last_evidence),
+    lastVerdictId: textOrNull(r.last_verdict_id),
+    lastAttestedAt: intOrNull(r.last_attested_at),
+  };
+}

@@ -1,0 +1,98 @@
+import { AttestorError } from '../errors.js';
+import { appendAudit } from './audit.js';
+import { bool, int, intOrNull, json, jsonParam, text, textOrNull } from './columns.js';
+import { pageLimit, toPage } from './page.js';
+import { changes, row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
+import type { AttestationRecord, AttestationStore, Credential, CredentialKind, ImaProgress, Verdict, VerdictStatus } from './store.js';
+
+const VERDICT_COLUMNS = 'id, agent_id, at, status, baseline_id, baseline_version, reasons, claims';
+const CREDENTIAL_COLUMNS = 'id, kind, agent_id, verdict_id, issued_at, expires_at, certificate_sha256, revoked';
+
+const SQL = statements('attestations', {
+  // The status check and the row lock in one statement: an agent revoked by a transaction that
+  // committed first is seen here, and one revoked later waits for this commit. A null clock or
+  // evidence (the quote did not verify) keeps the last authentic one: erasing the clock would
+  // switch off the rollback check of the next quote.
+  updateAgent: `UPDATE agents SET last_clock = COALESCE($2, last_clock), last_evidence = COALESCE($3, last_evidence),
+    last_verdict_id = $4, last_attested_at = $5 WHERE id = $1 AND status = 'active' RETURNING id`,
+  agentStatus: 'SELECT status FROM agents WHERE id = $1',
+  insertVerdict: `INSERT INTO verdicts (${VERDICT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+  insertCredential: `INSERT INTO credentials (${CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+  saveIma: `INSERT INTO ima_progress (agent_id, reset_count, state) VALUES ($1, $2, $3)
+    ON CONFLICT (agent_id) DO UPDATE SET reset_count = excluded.reset_count, state = excluded.state`,
+  ima: 'SELECT agent_id, reset_count, state FROM ima_progress WHERE agent_id = $1',
+  verdict: `SELECT ${VERDICT_COLUMNS} FROM verdicts WHERE id = $1`,
+  // Newest first; the cursor is the id of the last credential of the page.
+  credentialsOf: `SELECT ${CREDENTIAL_COLUMNS} FROM credentials
+    WHERE agent_id = $1 AND (CAST($2 AS TEXT) IS NULL OR (issued_at, id) < (SELECT issued_at, id FROM credentials WHERE id = $2))
+    ORDER BY issued_at DESC, id DESC LIMIT $3`,
+  countCredentials: 'SELECT COUNT(*) AS n FROM credentials',
+});
+
+function* record(r: AttestationRecord, clock: Clock): Body<void> {
+  const v = r.verdict;
+  const updated = yield* row(SQL.updateAgent, [v.agentId, r.clock && jsonParam(r.clock), r.evidence === null ? null : jsonParam(r.evidence), v.id, v.at]);
+  if (!updated) {
+    const agent = yield* row(SQL.agentStatus, [v.agentId]);
+    if (!agent) throw new AttestorError('ERR_AGENT_NOT_FOUND', `no agent ${v.agentId}`);
+    throw new AttestorError('ERR_AGENT_NOT_ACTIVE', `agent ${v.agentId} is ${text(agent.status)}`);
+  }
+  yield* changes(SQL.insertVerdict, [v.id, v.agentId, v.at, v.status, v.baselineId, v.baselineVersion, jsonParam(v.reasons), jsonParam(v.claims)]);
+  for (const c of r.credentials) {
+    yield* changes(SQL.insertCredential, [c.id, c.kind, c.agentId, c.verdictId, c.issuedAt, c.expiresAt, c.certificateSha256, c.revoked]);
+  }
+  if (r.ima) yield* changes(SQL.saveIma, [r.ima.agentId, r.ima.resetCount, jsonParam(r.ima.state)]);
+  yield* appendAudit(r.audit, clock);
+}
+
+export function createAttestationStore(db: Database, clock: Clock): AttestationStore {
+  return {
+    record: (r) => db.transaction('attestations.record', record(r, clock)),
+    async imaProgress(agentId) {
+      const found = await db.row(SQL.ima, [agentId]);
+      return found ? toImaProgress(found) : null;
+    },
+    async verdict(id) {
+      const found = await db.row(SQL.verdict, [id]);
+      return found ? toVerdict(found) : null;
+    },
+    async credentialsOf(agentId, page) {
+      const limit = pageLimit(page);
+      const found = await db.rows(SQL.credentialsOf, [agentId, page.after ?? null, limit + 1]);
+      return toPage(found.map(toCredential), limit, (c) => c.id);
+    },
+    async countCredentials() {
+      return int((await db.row(SQL.countCredentials, []))!.n);
+    },
+  };
+}
+
+function toVerdict(r: Row): Verdict {
+  return {
+    id: text(r.id),
+    agentId: text(r.agent_id),
+    at: int(r.at),
+    status: text(r.status) as VerdictStatus,
+    baselineId: textOrNull(r.baseline_id),
+    baselineVersion: intOrNull(r.baseline_version),
+    reasons: json(r.reasons),
+    claims: json(r.claims),
+  };
+}
+
+function toCredential(r: Row): Credential {
+  return {
+    id: text(r.id),
+    kind: text(r.kind) as CredentialKind,
+    agentId: text(r.agent_id),
+    verdictId: text(r.verdict_id),
+    issuedAt: int(r.issued_at),
+    expiresAt: int(r.expires_at),
+    certificateSha256: text(r.certificate_sha256),
+    revoked: bool(r.revoked),
+  };
+}
+
+function toImaProgress(r: Row): ImaProgress {
+  return { agentId: text(r.agent_id), resetCount: int(r.reset_count), state: json(r.state) };
+}

@@ -1,0 +1,42 @@
+import { join } from 'node:path';
+import { AttestorError } from '../errors.js';
+import { openPostgresStore } from './postgres.js';
+import { openSqliteStore } from './sqlite.js';
+import type { Store } from './store.js';
+
+export interface OpenStoreOptions {
+  /** The data directory: the SQLite database is `<dataDir>/attestor.db`. */
+  readonly dataDir: string;
+  /**
+   * Absent: SQLite in the data directory. A postgres:// or postgresql:// URL: PostgreSQL; its
+   * `schema` query parameter, if any, names the schema of the tables (and is not passed on).
+   */
+  readonly database?: string;
+}
+
+/** The store the configuration names. */
+export async function openStore(options: OpenStoreOptions): Promise<Store> {
+  const { database } = options;
+  if (database === undefined) return openSqliteStore({ path: join(options.dataDir, 'attestor.db') });
+  if (!/^postgres(ql)?:\/\//i.test(database)) {
+    throw new AttestorError('ERR_CONFIG', `database "${withoutCredentials(database)}" is neither absent (SQLite in the data directory) nor a postgres:// or postgresql:// URL`);
+  }
+  let url: URL;
+  try {
+    url = new URL(database);
+  } catch {
+    throw new AttestorError('ERR_CONFIG', `database "${withoutCredentials(database)}" is not a well-formed URL`);
+  }
+  const schema = url.searchParams.get('schema');
+  if (schema === null) return openPostgresStore({ url: database });
+  url.searchParams.delete('schema');
+  return openPostgresStore({ url: url.toString(), schema });
+}
+
+/** The value for a message: the user and password of a URL left out. */
+function withoutCredentials(value: string): string {
+  const at = value.lastIndexOf('@');
+  if (at < 0) return value;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(value)?.[0] ?? '';
+  return `${scheme}${value.slice(at + 1)}`;
+}
