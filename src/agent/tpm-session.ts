@@ -118,6 +118,11 @@ export class TpmSession {
     return this.tpm.certify(handle, this.akHandle, qualifyingData);
   }
 
+  /** TPM2_Certify by the AK of another object loaded in this TPM (`handle`), over `qualifyingData`. */
+  certifyObject(handle: Handle, qualifyingData: Uint8Array): Promise<Attestation> {
+    return this.tpm.certify(handle, this.akHandle, qualifyingData);
+  }
+
   /** Signs a SHA-256 digest with the identity key: the marshalled TPMT_SIGNATURE (ECDSA). */
   async signWithIdentityKey(digest: Uint8Array): Promise<Uint8Array> {
     const { handle } = await this.loadIdentity();

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { z } from 'zod';
 import { bootstrapCa, createApiClient, type ApiClient } from '../client/api-client.js';
+import { caFingerprint as caFingerprintOf, serverUrl } from './commands/agent-options.js';
 import { UsageError } from './io.js';
 
 /*
@@ -39,6 +40,16 @@ export function addServerOptions(cmd: Command): Command {
     .addHelpText('after', TOKEN_HELP);
 }
 
+/** `parse(value)` (one of the agent's option parsers, so both commands accept the same), its refusal a UsageError naming `what`. */
+function checkedAs(parse: (value: string) => string, value: string, what: string): string {
+  try {
+    return parse(value);
+  } catch (e) {
+    if (e instanceof InvalidArgumentError) throw new UsageError(`${what}: ${e.message}`);
+    throw e;
+  }
+}
+
 /** An environment variable that is set to something, or undefined. */
 function fromEnv(env: NodeJS.ProcessEnv, name: string): string | undefined {
   const value = env[name]?.trim();
@@ -53,31 +64,17 @@ function fromEnv(env: NodeJS.ProcessEnv, name: string): string | undefined {
 export function resolveServerTarget(flags: ServerFlags, env: NodeJS.ProcessEnv): ServerTarget {
   const server = flags.server ?? fromEnv(env, 'ATTESTOR_SERVER');
   if (server === undefined) throw new UsageError('no server: give --server URL or set ATTESTOR_SERVER');
-  let url: URL;
-  try {
-    url = new URL(server);
-  } catch {
-    throw new UsageError(`--server / ATTESTOR_SERVER is not a URL: ${server}`);
-  }
-  if (url.protocol !== 'https:') throw new UsageError(`--server / ATTESTOR_SERVER must be an https:// URL (got ${url.protocol})`);
-  // Requests resolve /v1/... against the origin: a path, query or credentials would be dropped silently.
-  if (url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    throw new UsageError('--server / ATTESTOR_SERVER must be https://host[:port] alone (no path, query or credentials)');
-  }
-
-  const given = flags.caFingerprint ?? fromEnv(env, 'ATTESTOR_CA_FINGERPRINT');
-  if (given === undefined) throw new UsageError('no CA fingerprint: give --ca-fingerprint HEX or set ATTESTOR_CA_FINGERPRINT');
-  const caFingerprint = given.toLowerCase().replace(/:/g, '');
-  if (!/^[0-9a-f]{64}$/.test(caFingerprint)) {
-    throw new UsageError('--ca-fingerprint / ATTESTOR_CA_FINGERPRINT must be 64 hex digits (SHA-256 of the root CA certificate DER; colons allowed)');
-  }
+  const fingerprint = flags.caFingerprint ?? fromEnv(env, 'ATTESTOR_CA_FINGERPRINT');
+  if (fingerprint === undefined) throw new UsageError('no CA fingerprint: give --ca-fingerprint HEX or set ATTESTOR_CA_FINGERPRINT');
+  const origin = checkedAs(serverUrl, server, '--server / ATTESTOR_SERVER');
+  const caFingerprint = checkedAs(caFingerprintOf, fingerprint, '--ca-fingerprint / ATTESTOR_CA_FINGERPRINT');
 
   const token = fromEnv(env, 'ATTESTOR_TOKEN');
   if (token === undefined) throw new UsageError('ATTESTOR_TOKEN is not set: operator commands read the API token from the environment only');
   // It goes into a header: anything but visible ASCII would be refused there, or worse, split it.
   if (!/^[\x21-\x7e]+$/.test(token)) throw new UsageError('ATTESTOR_TOKEN holds characters no API token has');
 
-  return { server: url.origin, caFingerprint, token };
+  return { server: origin, caFingerprint, token };
 }
 
 /**

@@ -3,19 +3,16 @@
  * dir, with SQLite or a private schema of the PostgreSQL on 127.0.0.1:5432, and its issuing
  * keys in files or in a SoftHSM token of its own. stop() closes it and removes everything.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { loadEkRootStore } from '../../src/cli/root-store.js';
 import { startVerifier, type Verifier } from '../../src/server/verifier.js';
 import { rootStoreFromPemTexts, type EkRootStore } from '../../src/tpm/ek-roots.js';
+import { createTestSchema, dropTestSchema, TEST_PG_URL } from '../store-pg.js';
 import { startSoftHsm, type SoftHsm } from './softhsm.js';
-
-export const POSTGRES_URL = process.env.ATTESTOR_TEST_POSTGRES ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 export interface TestVerifier {
   readonly verifier: Verifier;
@@ -37,30 +34,9 @@ export interface TestVerifierOptions {
   /** PEM texts of the EK roots to trust (e.g. a swtpm instance's local CA). */
   readonly ekRootPems?: readonly string[];
   readonly config?: Record<string, unknown>;
+  /** More tokens to initialise in the SoftHSM (SoftHSM sees only tokens that exist when the process first initialises it). */
+  readonly extraTokens?: readonly string[];
   readonly now?: () => number;
-}
-
-/** A private schema of the test PostgreSQL, dropped by the returned function. */
-export async function privatePostgresSchema(): Promise<{ url: string; schema: string; drop(): Promise<void> }> {
-  const schema = `attestor_test_${randomBytes(6).toString('hex')}`;
-  const client = new pg.Client({ connectionString: POSTGRES_URL });
-  try {
-    await client.connect();
-  } catch (e) {
-    throw new Error(`PostgreSQL at ${POSTGRES_URL} is not reachable (${(e as Error).message}): the store and e2e suites need it`);
-  }
-  await client.query(`CREATE SCHEMA ${schema}`);
-  await client.end();
-  return {
-    url: `${POSTGRES_URL}?schema=${schema}`,
-    schema,
-    drop: async () => {
-      const c = new pg.Client({ connectionString: POSTGRES_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await c.end();
-    },
-  };
 }
 
 export async function startTestVerifier(opts: TestVerifierOptions = {}): Promise<TestVerifier> {
@@ -73,15 +49,16 @@ export async function startTestVerifier(opts: TestVerifierOptions = {}): Promise
   try {
     let database: string | undefined;
     if (opts.store === 'postgres') {
-      const pgSchema = await privatePostgresSchema();
-      undo.push(pgSchema.drop);
-      database = pgSchema.url;
+      const schema = await createTestSchema();
+      undo.push(() => dropTestSchema(schema));
+      database = `${TEST_PG_URL}?schema=${schema}`;
     }
     let softHsm: SoftHsm | undefined;
     let keys: string | undefined;
     if (opts.keys === 'softhsm') {
       softHsm = await startSoftHsm({ tokenLabel: 'attestor' });
       undo.push(() => softHsm!.stop());
+      for (const label of opts.extraTokens ?? []) await softHsm.initToken(label);
       const pinFile = join(dataDir, 'pin');
       await writeFile(pinFile, `${softHsm.userPin}\n`, { mode: 0o600 });
       keys = `pkcs11:token=attestor?module-path=${softHsm.modulePath}&pin-source=${pinFile}`;

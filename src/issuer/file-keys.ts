@@ -1,0 +1,156 @@
+import { constants as fsConstants } from 'node:fs';
+import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
+import { AttestorError } from '../errors.js';
+import type { KeyManager, KeyRole, Signer } from './signer.js';
+
+/**
+ * Software keys for development (`file:DIR`): `<DIR>/<role>.pem`, an unencrypted PKCS#8 EC
+ * P-256 private key, generated on first use with mode 0600 in a 0700 directory. A key file
+ * that group or others may read, or a key directory they may write, is refused: such a key
+ * may already be someone else's. The manager says `software: true`; the caller warns.
+ */
+
+export interface FileKeyManagerOptions {
+  readonly logger?: Pick<Logger, 'info' | 'warn'>;
+}
+
+export async function openFileKeyManager(dir: string, opts: FileKeyManagerOptions = {}): Promise<KeyManager> {
+  await keyDirectory(dir);
+  const signers = new Map<KeyRole, Promise<Signer>>();
+  let closed = false;
+  return {
+    software: true,
+    signer(role) {
+      if (closed) return Promise.reject(new AttestorError('ERR_KEYS', 'the key manager is closed'));
+      let signer = signers.get(role);
+      if (!signer) {
+        signer = loadOrGenerate(join(dir, `${role}.pem`), opts).then(fileSigner);
+        // A failure is not cached: the operator may fix the file and ask again.
+        signer.catch(() => signers.delete(role));
+        signers.set(role, signer);
+      }
+      return signer;
+    },
+    async close() {
+      closed = true;
+    },
+  };
+}
+
+async function keyDirectory(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new AttestorError('ERR_KEYS', `cannot create the key directory ${dir}: ${codeOf(e)}`);
+  }
+  const s = await stat(dir);
+  if (!s.isDirectory()) throw new AttestorError('ERR_KEYS', `${dir} is not a directory`);
+  if ((s.mode & 0o022) !== 0) {
+    throw new AttestorError('ERR_KEYS', `the key directory ${dir} is writable by group or others (mode ${mode(s.mode)}): chmod 700 it`);
+  }
+}
+
+function fileSigner({ path, privateKey }: { path: string; privateKey: KeyObject }): Signer {
+  const publicKey = createPublicKey(privateKey);
+  return {
+    uri: `file:${path}`,
+    publicKey,
+    spki: publicKey.export({ type: 'spki', format: 'der' }),
+    software: true,
+    sign: async (data) => sign('sha256', data, { key: privateKey, dsaEncoding: 'ieee-p1363' }),
+  };
+}
+
+async function loadOrGenerate(path: string, opts: FileKeyManagerOptions): Promise<{ path: string; privateKey: KeyObject }> {
+  const existing = await load(path);
+  if (existing) return { path, privateKey: existing };
+  const generated = await generate(path);
+  if (generated) {
+    opts.logger?.info({ key: `file:${path}` }, 'generated a software key');
+    return { path, privateKey: generated };
+  }
+  // Another process created it between our look and our link: use theirs.
+  const theirs = await load(path);
+  if (!theirs) throw new AttestorError('ERR_KEYS', `${path} vanished while it was being created`);
+  return { path, privateKey: theirs };
+}
+
+/** The key in `path`, undefined when there is no such file. */
+async function load(path: string): Promise<KeyObject | undefined> {
+  let file;
+  try {
+    // O_NOFOLLOW: a symbolic link planted in the key directory is not followed to someone else's file.
+    file = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  } catch (e) {
+    if (codeOf(e) === 'ENOENT') return undefined;
+    throw new AttestorError('ERR_KEYS', `cannot open ${path}: ${codeOf(e) === 'ELOOP' ? 'it is a symbolic link' : codeOf(e)}`);
+  }
+  try {
+    const s = await file.stat();
+    if (!s.isFile()) throw new AttestorError('ERR_KEYS', `${path} is not a regular file`);
+    if ((s.mode & 0o077) !== 0) {
+      throw new AttestorError('ERR_KEYS', `${path} is accessible to group or others (mode ${mode(s.mode)}): chmod 600 it`);
+    }
+    let key: KeyObject;
+    try {
+      key = createPrivateKey({ key: await file.readFile(), format: 'pem' });
+    } catch {
+      // OpenSSL's message could quote the file; the key stays out of errors.
+      throw new AttestorError('ERR_KEYS', `${path} is not a PEM private key`);
+    }
+    if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      throw new AttestorError('ERR_KEYS', `${path} is not an EC P-256 key`);
+    }
+    return key;
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * Writes a new key to a temporary file (0600, synced) and links it to `path`: link() fails
+ * when `path` exists, so of processes starting at once exactly one key wins. Undefined when
+ * another process's key won.
+ */
+async function generate(path: string): Promise<KeyObject | undefined> {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const temporary = `${path}.${randomBytes(8).toString('hex')}.tmp`;
+  try {
+    const file = await open(temporary, 'wx', 0o600);
+    try {
+      await file.writeFile(privateKey.export({ type: 'pkcs8', format: 'pem' }));
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    try {
+      await link(temporary, path);
+    } catch (e) {
+      if (codeOf(e) === 'EEXIST') return undefined;
+      throw e;
+    }
+    // The new name is durable only once its directory is.
+    const directory = await open(dirname(path), fsConstants.O_RDONLY);
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
+    }
+    return privateKey;
+  } catch (e) {
+    throw new AttestorError('ERR_KEYS', `cannot write ${path}: ${codeOf(e)}`);
+  } finally {
+    await unlink(temporary).catch(() => undefined);
+  }
+}
+
+function codeOf(e: unknown): string {
+  return (e as NodeJS.ErrnoException).code ?? (e instanceof Error ? e.message : String(e));
+}
+
+function mode(m: number): string {
+  return (m & 0o777).toString(8).padStart(4, '0');
+}

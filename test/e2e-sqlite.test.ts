@@ -1,0 +1,4 @@
+import { describe } from 'vitest';
+import { e2eStory } from './e2e-story.js';
+
+describe('end to end on SQLite', () => e2eStory('sqlite'));

@@ -1,0 +1,304 @@
+import { execFile } from 'node:child_process';
+import { createHash, generateKeyPairSync, verify, X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import pkcs11js from 'pkcs11js';
+import ts from 'typescript';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCaCertificate } from '../src/issuer/ca-certificate.js';
+import { jwtJwks, kidOf } from '../src/issuer/jwks.js';
+import { createJwtSvidIssuer } from '../src/issuer/jwt-svid.js';
+import { openKeyManager } from '../src/issuer/open-keys.js';
+import { openPkcs11KeyManager, type Pkcs11KeyManagerOptions } from '../src/issuer/pkcs11-keys.js';
+import type { KeyRole } from '../src/issuer/signer.js';
+import { createX509SvidIssuer } from '../src/issuer/x509-svid.js';
+import { ecP256KeyPairTemplates } from '../src/pkcs11/ec-key.js';
+import { Pkcs11Session, readUlong, type Pkcs11Error } from '../src/pkcs11/module.js';
+import { formatPkcs11Uri, parsePkcs11Uri, type Pkcs11Uri } from '../src/pkcs11/uri.js';
+import { rejection } from './helpers/rejection.js';
+import { startSoftHsm, type SoftHsm } from './helpers/softhsm.js';
+
+const execFileAsync = promisify(execFile);
+const TOKEN = 'attestor';
+/** Tokens of their own for the tests that need an empty one; SoftHSM lists tokens at C_Initialize, so all are made first. */
+const RACE_TOKEN = 'race';
+const DUPLICATES_TOKEN = 'duplicates';
+
+let hsm: SoftHsm;
+let pinFile: string;
+let uri: Pkcs11Uri;
+const uriOf = (token: string) => parsePkcs11Uri(`pkcs11:token=${token}?module-path=${hsm.modulePath}&pin-source=${pinFile}`);
+
+beforeAll(async () => {
+  hsm = await startSoftHsm({ tokenLabel: TOKEN });
+  await hsm.initToken(RACE_TOKEN);
+  await hsm.initToken(DUPLICATES_TOKEN);
+  pinFile = join(hsm.dir, 'pin');
+  writeFileSync(pinFile, `${hsm.userPin}\n`, { mode: 0o600 });
+  uri = uriOf(TOKEN);
+});
+afterAll(async () => {
+  await hsm?.stop();
+});
+
+/** A logger that keeps what it is told. */
+function recordingLogger() {
+  const lines: string[] = [];
+  const logger: NonNullable<Pkcs11KeyManagerOptions['logger']> = {
+    info: (...args: unknown[]) => void lines.push(`info ${args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ')}`),
+    warn: (...args: unknown[]) => void lines.push(`warn ${args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ')}`),
+  };
+  return { lines, logger };
+}
+
+/** Runs `f` with a direct session on `token` (no key manager may be open meanwhile: the login is per process). */
+async function withSession<T>(token: string, f: (session: Pkcs11Session) => Promise<T>): Promise<T> {
+  const session = await Pkcs11Session.open({ modulePath: hsm.modulePath, tokenLabel: token, pin: hsm.userPin });
+  try {
+    return await f(session);
+  } finally {
+    await session.close();
+  }
+}
+
+const privateKeysLabelled = (session: Pkcs11Session, label: string) =>
+  session.find([
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+    { type: pkcs11js.CKA_LABEL, value: label },
+  ]);
+
+describe('PKCS#11 key manager', () => {
+  it('generates each role as a non-extractable P-256 pair in the token and signs r||s on the session pool', async () => {
+    const { lines, logger } = recordingLogger();
+    const manager = await openPkcs11KeyManager(uri, { logger, poolSize: 3 });
+    let spki: Uint8Array;
+    try {
+      expect(manager.software).toBe(false);
+      const signer = await manager.signer('x509-ca');
+      spki = signer.spki;
+      expect(signer.software).toBe(false);
+      expect(signer.uri).toBe(formatPkcs11Uri(uri, 'x509-ca'));
+      expect(signer.uri).toContain(';object=x509-ca?');
+      expect(signer.uri).not.toContain(hsm.userPin);
+      expect(signer.publicKey.asymmetricKeyDetails).toEqual({ namedCurve: 'prime256v1' });
+      expect(lines).toEqual([expect.stringMatching(/^info \{"key":"x509-ca"\} generated a non-extractable EC P-256 key/)]);
+      // More signatures at once than sessions: all are made, all verify.
+      const messages = Array.from({ length: 300 }, (_, i) => Buffer.from(`message ${i}`));
+      const signatures = await Promise.all(messages.map((m) => signer.sign(m)));
+      for (const [i, signature] of signatures.entries()) {
+        expect(signature.length).toBe(64);
+        expect(verify('sha256', messages[i]!, { key: signer.publicKey, dsaEncoding: 'ieee-p1363' }, signature)).toBe(true);
+      }
+      expect(await manager.signer('x509-ca')).toBe(signer);
+    } finally {
+      await manager.close();
+    }
+
+    await withSession(TOKEN, async (session) => {
+      const [privateKey, ...more] = await privateKeysLabelled(session, 'x509-ca');
+      expect(more).toHaveLength(0);
+      const flags = [pkcs11js.CKA_TOKEN, pkcs11js.CKA_PRIVATE, pkcs11js.CKA_SENSITIVE, pkcs11js.CKA_EXTRACTABLE, pkcs11js.CKA_NEVER_EXTRACTABLE, pkcs11js.CKA_LOCAL, pkcs11js.CKA_SIGN];
+      const values = await session.attributes(privateKey!, [...flags, pkcs11js.CKA_KEY_TYPE]);
+      expect(values.slice(0, flags.length).map((v) => v[0] === 1)).toEqual([true, true, true, false, true, true, true]);
+      expect(readUlong(values[flags.length]!)).toBe(pkcs11js.CKK_EC);
+      await expect(session.attributes(privateKey!, [pkcs11js.CKA_VALUE])).rejects.toMatchObject({ ckr: 'CKR_ATTRIBUTE_SENSITIVE' });
+      const [publicKey] = await session.find([
+        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+        { type: pkcs11js.CKA_LABEL, value: 'x509-ca' },
+      ]);
+      const [canVerify] = await session.attributes(publicKey!, [pkcs11js.CKA_VERIFY]);
+      expect(canVerify![0]).toBe(1);
+    });
+
+    // Found again, not generated again, with the PIN from the environment this time.
+    const { lines: again, logger: quiet } = recordingLogger();
+    const reopened = await openPkcs11KeyManager({ ...uri, pinSource: undefined }, {
+      env: { ATTESTOR_PKCS11_PIN: hsm.userPin },
+      logger: quiet,
+    });
+    try {
+      expect(Buffer.from((await reopened.signer('x509-ca')).spki).equals(spki!)).toBe(true);
+      expect(again).toEqual([]);
+    } finally {
+      await reopened.close();
+    }
+  });
+
+  it('close() logs out and finalises: the signer stops, the token opens again', async () => {
+    const manager = await openPkcs11KeyManager(uri);
+    const signer = await manager.signer('audit');
+    await manager.close();
+    await manager.close();
+    await rejection(signer.sign(Buffer.from('late')), 'ERR_PKCS11');
+    await rejection(manager.signer('jwt'), 'ERR_KEYS');
+    // Had the login outlived close(), this C_Login would meet CKR_USER_ALREADY_LOGGED_IN.
+    await withSession(TOKEN, async (session) => {
+      expect((await session.run('C_GetSessionInfo', (p11, s) => p11.C_GetSessionInfo(s))).state).toBe(3);
+    });
+  });
+
+  it('refuses a wrong PIN with ERR_PKCS11_LOGIN after one single C_Login, the PIN in no message', async () => {
+    const wrongPin = `${hsm.userPin}9`;
+    const proto = pkcs11js.PKCS11.prototype;
+    const login = proto.C_Login;
+    let logins = 0;
+    proto.C_Login = function (this: pkcs11js.PKCS11, ...args: Parameters<typeof login>) {
+      logins++;
+      return login.apply(this, args);
+    };
+    try {
+      const e = (await rejection(openPkcs11KeyManager({ ...uri, pinSource: undefined, pinValue: wrongPin }), 'ERR_PKCS11_LOGIN')) as Pkcs11Error;
+      expect(e.ckr).toBe('CKR_PIN_INCORRECT');
+      expect(logins).toBe(1);
+      for (const secret of [wrongPin, hsm.userPin, hsm.soPin]) expect(e.message).not.toContain(secret);
+    } finally {
+      proto.C_Login = login;
+    }
+    await (await openPkcs11KeyManager(uri)).close();
+  });
+
+  it('refuses an unknown token, a URI naming an object, a missing PIN and a bad pool size', async () => {
+    const e = await rejection(openPkcs11KeyManager(uriOf('no-such-token')), 'ERR_PKCS11_TOKEN_NOT_FOUND');
+    expect(e.message).not.toContain(hsm.userPin);
+    await rejection(openPkcs11KeyManager({ ...uri, object: 'x509-ca' }), 'ERR_KEYS_URI');
+    await rejection(openPkcs11KeyManager({ ...uri, pinSource: undefined }, { env: {} }), 'ERR_KEYS_URI');
+    await rejection(openPkcs11KeyManager({ ...uri, pinSource: join(hsm.dir, 'missing-pin') }), 'ERR_KEYS_URI');
+    for (const poolSize of [0, 1.5, 65]) await rejection(openPkcs11KeyManager(uri, { poolSize }), 'ERR_KEYS');
+  });
+
+  it('takes the key with the smallest CKA_ID when several carry the label, and says so', async () => {
+    const ids = ['ff', '01', '80'].map((b) => Buffer.alloc(16, Number.parseInt(b, 16)));
+    const spkis = await withSession(DUPLICATES_TOKEN, (session) =>
+      Promise.all(
+        ids.map((id) => {
+          const t = ecP256KeyPairTemplates('jwt', id);
+          return session.run('C_GenerateKeyPair', async (p11, s) => {
+            const pair = await p11.C_GenerateKeyPairAsync(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, t.publicKey, t.privateKey);
+            const [point] = p11.C_GetAttributeValue(s, pair.publicKey, [{ type: pkcs11js.CKA_EC_POINT }]);
+            return point!.value!.subarray(-65).toString('hex');
+          });
+        }),
+      ),
+    );
+    const { lines, logger } = recordingLogger();
+    const manager = await openPkcs11KeyManager(uriOf(DUPLICATES_TOKEN), { logger });
+    try {
+      const signer = await manager.signer('jwt');
+      expect(Buffer.from(signer.spki).subarray(-65).toString('hex')).toBe(spkis[1]);
+      expect(lines).toEqual([expect.stringMatching(/^warn .*"count":3.* several keys carry this label/)]);
+    } finally {
+      await manager.close();
+    }
+  });
+
+  it('gives two processes starting at once on an empty token the same keys, and leaves one key per role', async () => {
+    const children = await compileChild();
+    try {
+      const startAt = Date.now() + 1500;
+      const env = { ...process.env, SOFTHSM2_CONF: hsm.conf, ATTESTOR_PKCS11_PIN: hsm.userPin };
+      const run = () =>
+        execFileAsync(process.execPath, [children.script, formatPkcs11Uri(uriOf(RACE_TOKEN)), String(startAt)], { env, encoding: 'utf8' });
+      const outputs = await Promise.all([run(), run()]);
+      const results = outputs.map((o) => JSON.parse(o.stdout) as { spkis: Record<KeyRole, string>; log: string[] });
+      console.log(JSON.stringify(results.map((r) => r.log)));
+      expect(results[0]!.spkis).toEqual(results[1]!.spkis);
+      await withSession(RACE_TOKEN, async (session) => {
+        for (const role of ['x509-ca', 'jwt', 'audit']) expect(await privateKeysLabelled(session, role), role).toHaveLength(1);
+      });
+    } finally {
+      children.remove();
+    }
+  });
+});
+
+describe('issuing with keys in the token', () => {
+  it('issues an X509-SVID that openssl verifies and a JWT-SVID that jose verifies', async () => {
+    const manager = await openKeyManager(formatPkcs11Uri(uri), { env: { ATTESTOR_PKCS11_PIN: hsm.userPin } });
+    const dir = mkdtempSync(join(tmpdir(), 'attestor-pkcs11-issue-'));
+    try {
+      expect(manager.software).toBe(false);
+      const [caSigner, jwtSigner] = await Promise.all([manager.signer('x509-ca'), manager.signer('jwt')]);
+      const now = new Date();
+      const ca = await createCaCertificate({ signer: caSigner, trustDomain: 'example.org', now, lifetimeSeconds: 86400 });
+      const leafKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+      const x509 = createX509SvidIssuer({ caCertificate: ca, signer: caSigner, crlUrl: 'https://attestor.example.org/v1/crl' });
+      const leaf = await x509.issue({
+        subjectSpki: leafKey.export({ type: 'spki', format: 'der' }),
+        spiffeId: 'spiffe://example.org/agent/tpm/01',
+        notBefore: new Date(now.getTime() - 10_000),
+        notAfter: new Date(now.getTime() + 3600_000),
+      });
+      writeFileSync(join(dir, 'ca.pem'), new X509Certificate(ca).toString());
+      writeFileSync(join(dir, 'leaf.pem'), new X509Certificate(leaf.der).toString());
+      const { stdout } = await execFileAsync('openssl', ['verify', '-x509_strict', '-CAfile', 'ca.pem', 'leaf.pem'], { cwd: dir });
+      expect(stdout).toBe('leaf.pem: OK\n');
+
+      const kid = await kidOf(jwtSigner.publicKey);
+      const iat = Math.floor(now.getTime() / 1000);
+      const token = await createJwtSvidIssuer({ signer: jwtSigner, kid, issuer: 'https://attestor.example.org' }).sign({
+        sub: 'spiffe://example.org/agent/tpm/01',
+        aud: 'relying-party',
+        iat,
+        exp: iat + 300,
+        jti: 'j1',
+        cnf: { 'x5t#S256': createHash('sha256').update(leaf.der).digest('base64url') },
+        attestation: { baseline: { id: 'b1', version: 1 }, verdict: 'warning', pcrDigest: '00', evidenceHash: 'ff' },
+      });
+      const jwks = createLocalJWKSet(jwtJwks([{ publicKey: jwtSigner.publicKey, kid }]) as Parameters<typeof createLocalJWKSet>[0]);
+      const { payload } = await jwtVerify(token, jwks, { audience: 'relying-party', issuer: 'https://attestor.example.org' });
+      expect(payload.sub).toBe('spiffe://example.org/agent/tpm/01');
+    } finally {
+      await manager.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * A child process that opens the key manager on a token at a given instant and prints the
+ * three public keys and what it logged. The key manager is compiled from src/ with the
+ * TypeScript compiler (no type check) into a temp dir that sees the project's node_modules.
+ */
+async function compileChild(): Promise<{ script: string; remove: () => void }> {
+  const root = resolve(import.meta.dirname, '..');
+  const out = mkdtempSync(join(tmpdir(), 'attestor-pkcs11-child-'));
+  const remove = () => rmSync(out, { recursive: true, force: true });
+  try {
+    symlinkSync(join(root, 'node_modules'), join(out, 'node_modules'));
+    writeFileSync(join(out, 'package.json'), '{"type":"module"}');
+    const program = ts.createProgram([join(root, 'src/issuer/pkcs11-keys.ts'), join(root, 'src/pkcs11/uri.ts')], {
+      module: ts.ModuleKind.NodeNext,
+      moduleResolution: ts.ModuleResolutionKind.NodeNext,
+      target: ts.ScriptTarget.ES2022,
+      types: ['node'],
+      rootDir: root,
+      outDir: out,
+      skipLibCheck: true,
+      noCheck: true,
+    });
+    if (program.emit().emitSkipped) throw new Error('could not compile the key manager for the child processes');
+    const script = join(out, 'child.mjs');
+    writeFileSync(
+      script,
+      `import { openPkcs11KeyManager } from './src/issuer/pkcs11-keys.js';
+import { parsePkcs11Uri } from './src/pkcs11/uri.js';
+const [uri, startAt] = process.argv.slice(2);
+const log = [];
+const logger = { info: (o, m) => log.push(m), warn: (o, m) => log.push(m) };
+await new Promise((r) => setTimeout(r, Math.max(0, Number(startAt) - Date.now())));
+const manager = await openPkcs11KeyManager(parsePkcs11Uri(uri), { logger });
+const roles = ['x509-ca', 'jwt', 'audit'];
+const signers = await Promise.all(roles.map((role) => manager.signer(role)));
+await manager.close();
+process.stdout.write(JSON.stringify({ spkis: Object.fromEntries(roles.map((r, i) => [r, Buffer.from(signers[i].spki).toString('hex')])), log }));
+`,
+    );
+    return { script, remove };
+  } catch (e) {
+    remove();
+    throw e;
+  }
+}
