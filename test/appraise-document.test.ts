@@ -46,7 +46,7 @@ describe('a valid document', () => {
     });
     expect(doc.rules.eventlog).toMatchObject({ requireSecureBoot: true, kernels: { allowed: [{ bank: 'sha256', digest: hexOf(32, '01') }] } });
     expect(doc.rules.ima?.allow.get('/usr/bin/bash')?.has(`sha256:${hexOf(32, '02')}`)).toBe(true);
-    expect(Object.isFrozen(doc)).toBe(true);
+    expect(Object.isFrozen(doc) && Object.isFrozen(doc.pcrs!.sha256!['0']) && Object.isFrozen(doc.eventlog)).toBe(true);
   });
 
   it('defaults: both key residences, no audience, no SHA-1, every agent', () => {

@@ -155,9 +155,9 @@ const UNSIGNED_VALUE_CODES: ReadonlySet<ErrorCode> = new Set(['ERR_QUOTE_PCR_MIS
 export function appraise(input: AppraisalInput): Appraisal {
   const enforced = input.baseline;
   const allowSha1 = enforced ? enforced.document.allowSha1 : input.allowSha1 === true;
-  const evidence = createEvidenceChecks(input, allowSha1);
-  const main = evidence.judge(enforced);
-  const staged = (input.staged ?? []).map((b): StagedVerdict => ({ id: b.id, version: b.version, ...verdictOf(evidence.judge(b)) }));
+  const checks = createEvidenceChecks(input, allowSha1);
+  const main = checks.judge(enforced);
+  const staged = (input.staged ?? []).map((b): StagedVerdict => ({ id: b.id, version: b.version, ...verdictOf(checks.judge(b)) }));
   if (main.failures.length === 0) {
     for (const s of staged.filter((v) => v.status === 'contraindicated')) {
       const codes = [...new Set(s.reasons.map((r) => r.code))].join(', ');
@@ -170,16 +170,16 @@ export function appraise(input: AppraisalInput): Appraisal {
   return {
     ...verdictOf(main),
     claims: {
-      pcrDigest: hex(evidence.quote.pcrDigest),
+      pcrDigest: hex(checks.quote.pcrDigest),
       evidenceHash: hex(evidenceHash(input.evidence)),
       baseline: enforced ? { id: enforced.id, version: enforced.version } : null,
       keyResidence: kind,
       ...(secureBoot !== undefined && { secureBoot }),
     },
-    clock: evidence.clock,
+    clock: checks.clock,
     key: main.spki ? { kind, spki: main.spki } : null,
-    evidence: evidence.captured && { ...evidence.captured, ...(secureBoot !== undefined && { secureBoot }) },
-    ...(enforced && main.ima && imaProgress(input, evidence.resetCount, enforced.id, main.ima)),
+    evidence: checks.captured && { ...checks.captured, ...(secureBoot !== undefined && { secureBoot }) },
+    ...(enforced && main.ima && imaProgress(input, checks.resetCount, enforced.id, main.ima)),
     staged,
   };
 }

@@ -36,7 +36,7 @@ export type Reason = {
 };
 
 /** Reasons per verdict: a host can fail on every IMA entry, a verdict stays small. */
-export const MAX_REASONS = 32;
+const MAX_REASONS = 32;
 const MAX_MESSAGE = 1024;
 const MAX_PATH = 1024;
 const MAX_COMPONENT = 256;

@@ -87,7 +87,8 @@ class BaselineDocument {
   readonly #pcrSelection: PcrSelection;
 
   constructor(json: BaselineDocumentJson, rules: CompiledRules) {
-    Object.assign(this, json);
+    // Verifiers share parsed documents between requests: none may change one.
+    Object.assign(this, deepFreeze(json));
     this.#rules = rules;
     // Asked for on every challenge and appraisal: worked out once.
     this.#pcrSelection = selectionOf(json, rules);
@@ -254,6 +255,14 @@ function compile<T>(field: string, parse: () => T): T {
     if (e instanceof AttestorError) fail(field, e.message);
     throw e;
   }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 /** The rules as JSON: their parsers accepted only JSON values, so nothing is lost. */
