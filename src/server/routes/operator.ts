@@ -70,10 +70,10 @@ export function operatorRoutes(deps: { store: Store; trustDomain: string; now: (
       },
     });
   const createBaseline = async (name: string, document: unknown, token: OperatorToken | null, action: string, details: { [k: string]: Json }) => {
-    // Validated before it is stored: a baseline that does not parse can never be enforced.
-    parseBaselineDocument(document);
+    // Validated before it is stored, and stored normalized: what is enforced is what was checked.
+    const normalized = JSON.parse(JSON.stringify(parseBaselineDocument(document))) as Json;
     const b = await store.baselines.create(
-      { id: randomUUID(), name, status: 'staged', document: document as Json, createdAt: deps.now(), createdBy: actor(token) },
+      { id: randomUUID(), name, status: 'staged', document: normalized, createdAt: deps.now(), createdBy: actor(token) },
       { actor: actor(token), action, subject: name, details },
     );
     return { status: 201, body: baselineView(b) };
