@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
 import { link, lstat, open, readFile, unlink } from 'node:fs/promises';
 import { makeDirectories } from './make-directories.js';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AttestorError } from '../errors.js';
+import { syncDirectory, writeDurably } from './durable-file.js';
 import type { NodeTss } from './tss.js';
 
 /*
@@ -104,24 +104,13 @@ export class StateDir {
       [`${name}.priv`, blobs.private],
       [`${name}.pub`, blobs.public],
     ] as const) {
-      const temp = join(this.path, `.${file}.${randomUUID()}`);
       try {
-        const handle = await open(temp, 'wx', 0o600);
-        try {
-          await handle.writeFile(bytes);
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await link(temp, join(this.path, file));
+        await writeDurably(this.path, file, bytes, (temp) => link(temp, join(this.path, file)));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
         throw this.keyError(name, `already has a ${file} that appeared while the key was created; it is kept, not replaced`, e);
-      } finally {
-        await unlink(temp).catch(() => undefined);
       }
     }
-    await syncDirectory(this.path);
   }
 
   /** ERR_TPM_STATE about key `name` in this directory. */
@@ -136,16 +125,6 @@ export class StateDir {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
     }
-  }
-}
-
-/** fsync of a directory, so the entries created in it survive a crash. */
-async function syncDirectory(path: string): Promise<void> {
-  const dir = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
   }
 }
 

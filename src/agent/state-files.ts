@@ -1,9 +1,8 @@
-import { randomUUID } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AttestorError } from '../errors.js';
+import { syncDirectory, writeDurably } from './durable-file.js';
 import { AGENT_ID } from '../wire/schemas.js';
 
 /*
@@ -46,21 +45,7 @@ const AgentStateFile = z.object({
  */
 export async function writeStateFile(dir: string, name: string, content: string | Uint8Array): Promise<string> {
   const path = join(dir, name);
-  const temp = join(dir, `.${name}.${randomUUID()}.tmp`);
-  try {
-    const file = await open(temp, 'wx', 0o600);
-    try {
-      await file.writeFile(content);
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temp, path);
-  } catch (e) {
-    await unlink(temp).catch(() => undefined);
-    throw e;
-  }
-  await syncDirectory(dir);
+  await writeDurably(dir, name, content, (temp) => rename(temp, path));
   return path;
 }
 
@@ -111,14 +96,4 @@ export async function readAgentState(dir: string): Promise<AgentState> {
     throw new AttestorError('ERR_AGENT_STATE', `${path}: ${issue?.path.join('.') || 'value'} ${issue?.message ?? 'is invalid'}; enroll again to rewrite it`);
   }
   return parsed.data;
-}
-
-/** fsync of a directory, so the entries renamed or removed in it survive a crash. */
-async function syncDirectory(path: string): Promise<void> {
-  const dir = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }

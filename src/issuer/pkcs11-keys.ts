@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import pkcs11js from 'pkcs11js';
 import type { Logger } from 'pino';
@@ -10,19 +10,24 @@ import type { KeyManager, KeyRole, Signer } from './signer.js';
 
 /**
  * The verifier's issuing keys in a PKCS#11 token (SERVICE.md "Keys"): each found by its
- * CKA_LABEL, the role name (`x509-ca`, `jwt`, `audit`), or generated there on first use as a
- * non-extractable EC P-256 pair. Signing goes through pkcs11js directly on a small pool of
- * sessions sharing one login: SHA-256 in Node, then C_SignInit(CKM_ECDSA) + C_Sign on the
- * digest, the C_Sign on a libuv worker thread so the event loop keeps serving.
+ * CKA_LABEL, the role name (`x509-ca`, `jwt`, `audit`), or generated there when absent as a
+ * non-extractable EC P-256 pair. All three are resolved when the manager opens. Signing goes
+ * through pkcs11js directly on a small pool of sessions sharing one login: SHA-256 in Node,
+ * then C_SignInit(CKM_ECDSA) + C_Sign on the digest, the C_Sign on a libuv worker thread so
+ * the event loop keeps serving.
  *
- * Two processes starting at once on an empty token (verifier replicas) both generate. PKCS#11
- * has no create-if-absent, so each then waits for the other's generation to become visible
- * (several times as long as its own took, at least SETTLE_MIN_MS), lists the keys with the
- * label again, keeps the one with the smallest CKA_ID and destroys its own if that is not it.
- * Both end with the same key unless one generation takes longer than that wait to appear
- * (a token stalled for the whole window): then each keeps its own, and the next start of
- * either converges on the smaller CKA_ID. A lookup that finds several keys with one label (a
- * race in progress, or a leftover) waits the same way and takes the smallest CKA_ID too.
+ * Two processes starting at once on a token without the keys (verifier replicas) both
+ * generate: PKCS#11 has no create-if-absent. So after generating, a process waits for a
+ * concurrent generation to land (several times as long as its own took, at least
+ * SETTLE_MIN_MS), reconnects (a fresh C_Initialize: SoftHSM, for one, may never show a
+ * process the objects another process created while both were writing), lists each role's
+ * keys again, keeps the one with the smallest CKA_ID and destroys its own if that is not it.
+ * Both processes end with the same keys unless one's generation lands after the other's
+ * reconnect, i.e. takes longer than that wait; then each keeps its own until the next start,
+ * which takes the smaller CKA_ID. Starting with several keys under one label (a race in
+ * progress, or one such leftover) waits and reconnects the same way, then takes the smallest
+ * CKA_ID and says so. The reconnect refreshes the view only when no other code in the
+ * process holds the module (Cryptoki is initialised once per process).
  */
 
 export interface Pkcs11KeyManagerOptions {
@@ -34,9 +39,10 @@ export interface Pkcs11KeyManagerOptions {
 }
 
 export const PKCS11_PIN_ENV = 'ATTESTOR_PKCS11_PIN';
+const ROLES: readonly KeyRole[] = ['x509-ca', 'jwt', 'audit'];
 const DEFAULT_POOL_SIZE = 2;
 const MAX_POOL_SIZE = 64;
-const SETTLE_MIN_MS = 100;
+const SETTLE_MIN_MS = 250;
 const SETTLE_FACTOR = 4;
 const ECDSA = { mechanism: pkcs11js.CKM_ECDSA };
 const P256_SIGNATURE_BYTES = 64;
@@ -56,68 +62,67 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
     throw new AttestorError('ERR_KEYS', `the PKCS#11 session pool holds 1..${MAX_POOL_SIZE} sessions, not ${poolSize}`);
   }
   const pin = readPkcs11Pin(uri, PKCS11_PIN_ENV, opts.env);
-  // One C_Login, never retried: a wrong PIN tried again counts towards locking the token.
-  const primary = await Pkcs11Session.open({ modulePath: uri.modulePath, tokenLabel: uri.token, pin });
-  const sessions = [primary];
+  const connect = () => openPool(uri, pin, poolSize);
+  let sessions = await connect();
+  let closing: Promise<void> | undefined;
   try {
-    while (sessions.length < poolSize) sessions.push(await primary.openSibling());
+    let found = await listKeys(sessions[0]!);
+    const generated = new Map<KeyRole, Buffer>();
+    const started = performance.now();
+    for (const role of ROLES) if (found.get(role)!.length === 0) generated.set(role, await generate(sessions[0]!, role));
+    const raced = ROLES.some((role) => found.get(role)!.length > 1);
+    if (generated.size > 0 || raced) {
+      await closeAll(sessions);
+      await delay(Math.max(SETTLE_MIN_MS, SETTLE_FACTOR * (performance.now() - started)));
+      sessions = await connect();
+      found = await listKeys(sessions[0]!);
+    }
+    const signers = new Map<KeyRole, Signer>();
+    for (const role of ROLES) {
+      const [winner, ...others] = found.get(role)!;
+      if (!winner) throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `the key ${JSON.stringify(role)} is gone from the token`);
+      const mine = generated.get(role);
+      if (mine && !winner.id.equals(mine)) {
+        const own = others.find((c) => c.id.equals(mine));
+        if (own) await destroy(sessions[0]!, role, own);
+        opts.logger?.info({ key: role }, 'another process generated this key at the same time; using theirs');
+      } else if (mine) {
+        opts.logger?.info({ key: role }, 'generated a non-extractable EC P-256 key in the token');
+      } else if (others.length > 0) {
+        opts.logger?.warn({ key: role, count: others.length + 1 }, 'several keys carry this label; using the one with the smallest CKA_ID');
+      }
+      signers.set(role, await pooledSigner(uri, role, winner, sessions));
+    }
+    return {
+      software: false,
+      async signer(role) {
+        if (closing) throw new AttestorError('ERR_KEYS', 'the key manager is closed');
+        const signer = signers.get(role);
+        if (!signer) throw new AttestorError('ERR_KEYS', `no issuing key has the role ${JSON.stringify(role)}`);
+        return signer;
+      },
+      close() {
+        closing ??= closeAll(sessions);
+        return closing;
+      },
+    };
   } catch (e) {
     await closeAll(sessions).catch(() => undefined);
     throw e;
   }
-  const inFlight = sessions.map(() => 0);
-  const signers = new Map<KeyRole, Promise<Signer>>();
-  let closing: Promise<void> | undefined;
+}
 
-  /** ECDSA over `digest` on the least busy session. */
-  const signDigest = async (privateKey: Pkcs11Handle, digest: Buffer): Promise<Uint8Array> => {
-    let i = 0;
-    for (let j = 1; j < sessions.length; j++) if (inFlight[j]! < inFlight[i]!) i = j;
-    inFlight[i]!++;
-    try {
-      const signature = await sessions[i]!.run('C_Sign', (p11, s) => {
-        p11.C_SignInit(s, ECDSA, privateKey);
-        return p11.C_SignAsync(s, digest, Buffer.alloc(P256_SIGNATURE_BYTES));
-      });
-      if (signature.length !== P256_SIGNATURE_BYTES) {
-        throw new Pkcs11Error('ERR_PKCS11', `C_Sign returned ${signature.length} bytes for a P-256 key`);
-      }
-      return signature;
-    } finally {
-      inFlight[i]!--;
-    }
-  };
-
-  const openSigner = async (role: KeyRole): Promise<Signer> => {
-    const key = await findOrGenerate(primary, role, opts.logger);
-    const { publicKey, spki } = await primary.run('C_GetAttributeValue', (p11, s) => readEcP256PublicKey(p11, s, key.publicKeyObject, role));
-    return {
-      uri: formatPkcs11Uri(uri, role),
-      publicKey,
-      spki,
-      software: false,
-      sign: (data) => signDigest(key.privateKey, createHash('sha256').update(data).digest()),
-    };
-  };
-
-  return {
-    software: false,
-    signer(role) {
-      if (closing) return Promise.reject(new AttestorError('ERR_KEYS', 'the key manager is closed'));
-      let signer = signers.get(role);
-      if (!signer) {
-        signer = openSigner(role);
-        // A failure is not kept: the next call tries again (a key made meanwhile, a token back).
-        signer.catch(() => signers.delete(role));
-        signers.set(role, signer);
-      }
-      return signer;
-    },
-    close() {
-      closing ??= closeAll(sessions);
-      return closing;
-    },
-  };
+/** The session that logs in (once: a wrong PIN tried again counts towards locking the token), and siblings sharing its login. */
+async function openPool(uri: Pkcs11Uri, pin: string, size: number): Promise<Pkcs11Session[]> {
+  const primary = await Pkcs11Session.open({ modulePath: uri.modulePath, tokenLabel: uri.token, pin });
+  const sessions = [primary];
+  try {
+    while (sessions.length < size) sessions.push(await primary.openSibling());
+  } catch (e) {
+    await closeAll(sessions).catch(() => undefined);
+    throw e;
+  }
+  return sessions;
 }
 
 /** Closes the sessions sharing the login first, then the one whose close logs out and finalises. */
@@ -129,42 +134,44 @@ async function closeAll(sessions: readonly Pkcs11Session[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
-async function findOrGenerate(
-  session: Pkcs11Session,
-  role: KeyRole,
-  logger: Pkcs11KeyManagerOptions['logger'],
-): Promise<{ privateKey: Pkcs11Handle; publicKeyObject: Pkcs11Handle }> {
-  const list = () => session.run('C_FindObjects', (p11, s) => candidates(p11, s, role));
-  let found = await list();
-  if (found.length > 1) {
-    await delay(SETTLE_MIN_MS);
-    found = await list();
-    if (found.length > 1) logger?.warn({ key: role, count: found.length }, 'several keys carry this label; using the one with the smallest CKA_ID');
-  }
-  if (found[0]) return withPublicKey(session, role, found[0]);
-
-  const id = randomBytes(16);
-  const templates = ecP256KeyPairTemplates(role, id);
-  const started = performance.now();
-  const generated = await session.run('C_GenerateKeyPair', (p11, s) =>
-    p11.C_GenerateKeyPairAsync(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, templates.publicKey, templates.privateKey),
+/** A Signer over `key`: each signature on the least busy session of the pool. */
+async function pooledSigner(uri: Pkcs11Uri, role: KeyRole, key: Candidate, sessions: readonly Pkcs11Session[]): Promise<Signer> {
+  const publicKeyObject = await findPublicKey(sessions[0]!, role, key);
+  const { publicKey, spki }: { publicKey: KeyObject; spki: Uint8Array } = await sessions[0]!.run('C_GetAttributeValue', (p11, s) =>
+    readEcP256PublicKey(p11, s, publicKeyObject, role),
   );
-  await delay(Math.max(SETTLE_MIN_MS, SETTLE_FACTOR * (performance.now() - started)));
-  const [winner] = await list();
-  if (!winner) throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `the key ${JSON.stringify(role)} just generated is gone from the token`);
-  if (winner.id.equals(id)) {
-    logger?.info({ key: role }, 'generated a non-extractable EC P-256 key in the token');
-  } else {
-    await session.run('C_DestroyObject', (p11, s) => {
-      p11.C_DestroyObject(s, generated.privateKey);
-      p11.C_DestroyObject(s, generated.publicKey);
-    });
-    logger?.info({ key: role }, 'another process generated this key at the same time; using theirs');
-  }
-  return withPublicKey(session, role, winner);
+  const inFlight = sessions.map(() => 0);
+  return {
+    uri: formatPkcs11Uri(uri, role),
+    publicKey,
+    spki,
+    software: false,
+    async sign(data) {
+      const digest = createHash('sha256').update(data).digest();
+      let i = 0;
+      for (let j = 1; j < sessions.length; j++) if (inFlight[j]! < inFlight[i]!) i = j;
+      inFlight[i]!++;
+      try {
+        const signature = await sessions[i]!.run('C_Sign', (p11, s) => {
+          p11.C_SignInit(s, ECDSA, key.handle);
+          return p11.C_SignAsync(s, digest, Buffer.alloc(P256_SIGNATURE_BYTES));
+        });
+        if (signature.length !== P256_SIGNATURE_BYTES) {
+          throw new Pkcs11Error('ERR_PKCS11', `C_Sign returned ${signature.length} bytes for a P-256 key`);
+        }
+        return signature;
+      } finally {
+        inFlight[i]!--;
+      }
+    },
+  };
 }
 
-/** The EC private keys labelled `role`, smallest CKA_ID first. For use inside Pkcs11Session.run. */
+/** Each role's EC private keys, smallest CKA_ID first. */
+function listKeys(session: Pkcs11Session): Promise<Map<KeyRole, Candidate[]>> {
+  return session.run('C_FindObjects', (p11, s) => new Map(ROLES.map((role) => [role, candidates(p11, s, role)])));
+}
+
 function candidates(p11: pkcs11js.PKCS11, s: Pkcs11Handle, role: KeyRole): Candidate[] {
   const handles = findObjects(p11, s, [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
@@ -181,7 +188,17 @@ function candidates(p11: pkcs11js.PKCS11, s: Pkcs11Handle, role: KeyRole): Candi
     .sort((a, b) => Buffer.compare(a.id, b.id));
 }
 
-async function withPublicKey(session: Pkcs11Session, role: KeyRole, key: Candidate): Promise<{ privateKey: Pkcs11Handle; publicKeyObject: Pkcs11Handle }> {
+/** Generates the pair of `role` with a random CKA_ID; resolves with that id. */
+async function generate(session: Pkcs11Session, role: KeyRole): Promise<Buffer> {
+  const id = randomBytes(16);
+  const templates = ecP256KeyPairTemplates(role, id);
+  await session.run('C_GenerateKeyPair', (p11, s) =>
+    p11.C_GenerateKeyPairAsync(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, templates.publicKey, templates.privateKey),
+  );
+  return id;
+}
+
+async function findPublicKey(session: Pkcs11Session, role: KeyRole, key: Candidate): Promise<Pkcs11Handle> {
   const [publicKeyObject, ...others] = await session.find([
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
     { type: pkcs11js.CKA_ID, value: key.id },
@@ -190,5 +207,14 @@ async function withPublicKey(session: Pkcs11Session, role: KeyRole, key: Candida
     throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `key ${JSON.stringify(role)} has no public key object with its CKA_ID`);
   }
   if (others.length > 0) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${others.length + 1} public keys share the CKA_ID of ${JSON.stringify(role)}`);
-  return { privateKey: key.handle, publicKeyObject };
+  return publicKeyObject;
+}
+
+/** Destroys a pair this process generated and lost. */
+async function destroy(session: Pkcs11Session, role: KeyRole, key: Candidate): Promise<void> {
+  const publicKeyObject = await findPublicKey(session, role, key);
+  await session.run('C_DestroyObject', (p11, s) => {
+    p11.C_DestroyObject(s, key.handle);
+    p11.C_DestroyObject(s, publicKeyObject);
+  });
 }
