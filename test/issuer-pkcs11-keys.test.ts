@@ -24,7 +24,7 @@ import { startSoftHsm, type SoftHsm } from './helpers/softhsm.js';
 const execFileAsync = promisify(execFile);
 const TOKEN = 'attestor';
 /** Tokens of their own for the tests that need an empty one; SoftHSM lists tokens at C_Initialize, so all are made first. */
-const RACE_TOKEN = 'race';
+const RACE_TOKENS = ['race-1', 'race-2', 'race-3', 'race-4', 'race-5', 'race-6'];
 const DUPLICATES_TOKEN = 'duplicates';
 
 let hsm: SoftHsm;
@@ -34,8 +34,7 @@ const uriOf = (token: string) => parsePkcs11Uri(`pkcs11:token=${token}?module-pa
 
 beforeAll(async () => {
   hsm = await startSoftHsm({ tokenLabel: TOKEN });
-  await hsm.initToken(RACE_TOKEN);
-  await hsm.initToken(DUPLICATES_TOKEN);
+  for (const token of [...RACE_TOKENS, DUPLICATES_TOKEN]) await hsm.initToken(token);
   pinFile = join(hsm.dir, 'pin');
   writeFileSync(pinFile, `${hsm.userPin}\n`, { mode: 0o600 });
   uri = uriOf(TOKEN);
@@ -84,7 +83,8 @@ describe('PKCS#11 key manager', () => {
       expect(signer.uri).toContain(';object=x509-ca?');
       expect(signer.uri).not.toContain(hsm.userPin);
       expect(signer.publicKey.asymmetricKeyDetails).toEqual({ namedCurve: 'prime256v1' });
-      expect(lines).toEqual([expect.stringMatching(/^info \{"key":"x509-ca"\} generated a non-extractable EC P-256 key/)]);
+      // All three roles are resolved, here generated, when the manager opens.
+      expect(lines).toEqual(['x509-ca', 'jwt', 'audit'].map((role) => `info {"key":"${role}"} generated a non-extractable EC P-256 key in the token`));
       // More signatures at once than sessions: all are made, all verify.
       const messages = Array.from({ length: 300 }, (_, i) => Buffer.from(`message ${i}`));
       const signatures = await Promise.all(messages.map((m) => signer.sign(m)));
@@ -188,7 +188,11 @@ describe('PKCS#11 key manager', () => {
     try {
       const signer = await manager.signer('jwt');
       expect(Buffer.from(signer.spki).subarray(-65).toString('hex')).toBe(spkis[1]);
-      expect(lines).toEqual([expect.stringMatching(/^warn .*"count":3.* several keys carry this label/)]);
+      expect(lines).toEqual([
+        'info {"key":"x509-ca"} generated a non-extractable EC P-256 key in the token',
+        'warn {"key":"jwt","count":3} several keys carry this label; using the one with the smallest CKA_ID',
+        'info {"key":"audit"} generated a non-extractable EC P-256 key in the token',
+      ]);
     } finally {
       await manager.close();
     }
@@ -197,17 +201,35 @@ describe('PKCS#11 key manager', () => {
   it('gives two processes starting at once on an empty token the same keys, and leaves one key per role', async () => {
     const children = await compileChild();
     try {
-      const startAt = Date.now() + 1500;
       const env = { ...process.env, SOFTHSM2_CONF: hsm.conf, ATTESTOR_PKCS11_PIN: hsm.userPin };
-      const run = () =>
-        execFileAsync(process.execPath, [children.script, formatPkcs11Uri(uriOf(RACE_TOKEN)), String(startAt)], { env, encoding: 'utf8' });
-      const outputs = await Promise.all([run(), run()]);
-      const results = outputs.map((o) => JSON.parse(o.stdout) as { spkis: Record<KeyRole, string>; log: string[] });
-      console.log(JSON.stringify(results.map((r) => r.log)));
-      expect(results[0]!.spkis).toEqual(results[1]!.spkis);
-      await withSession(RACE_TOKEN, async (session) => {
-        for (const role of ['x509-ca', 'jwt', 'audit']) expect(await privateKeysLabelled(session, role), role).toHaveLength(1);
-      });
+      const run = (token: string, startAt: number) =>
+        execFileAsync(process.execPath, [children.script, formatPkcs11Uri(uriOf(token)), String(startAt)], { env, encoding: 'utf8' }).then(
+          (o) => JSON.parse(o.stdout) as { spkis: Record<KeyRole, string>; log: string[] },
+          (e: { stderr?: string }) => ({ failed: e.stderr ?? String(e) }),
+        );
+      /*
+       * SoftHSM itself sometimes fails one of two processes that log in at the same instant
+       * (token.object is rewritten at login and read torn: CKR_GENERAL_ERROR, or the token's
+       * label reads empty). Such a round proves nothing either way, so it is run again on a
+       * fresh token; two complete rounds are required, and in each the keys must agree.
+       */
+      let complete = 0;
+      const startupFailures: string[] = [];
+      for (const token of RACE_TOKENS) {
+        const startAt = Date.now() + 1000;
+        const [a, b] = await Promise.all([run(token, startAt), run(token, startAt)]);
+        if ('failed' in a || 'failed' in b) {
+          for (const r of [a, b]) if ('failed' in r) startupFailures.push(r.failed);
+          continue;
+        }
+        expect(a.spkis).toEqual(b.spkis);
+        await withSession(token, async (session) => {
+          for (const role of ['x509-ca', 'jwt', 'audit']) expect(await privateKeysLabelled(session, role), role).toHaveLength(1);
+        });
+        if (++complete === 2) break;
+      }
+      for (const failure of startupFailures) expect(failure).toMatch(/CKR_GENERAL_ERROR|no token labelled "race-\d" \(present: .*""/);
+      expect(complete).toBe(2);
     } finally {
       children.remove();
     }

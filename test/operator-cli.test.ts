@@ -193,7 +193,7 @@ describe('operator commands: usage errors (exit 2) before any request', () => {
       [['baseline', 'capture'], /required option '--agent <id>'/],
       [['baseline', 'capture', '--agent', AGENT, '--selector', 'role'], /must be NAME=VALUE/],
       [['baseline', 'capture', '--agent', AGENT, '--selector', 'Role=x'], /label names are lowercase/],
-      [['baseline', 'capture', '--agent', AGENT, '--selector', 'a=1', '--selector', 'a=2'], /label a is given twice/],
+      [['baseline', 'capture', '--agent', AGENT, '--selector', 'a=1', '--selector', 'a=2'], /label "a" is given twice/],
       [['baseline', 'capture', '--agent', AGENT, '--audience', 'has space'], /no whitespace/],
       [['baseline', 'add', join(dir, 'none.json'), '--name', 'n'], /cannot read FILE .*none\.json: ENOENT/],
     ];

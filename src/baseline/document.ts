@@ -122,10 +122,12 @@ const MAX_ISSUES_SHOWN = 3;
 const IMA_PCR = 10;
 
 const LABEL_NAME = z.string().regex(/^[a-z0-9]([a-z0-9._/-]{0,62}[a-z0-9])?$/, 'label names are lowercase [a-z0-9._/-], 1..64 characters');
-const LABELS = z.record(LABEL_NAME, z.string().max(256)).refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`);
+/** Host labels (`role=gpu-node`): what selectors match; the wire schemas take them as defined here. */
+export const LABELS = z.record(LABEL_NAME, z.string().max(256)).refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`);
 const PCR_INDEX = z.string().regex(/^(?:[0-9]|1[0-9]|2[0-3])$/, 'a PCR index is 0..23 in decimal');
 const HEX = z.string().max(128).regex(/^[0-9a-fA-F]*$/, 'must be hex digits');
-const AUDIENCE = z.string().min(1).max(256).regex(/^\S+$/, 'an audience has no whitespace');
+/** A JWT-SVID audience: a URI or a name, no whitespace. */
+export const AUDIENCE = z.string().min(1).max(256).regex(/^\S+$/, 'an audience has no whitespace');
 const TTL = z.number().int().min(1).max(MAX_TTL_SECONDS);
 
 /** CK_TOKEN_INFO's fixed-size fields bound what a token can report. */

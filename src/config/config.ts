@@ -62,6 +62,8 @@ export const ConfigSchema = z.strictObject({
       enrollmentsPerMinute: z.number().int().positive().default(60),
       maxConnections: z.number().int().positive().default(10_000),
     })
+    // Node's listener refuses to start otherwise: say so here, naming the key.
+    .refine((l) => l.headersTimeoutMs <= l.requestTimeoutMs, { path: ['headersTimeoutMs'], message: 'must not exceed limits.requestTimeoutMs' })
     .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -147,9 +147,19 @@ const BODY_ERRORS: Readonly<Record<string, ErrorCode>> = {
   'stream.encoding.set': 'ERR_INTERNAL',
 };
 
+/**
+ * The code of a body-parser error; undefined for any other error. body-parser marks the client's
+ * own faults 400 with `expose` (a body that does not inflate carries no type): ERR_DECODE.
+ */
+function bodyErrorCode(err: unknown): ErrorCode | undefined {
+  const e = err as { type?: unknown; status?: unknown; expose?: unknown } | null | undefined;
+  const byType = typeof e?.type === 'string' ? BODY_ERRORS[e.type] : undefined;
+  return byType ?? (e?.expose === true && e.status === 400 ? 'ERR_DECODE' : undefined);
+}
+
 function sendProblem(logger: Logger, req: Request, res: Response, err: unknown): void {
   const requestId = res.locals.requestId as string;
-  const bodyError = typeof (err as { type?: unknown })?.type === 'string' ? BODY_ERRORS[(err as { type: string }).type] : undefined;
+  const bodyError = bodyErrorCode(err);
   let code: ErrorCode;
   let detail: string | undefined;
   let extra: Readonly<Record<string, unknown>> = {};

@@ -33,6 +33,9 @@ export function listenHttps(opts: { host: string; port: number; limits: HttpsLim
     headersTimeout: opts.limits.headersTimeoutMs,
     requestTimeout: opts.limits.requestTimeoutMs,
     keepAliveTimeout: opts.limits.keepAliveTimeoutMs,
+    // Node checks the headers and request deadlines on this interval (default 30 s, which would
+    // let a stalled client outlive a short headers deadline many times over).
+    connectionsCheckingInterval: Math.min(opts.limits.headersTimeoutMs, 1_000),
     maxHeaderSize: 16 * 1024,
   });
   server.maxConnections = opts.limits.maxConnections;

@@ -1,4 +1,7 @@
 import { z } from 'zod';
+import { AUDIENCE, LABELS } from '../baseline/document.js';
+
+export { AUDIENCE, LABELS };
 
 /*
  * The v1 wire contract between agent and verifier (DESIGN "Wire contract"): one zod schema per
@@ -39,21 +42,10 @@ export const AGENT_ID = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase
 export const UUID = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a UUID');
 export const TIME = z.iso.datetime({ offset: true });
 
-/** Host labels: selectors of baselines (`role=gpu-node`). */
-export const LABELS = z
-  .record(
-    z.string().regex(/^[a-z0-9]([a-z0-9._/-]{0,62}[a-z0-9])?$/, 'label names are lowercase [a-z0-9._/-], 1..64 characters'),
-    z.string().max(256),
-  )
-  .refine((l) => Object.keys(l).length <= 32, 'at most 32 labels');
-
 /** Hash bank names as the TPM code knows them. */
 export const BANK = z.enum(['sha1', 'sha256', 'sha384', 'sha512']);
 export const PCR_INDEX = z.number().int().min(0).max(23);
 export const PCR_SELECTION = z.partialRecord(BANK, z.array(PCR_INDEX).max(24));
-
-/** A JWT audience an agent asks for: a URI or a name, no spaces. */
-export const AUDIENCE = z.string().min(1).max(256).regex(/^\S+$/, 'no whitespace');
 
 // ---- enrollment -------------------------------------------------------------------------
 

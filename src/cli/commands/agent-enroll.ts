@@ -1,13 +1,13 @@
 import { join } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { createApiClient } from '../../client/api-client.js';
 import { enrollAgent } from '../../agent/enroll.js';
 import { pinnedCa } from '../../agent/pinned-ca.js';
 import { STATE_FILES, writeAgentState } from '../../agent/state-files.js';
 import { TpmSession } from '../../agent/tpm-session.js';
-import { LABELS } from '../../wire/schemas.js';
 import type { CliIo } from '../io.js';
 import { addAgentOptions, type AgentConnectionFlags } from './agent-options.js';
+import { collectLabel } from '../labels.js';
 
 /*
  * `attestor-agent enroll`: makes this host's TPM known to the verifier (DESIGN flow 1), once.
@@ -51,13 +51,3 @@ export function agentEnrollCommand(io: CliIo): Command {
 }
 
 /** --label name=value, checked as the wire schema checks labels; a name given twice is refused. */
-function collectLabel(value: string, labels: Record<string, string> = {}): Record<string, string> {
-  const eq = value.indexOf('=');
-  if (eq <= 0) throw new InvalidArgumentError('must be name=value');
-  const name = value.slice(0, eq);
-  if (Object.hasOwn(labels, name)) throw new InvalidArgumentError(`label "${name}" is given twice`);
-  const next = { ...labels, [name]: value.slice(eq + 1) };
-  const parsed = LABELS.safeParse(next);
-  if (!parsed.success) throw new InvalidArgumentError(parsed.error.issues[0]?.message ?? 'invalid label');
-  return next;
-}

@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { AttestorError } from '../../errors.js';
-import { AGENT_ID, AUDIENCE, BASELINE_STATUS, BaselineBody, BaselineCreateRequest, LABELS, UUID } from '../../wire/schemas.js';
+import { AGENT_ID, AUDIENCE, BASELINE_STATUS, BaselineBody, BaselineCreateRequest, UUID } from '../../wire/schemas.js';
 import { readInput, UsageError, type CliIo } from '../io.js';
 import { addListOptions, fetchList, printPage, type ListFlags } from '../paging.js';
 import { addServerOptions, checkedBy, withServer, type ServerFlags } from '../server-options.js';
 import { formatTable, printable } from '../table.js';
+import { collectLabel } from '../labels.js';
 
 /*
  * `attestor baseline add | list | show | enforce | retire | capture`: golden baselines on the
@@ -78,14 +79,6 @@ function collect(parse: (value: string) => string) {
 }
 
 /** --selector k=v, repeated: the labels a captured baseline applies to. */
-function collectLabel(value: string, previous: Record<string, string> = {}): Record<string, string> {
-  const eq = value.indexOf('=');
-  if (eq <= 0) throw new InvalidArgumentError('must be NAME=VALUE');
-  const name = value.slice(0, eq);
-  if (Object.hasOwn(previous, name)) throw new InvalidArgumentError(`label ${name} is given twice`);
-  return checkedBy(LABELS)({ ...previous, [name]: value.slice(eq + 1) });
-}
-
 interface ListOptions extends OutputFlags, ListFlags {
   status?: string;
 }
