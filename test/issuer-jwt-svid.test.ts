@@ -86,7 +86,8 @@ describe('JWT-SVID', () => {
     });
     expect(Object.keys(viaKey.payload)).toEqual(['iss', 'sub', 'aud', 'iat', 'exp', 'jti', 'cnf', 'attestation']);
     // cnf binds the token to the certificate (RFC 8705 §3.1): base64url SHA-256 of its DER.
-    expect(viaKey.payload.cnf).toEqual({ 'x5t#S256': Buffer.from(new X509Certificate(certificate).fingerprint256.replace(/:/g, ''), 'hex').toString('base64url') });
+    const fingerprint = Buffer.from(new X509Certificate(certificate).fingerprint256.replace(/:/g, ''), 'hex');
+    expect(viaKey.payload.cnf).toEqual({ 'x5t#S256': fingerprint.toString('base64url') });
   });
 
   it('is refused by jose once a signature byte is altered', async () => {
@@ -99,7 +100,8 @@ describe('JWT-SVID', () => {
       const forged = `${h}.${p}.${altered.toString('base64url')}`;
       await expect(jwtVerify(forged, jwtSigner.publicKey)).rejects.toBeInstanceOf(errors.JWSSignatureVerificationFailed);
     }
-    const otherClaims = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p!, 'base64url').toString()), sub: 'spiffe://example.org/x' })).toString('base64url');
+    const payload = JSON.parse(Buffer.from(p!, 'base64url').toString()) as Record<string, unknown>;
+    const otherClaims = Buffer.from(JSON.stringify({ ...payload, sub: 'spiffe://example.org/x' })).toString('base64url');
     await expect(jwtVerify(`${h}.${otherClaims}.${s}`, jwtSigner.publicKey)).rejects.toBeInstanceOf(errors.JWSSignatureVerificationFailed);
   });
 

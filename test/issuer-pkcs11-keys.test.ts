@@ -100,7 +100,8 @@ describe('PKCS#11 key manager', () => {
     await withSession(TOKEN, async (session) => {
       const [privateKey, ...more] = await privateKeysLabelled(session, 'x509-ca');
       expect(more).toHaveLength(0);
-      const flags = [pkcs11js.CKA_TOKEN, pkcs11js.CKA_PRIVATE, pkcs11js.CKA_SENSITIVE, pkcs11js.CKA_EXTRACTABLE, pkcs11js.CKA_NEVER_EXTRACTABLE, pkcs11js.CKA_LOCAL, pkcs11js.CKA_SIGN];
+      const { CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL, CKA_SIGN } = pkcs11js;
+      const flags = [CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL, CKA_SIGN];
       const values = await session.attributes(privateKey!, [...flags, pkcs11js.CKA_KEY_TYPE]);
       expect(values.slice(0, flags.length).map((v) => v[0] === 1)).toEqual([true, true, true, false, true, true, true]);
       expect(readUlong(values[flags.length]!)).toBe(pkcs11js.CKK_EC);
@@ -125,6 +126,18 @@ describe('PKCS#11 key manager', () => {
     } finally {
       await reopened.close();
     }
+  });
+
+  it('opens sibling sessions that share the login and leave it when they close', async () => {
+    await withSession(TOKEN, async (session) => {
+      const sibling = await session.openSibling();
+      const state = (s: Pkcs11Session) => s.run('C_GetSessionInfo', (p11, h) => p11.C_GetSessionInfo(h).state);
+      const CKS_RW_USER_FUNCTIONS = 3;
+      expect(await state(sibling)).toBe(CKS_RW_USER_FUNCTIONS);
+      await sibling.close();
+      expect(await state(session)).toBe(CKS_RW_USER_FUNCTIONS);
+      await rejection(sibling.openSibling(), 'ERR_PKCS11');
+    });
   });
 
   it('close() logs out and finalises: the signer stops, the token opens again', async () => {
@@ -216,7 +229,7 @@ describe('PKCS#11 key manager', () => {
       let complete = 0;
       const startupFailures: string[] = [];
       for (const token of RACE_TOKENS) {
-        const startAt = Date.now() + 1000;
+        const startAt = Date.now() + 700;
         const [a, b] = await Promise.all([run(token, startAt), run(token, startAt)]);
         if ('failed' in a || 'failed' in b) {
           for (const r of [a, b]) if ('failed' in r) startupFailures.push(r.failed);
@@ -282,7 +295,7 @@ describe('issuing with keys in the token', () => {
 /**
  * A child process that opens the key manager on a token at a given instant and prints the
  * three public keys and what it logged. The key manager is compiled from src/ with the
- * TypeScript compiler (no type check) into a temp dir that sees the project's node_modules.
+ * TypeScript compiler into a temp dir that sees the project's node_modules.
  */
 async function compileChild(): Promise<{ script: string; remove: () => void }> {
   const root = resolve(import.meta.dirname, '..');
@@ -295,7 +308,9 @@ async function compileChild(): Promise<{ script: string; remove: () => void }> {
       module: ts.ModuleKind.NodeNext,
       moduleResolution: ts.ModuleResolutionKind.NodeNext,
       target: ts.ScriptTarget.ES2022,
-      types: ['node'],
+      // Emit only: no type check, no lib to load.
+      types: [],
+      noLib: true,
       rootDir: root,
       outDir: out,
       skipLibCheck: true,

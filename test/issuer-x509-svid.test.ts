@@ -3,9 +3,13 @@ import { createHash, generateKeyPairSync, X509Certificate, type KeyObject } from
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import '../src/reflect-metadata.js';
+import * as x509 from '@peculiar/x509';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCaCertificate } from '../src/issuer/ca-certificate.js';
+import { readCertificateFields } from '../src/issuer/certificate-fields.js';
+import { AttestorError } from '../src/errors.js';
 import { openFileKeyManager } from '../src/issuer/file-keys.js';
 import type { KeyManager, Signer } from '../src/issuer/signer.js';
 import { checkTrustDomain, parseSpiffeId } from '../src/issuer/spiffe-id.js';
@@ -206,6 +210,36 @@ describe('X509-SVID refusals (ERR_ISSUANCE)', () => {
     for (const crlUrl of ['ftp://example.org/crl', 'not a url', 'https://example.org/crl?x= y', 'https://exämple.org/crl']) {
       expect(codeOf(() => createX509SvidIssuer({ caCertificate: ca, signer, crlUrl })), crlUrl).toBe('ERR_ISSUANCE');
     }
+  });
+});
+
+describe('reading the CA certificate', () => {
+  it('finds its subject DER, key, key identifier and notAfter', () => {
+    const fields = readCertificateFields(ca);
+    const caCert = new X509Certificate(ca);
+    expect(Buffer.from(fields.spki).equals(signer.spki)).toBe(true);
+    expect(fields.notAfter.getTime()).toBe(new Date(caCert.validTo).getTime());
+    expect(Buffer.from(fields.subjectKeyId!).equals(createHash('sha1').update(signer.spki.subarray(-65)).digest())).toBe(true);
+    // The subject as @peculiar/x509 reads it, an independent parser.
+    expect(Buffer.from(fields.subject).equals(Buffer.from(new x509.X509Certificate(ca).subjectName.toArrayBuffer()))).toBe(true);
+  });
+
+  it('gives a value or ERR_ISSUANCE for any mutation of it, never another exception', () => {
+    fc.assert(
+      fc.property(fc.nat(ca.length - 1), fc.integer({ min: 1, max: 255 }), fc.nat(ca.length), (at, xor, cut) => {
+        const mutated = Buffer.from(ca);
+        mutated[at]! ^= xor;
+        for (const bytes of [mutated, mutated.subarray(0, cut)]) {
+          try {
+            readCertificateFields(bytes);
+          } catch (e) {
+            expect(e).toBeInstanceOf(AttestorError);
+            expect((e as AttestorError).code).toBe('ERR_ISSUANCE');
+          }
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
 

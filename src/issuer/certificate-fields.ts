@@ -4,7 +4,7 @@ import { TAG, readChildren, readDerTime, readTlv, valueOf, wholeOf, type Tlv } f
 /**
  * The fields of an X.509 certificate (RFC 5280 §4.1) the issuer needs: the CA's subject as
  * its exact DER (a leaf's issuer must match it byte for byte), its key and key identifier,
- * and validity. The certificates read here are the verifier's own (its CA, the leaves it
+ * and its notAfter. The certificates read here are the verifier's own (its CA, the leaves it
  * just issued); malformed input is ERR_ISSUANCE.
  */
 export interface CertificateFields {
@@ -12,7 +12,6 @@ export interface CertificateFields {
   readonly subject: Uint8Array;
   /** The DER SubjectPublicKeyInfo. */
   readonly spki: Uint8Array;
-  readonly notBefore: Date;
   readonly notAfter: Date;
   /** The subjectKeyIdentifier extension's key identifier, when present. */
   readonly subjectKeyId?: Uint8Array;
@@ -40,7 +39,6 @@ export function readCertificateFields(certificate: Uint8Array): CertificateField
   return {
     subject: wholeOf(certificate, subject),
     spki: wholeOf(certificate, spki),
-    notBefore: readDerTime(certificate, notBefore, 'certificate notBefore'),
     notAfter: readDerTime(certificate, notAfter, 'certificate notAfter'),
     ...(subjectKeyId ? { subjectKeyId } : {}),
   };

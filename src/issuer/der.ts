@@ -12,13 +12,14 @@ export const TAG = {
   BIT_STRING: 0x03,
   OCTET_STRING: 0x04,
   NULL: 0x05,
-  OID: 0x06,
   UTC_TIME: 0x17,
   GENERALIZED_TIME: 0x18,
   SEQUENCE: 0x30,
   /** [0] and [3] EXPLICIT, constructed (context-specific). */
   CONTEXT_0: 0xa0,
   CONTEXT_3: 0xa3,
+  /** [0] IMPLICIT of a primitive type: AuthorityKeyIdentifier's keyIdentifier (RFC 5280 §4.2.1.1). */
+  CONTEXT_0_PRIMITIVE: 0x80,
   /** GeneralName uniformResourceIdentifier [6] IA5String, implicit (RFC 5280 §4.2.1.6). */
   URI: 0x86,
 } as const;

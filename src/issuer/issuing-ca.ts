@@ -6,13 +6,11 @@ import { keyIdentifier } from './subject-key.js';
 
 /** A CA certificate together with the Signer of its key: what every certificate it issues needs from it. */
 export interface IssuingCa {
-  readonly certificate: Uint8Array;
   readonly signer: Signer;
   /** The CA's subject Name, exact DER: the issuer field of what it signs. */
   readonly subject: Uint8Array;
   /** The CA's subject key identifier: the authorityKeyIdentifier of what it signs. */
   readonly keyId: Uint8Array;
-  readonly notBefore: Date;
   readonly notAfter: Date;
 }
 
@@ -28,12 +26,5 @@ export function issuingCa(certificate: Uint8Array, signer: Signer): IssuingCa {
   if (!new X509Certificate(certificate).ca) {
     throw new AttestorError('ERR_ISSUANCE', 'the CA certificate does not have basicConstraints cA=true');
   }
-  return {
-    certificate,
-    signer,
-    subject: fields.subject,
-    keyId: fields.subjectKeyId ?? keyIdentifier(fields.spki),
-    notBefore: fields.notBefore,
-    notAfter: fields.notAfter,
-  };
+  return { signer, subject: fields.subject, keyId: fields.subjectKeyId ?? keyIdentifier(fields.spki), notAfter: fields.notAfter };
 }

@@ -36,7 +36,7 @@ export interface SpiffeBundle {
 }
 
 /** The public JWK of a P-256 key; ERR_KEY_UNSUPPORTED for any other key. */
-export function p256Jwk(publicKey: KeyObject): P256Jwk {
+function p256Jwk(publicKey: KeyObject): P256Jwk {
   if (publicKey.type !== 'public' || publicKey.asymmetricKeyType !== 'ec' || publicKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
     throw new PolicyError('ERR_KEY_UNSUPPORTED', 'JWT keys are EC P-256 public keys');
   }
@@ -82,7 +82,11 @@ export function spiffeBundle(opts: SpiffeBundleOptions): SpiffeBundle {
   }
   // x5c is standard base64, not base64url (RFC 7517 §4.7).
   const x509Keys = opts.caCertificates.map(
-    (der): X509SvidBundleKey => ({ ...new X509Certificate(der).publicKey.export({ format: 'jwk' }), use: 'x509-svid', x5c: [Buffer.from(der).toString('base64')] }),
+    (der): X509SvidBundleKey => ({
+      ...new X509Certificate(der).publicKey.export({ format: 'jwk' }),
+      use: 'x509-svid',
+      x5c: [Buffer.from(der).toString('base64')],
+    }),
   );
   const jwtKeys = opts.jwtKeys.map((k): JwtSvidBundleKey => ({ ...p256Jwk(k.publicKey), kid: k.kid, use: 'jwt-svid' }));
   return { keys: [...x509Keys, ...jwtKeys], spiffe_sequence: opts.sequence, spiffe_refresh_hint: opts.refreshHintSeconds };

@@ -55,7 +55,10 @@ interface Candidate {
 
 export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManagerOptions = {}): Promise<KeyManager> {
   if (uri.object !== undefined) {
-    throw new AttestorError('ERR_KEYS_URI', `the keys URI names the token only: each key is the object labelled with its role, so leave out object=${uri.object}`);
+    throw new AttestorError(
+      'ERR_KEYS_URI',
+      `the keys URI names the token only: each key is the object labelled with its role, so leave out object=${uri.object}`,
+    );
   }
   const poolSize = opts.poolSize ?? DEFAULT_POOL_SIZE;
   if (!Number.isSafeInteger(poolSize) || poolSize < 1 || poolSize > MAX_POOL_SIZE) {

@@ -26,7 +26,11 @@ export function signerCrypto(signer: Signer): SignerCrypto {
     extractable: false,
     usages: ['sign'],
   };
-  const sign = async (algorithm: webcrypto.AlgorithmIdentifier | webcrypto.EcdsaParams, key: webcrypto.CryptoKey, data: webcrypto.BufferSource): Promise<ArrayBuffer> => {
+  const sign = async (
+    algorithm: webcrypto.AlgorithmIdentifier | webcrypto.EcdsaParams,
+    key: webcrypto.CryptoKey,
+    data: webcrypto.BufferSource,
+  ): Promise<ArrayBuffer> => {
     if (key !== signingKey) return base.sign(algorithm, key, data);
     const name = typeof algorithm === 'string' ? algorithm : algorithm.name;
     const hash = typeof algorithm === 'string' || !('hash' in algorithm) ? undefined : algorithm.hash;

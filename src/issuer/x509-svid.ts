@@ -86,13 +86,13 @@ export function createX509SvidIssuer(opts: X509SvidIssuerOptions): X509SvidIssue
   const crlUrl = checkCrlUrl(opts.crlUrl);
   const serials = createSerialNumbers();
 
-  // Everything before the subject key, and the extensions that do not depend on the leaf.
+  // The signature algorithm and issuer, and the extensions that are the same for every leaf.
   const head = Buffer.concat([DER.ecdsaWithSha256, ca.subject]);
   const common = [
     extension(DER.basicConstraints, true, der(TAG.SEQUENCE)),
     extension(DER.extKeyUsage, false, DER.serverAndClientAuth),
     // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT KeyIdentifier }.
-    extension(DER.authorityKeyIdentifier, false, der(TAG.SEQUENCE, der(0x80, ca.keyId))),
+    extension(DER.authorityKeyIdentifier, false, der(TAG.SEQUENCE, der(TAG.CONTEXT_0_PRIMITIVE, ca.keyId))),
     // CRLDistributionPoints ::= SEQUENCE OF DistributionPoint { distributionPoint [0] { fullName [0] { URI } } }.
     extension(DER.crlDistributionPoints, false, der(TAG.SEQUENCE, der(TAG.SEQUENCE, der(TAG.CONTEXT_0, der(TAG.CONTEXT_0, der(TAG.URI, crlUrl)))))),
   ];

@@ -69,8 +69,10 @@ function schemaOf(schema: z.ZodType, io: 'input' | 'output'): unknown {
     override: (ctx) => {
       const meta = z.globalRegistry.get(ctx.zodSchema as unknown as z.ZodType);
       if (meta?.contentEncoding === 'base64url') {
+        // The JSON form keeps its bounds (the base64url text branch of the input union, if any).
+        const text = (ctx.jsonSchema as { anyOf?: Array<Record<string, unknown>> }).anyOf?.find((s) => s.type === 'string');
         for (const k of Object.keys(ctx.jsonSchema)) delete (ctx.jsonSchema as Record<string, unknown>)[k];
-        Object.assign(ctx.jsonSchema, { type: 'string', contentEncoding: 'base64url', description: meta.description });
+        Object.assign(ctx.jsonSchema, { type: 'string', ...text, contentEncoding: 'base64url', description: meta.description });
       }
     },
   });

@@ -1,0 +1,202 @@
+/**
+ * Attacks on the attestation and operator flows of the real verifier (SQLite, file keys) with
+ * a real swtpm host enrolled over the API. Each `describe` is one finding of the security
+ * review, named by its title; the tests assert the secure behaviour, so they fail until the
+ * finding is fixed. The agent is quarantined by the last one, so it stays last.
+ */
+import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { quoteWithPcrValues } from '../src/agent/quote-with-values.js';
+import { CKK_EC, keyEvidenceMessage, type HsmKeyEvidence } from '../src/appraisal/hsm-key-report.js';
+import { quoteQualifyingData } from '../src/appraisal/key-binding.js';
+import { ApiError } from '../src/client/api-client.js';
+import { AgentDetailBody, AttestationResponse, BaselineBody, type AttestationRequestInput } from '../src/wire/schemas.js';
+import { challenge, enrollOverApi, evidenceFor, reasonCodes, refused, startAttackBed, withSession, type AttackBed } from './attack-harness.js';
+
+/** The swtpm's sha256 PCR 15 as it starts (never extended here), and a value it never has. */
+const PCR15_NOW = '00'.repeat(32);
+const PCR15_OTHER = 'ab'.repeat(32);
+
+let bed: AttackBed;
+let agentId: string;
+let tmp: string;
+
+beforeAll(async () => {
+  bed = await startAttackBed({ store: 'sqlite' });
+  tmp = mkdtempSync(join(tmpdir(), 'attestor-attack-files-'));
+  agentId = await enrollOverApi(bed, { role: 'prod' });
+}, 120_000);
+
+afterAll(async () => {
+  await bed?.stop();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Adds and enforces a baseline pinning sha256 PCR 15; its id. */
+async function enforce(name: string, extra: Record<string, unknown>, pcr15 = PCR15_NOW): Promise<string> {
+  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, { name, document: { version: 1, pcrs: { sha256: { '15': [pcr15] } }, ...extra } });
+  await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
+  return b.id;
+}
+
+async function retire(...ids: string[]): Promise<void> {
+  for (const id of ids) await bed.admin.call('POST', `/v1/baselines/${id}/retire`, BaselineBody, {});
+}
+
+function attest(body: unknown) {
+  return bed.anon.call('POST', `/v1/agents/${agentId}/attestations`, AttestationResponse, body);
+}
+
+/** PCR values as the wire carries them. */
+function wirePcrs(values: { readonly [bank: string]: { readonly [index: number]: Uint8Array } }): Record<string, Record<string, Uint8Array>> {
+  return Object.fromEntries(Object.entries(values).map(([bank, byIndex]) => [bank, Object.fromEntries(Object.entries(byIndex))]));
+}
+
+describe('Host-chosen labels pick the baseline: a host re-enrolls into the weakest one', () => {
+  it('re-enrolling with the same EK and AK does not change the labels an operator relies on', async () => {
+    // The operator's intent: this host is prod, judged by the prod baseline (which it fails);
+    // a lab baseline with a JWT audience exists for other hosts.
+    const prod = await enforce('prod-hosts', { selector: { labels: { role: 'prod' } } }, PCR15_OTHER);
+    const lab = await enforce('lab-hosts', { selector: { labels: { env: 'lab' } }, audiences: ['lab-service'] });
+    try {
+      const e = await refused(attest(await evidenceFor(bed, agentId)), 'ERR_ATTESTATION_REFUSED');
+      expect(reasonCodes(e)).toContain('PCR_VALUE_NOT_ALLOWED');
+
+      // Unauthenticated but for the TPM itself: the host enrolls again and names its own labels.
+      await enrollOverApi(bed, { env: 'lab' }).catch((err: unknown) => {
+        expect((err as ApiError).remoteCode).toBe('ERR_ENROLLMENT_CONFLICT');
+      });
+      const agent = await bed.admin.call('GET', `/v1/agents/${agentId}`, AgentDetailBody);
+      expect(agent.labels).toEqual({ role: 'prod' });
+
+      // Today: affirmed under the lab baseline, with an X509-SVID for the same SPIFFE ID and a JWT for lab-service.
+      await refused(attest({ ...(await evidenceFor(bed, agentId)), audience: 'lab-service' }), 'ERR_ATTESTATION_REFUSED');
+    } finally {
+      await retire(prod, lab);
+    }
+  });
+});
+
+describe('Capture pins whatever PCRs the host chose to quote', () => {
+  it("a quote that leaves out the challenge's PCRs yields no evidence to capture a baseline from", async () => {
+    // No enforced baseline applies: the challenge asks for sha256 PCRs 0..15 (boot state).
+    const asked = await challenge(bed, agentId);
+    expect(asked.pcrSelection.sha256).toEqual([...Array(16).keys()]);
+    // The host quotes the resettable debug PCR 16 only; the verifier does not compare the
+    // signed selection with the challenge's, and keeps it as the agent's evidence.
+    const body = await evidenceFor(bed, agentId, (c) => ({ ...c, pcrSelection: { sha256: [16] } }));
+    await refused(attest(body), 'ERR_NO_BASELINE');
+
+    const captured = await bed.admin.call('POST', '/v1/baselines/capture', BaselineBody, { agentId, name: 'captured-after-partial-quote' }).catch((e: unknown) => e);
+    if (captured instanceof ApiError) {
+      expect(captured.remoteCode).toBe('ERR_NO_EVIDENCE');
+      return;
+    }
+    const baseline = captured as z.output<typeof BaselineBody>;
+    await retire(baseline.id);
+    // Today: a staged baseline pinning PCR 16 alone (any host that resets and extends PCR 16 passes it).
+    const sha256 = Object.keys((baseline.document.pcrs as Record<string, Record<string, unknown>>).sha256 ?? {});
+    expect(sha256).toEqual(expect.arrayContaining([...Array(16).keys()].map(String)));
+  });
+});
+
+describe('A PKCS#11 key report is the host\'s word: a software key gets credentials under a default baseline', () => {
+  it('a report for an exportable software key, with made-up attributes, gets no credentials', async () => {
+    const baseline = await enforce('default-residence', {});
+    try {
+      const c = await challenge(bed, agentId);
+      const software = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const evidence: HsmKeyEvidence = {
+        publicKey: new Uint8Array(software.publicKey.export({ type: 'spki', format: 'der' })),
+        attributes: { token: true, private: true, sensitive: true, extractable: false, neverExtractable: true, alwaysSensitive: true, local: true, keyType: CKK_EC },
+        token: { manufacturer: 'Any Vendor', model: 'Any HSM', serial: '0001', label: 'made-up' },
+        alg: 'ES256',
+      };
+      const signature = sign('sha256', keyEvidenceMessage(c.nonce, evidence), { key: software.privateKey, dsaEncoding: 'ieee-p1363' });
+      const quote = await withSession(bed, (s) =>
+        quoteWithPcrValues(s, c.pcrSelection as Record<string, number[]>, quoteQualifyingData(c.nonce, { kind: 'pkcs11', evidence })),
+      );
+      const body: AttestationRequestInput = {
+        nonce: c.nonce,
+        quote: quote.attest,
+        signature: quote.signature,
+        pcrs: wirePcrs(quote.values),
+        key: { kind: 'pkcs11', report: { ...evidence, signature } },
+      };
+      // Today: affirming, and an X509-SVID for the key this test holds in memory.
+      await refused(attest(body), 'ERR_ATTESTATION_REFUSED');
+    } finally {
+      await retire(baseline);
+    }
+  });
+});
+
+describe('Revocation, quarantine, CRL, audit, keys and introspection are not served', () => {
+  it("the CRL Distribution Point of an issued X509-SVID answers with a CRL", async () => {
+    const baseline = await enforce('crl-check', {});
+    try {
+      const affirmed = await attest(await evidenceFor(bed, agentId));
+      expect(affirmed.credentials).toBeDefined();
+      const certPath = join(tmp, 'leaf.pem');
+      writeFileSync(certPath, affirmed.credentials!.certificate);
+      const ext = spawnSync('openssl', ['x509', '-in', certPath, '-noout', '-ext', 'crlDistributionPoints'], { encoding: 'utf8' });
+      const url = /URI:(\S+)/.exec(ext.stdout)?.[1];
+      expect(url).toBe(`${bed.v.url}/v1/crl`);
+      const crl = await bed.anon.get(new URL(url!).pathname);
+      // Today: 404 ERR_NOT_FOUND, so relying parties that check revocation fail (hard) or skip it (soft).
+      expect(crl.status).toBe(200);
+      expect(crl.type).toContain('application/pkix-crl');
+      expect(new X509Certificate(affirmed.credentials!.certificate).serialNumber).toMatch(/^[0-9A-F]{32}$/);
+    } finally {
+      await retire(baseline);
+    }
+  });
+
+  it('every route SERVICE.md lists exists (an admin is never answered ERR_NOT_FOUND for the route itself)', async () => {
+    const routes: Array<[string, string, unknown]> = [
+      ['POST', `/v1/agents/${agentId}/revoke`, {}],
+      ['POST', `/v1/agents/${agentId}/quarantine`, {}],
+      ['POST', `/v1/agents/${agentId}/release`, {}],
+      ['GET', '/v1/keys', undefined],
+      ['POST', '/v1/keys/rotate', {}],
+      ['GET', '/v1/audit', undefined],
+      ['POST', '/v1/audit/verify', {}],
+      ['GET', '/v1/tokens', undefined],
+      ['GET', '/v1/crl', undefined],
+    ];
+    const missing: string[] = [];
+    for (const [method, path, body] of routes) {
+      const code = await bed.admin.call(method, path, z.unknown(), body).then(
+        () => 'ok',
+        (e: unknown) => (e instanceof ApiError ? e.remoteCode : String(e)),
+      );
+      if (code === 'ERR_NOT_FOUND') missing.push(`${method} ${path.replace(agentId, '{id}')}`);
+    }
+    // Today all of them: a leaked operator token cannot be revoked, nor a compromised agent.
+    expect(missing).toEqual([]);
+  });
+});
+
+describe('A contraindicated verdict does not quarantine the agent', () => {
+  it('after a refused appraisal the agent is quarantined and gets no credentials until released', async () => {
+    const strict = await enforce('strict', {}, PCR15_OTHER);
+    let lenient: string | undefined;
+    try {
+      const e = await refused(attest(await evidenceFor(bed, agentId)), 'ERR_ATTESTATION_REFUSED');
+      expect(reasonCodes(e)).toContain('PCR_VALUE_NOT_ALLOWED');
+      const agent = await bed.admin.call('GET', `/v1/agents/${agentId}`, AgentDetailBody);
+      // SERVICE.md: "A failed appraisal stores the verdict with its reasons and quarantines the agent".
+      expect(agent.status).toBe('quarantined');
+      await retire(strict);
+      lenient = await enforce('lenient', {});
+      await refused(attest(await evidenceFor(bed, agentId)), 'ERR_AGENT_NOT_ACTIVE');
+    } finally {
+      await retire(...[strict, lenient].filter((id): id is string => id !== undefined)).catch(() => undefined);
+    }
+  });
+});

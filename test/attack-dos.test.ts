@@ -1,0 +1,85 @@
+/**
+ * Denial-of-service findings of the security review against the real verifier (SQLite, file
+ * keys, swtpm host). Each `describe` is one finding, named by its title; the tests assert the
+ * secure behaviour, so they fail until it is fixed.
+ */
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiError, createApiClient } from '../src/client/api-client.js';
+import { AttestorError } from '../src/errors.js';
+import { ChallengeResponse } from '../src/wire/schemas.js';
+import { enrollOverApi, startAttackBed, type AttackBed } from './attack-harness.js';
+
+/** Connection slots of the verifier under test (config limits.maxConnections). */
+const MAX_CONNECTIONS = 4;
+/** Its enrollment rate limit (config limits.enrollmentsPerMinute): the only per-client limit it has. */
+const PER_MINUTE = 10;
+
+let bed: AttackBed;
+let agentId: string;
+
+beforeAll(async () => {
+  bed = await startAttackBed({ config: { limits: { maxConnections: MAX_CONNECTIONS, enrollmentsPerMinute: PER_MINUTE } } });
+  agentId = await enrollOverApi(bed, {});
+}, 120_000);
+
+afterAll(async () => {
+  await bed?.stop();
+});
+
+describe('Challenges are unlimited and unauthenticated: each one a durable write', () => {
+  it('one client asking for far more challenges than any agent needs is rate limited', async () => {
+    // Anyone who knows an agent id (it is in every X509-SVID the agent shows) can ask; each
+    // answer is a row written with synchronous=FULL, and every challenge also reads every
+    // enforced and staged baseline document.
+    const codes: string[] = [];
+    for (let i = 0; i < 5 * PER_MINUTE; i++) {
+      codes.push(
+        await bed.anon.call('POST', `/v1/agents/${agentId}/challenges`, ChallengeResponse, {}).then(
+          () => 'created',
+          (e: unknown) => (e instanceof ApiError ? e.remoteCode : String(e)),
+        ),
+      );
+    }
+    // Today: 50 x "created", 50 open challenges for one agent.
+    expect(codes).toContain('ERR_RATE_LIMITED');
+  });
+});
+
+describe('One client address can hold every connection slot', () => {
+  /** A TLS connection that completed its handshake and then sends nothing; null when the verifier dropped it. */
+  function idleTls(localAddress: string): Promise<TLSSocket | null> {
+    return new Promise((resolve) => {
+      const url = new URL(bed.v.url);
+      const socket = tlsConnect({ host: url.hostname, port: Number(url.port), localAddress, ca: bed.caPem, servername: 'localhost' }, () => resolve(socket));
+      socket.once('error', () => {
+        socket.destroy();
+        resolve(null);
+      });
+    });
+  }
+
+  it('idle connections from one address do not lock out a client from another address', async () => {
+    // The loopback net is 127/8: 127.0.0.2 plays the attacker, 127.0.0.1 the agent. The
+    // attacker opens connections until the verifier drops one: then every slot is taken.
+    const idle: TLSSocket[] = [];
+    try {
+      for (let i = 0; i <= MAX_CONNECTIONS; i++) {
+        const socket = await idleTls('127.0.0.2');
+        if (socket === null) break;
+        idle.push(socket);
+      }
+      expect(idle.length).toBeLessThanOrEqual(MAX_CONNECTIONS);
+      const agent = createApiClient({ server: bed.v.url, caPem: bed.caPem });
+      const health = await agent.get('/healthz').then(
+        (r) => String(r.status),
+        (e: unknown) => (e instanceof AttestorError ? e.code : String(e)),
+      );
+      agent.close();
+      // Today: the agent's connection is dropped (ERR_SERVER_UNREACHABLE) for as long as the attacker holds the slots.
+      expect(health).toBe('200');
+    } finally {
+      for (const s of idle) s.destroy();
+    }
+  });
+});
