@@ -117,7 +117,7 @@ export function createAttestationFlow(deps: AttestationDeps) {
           : new AttestorError('ERR_NONCE_UNKNOWN', 'no open challenge with this nonce for this agent (unknown or already used)');
       }
       const progress = await deps.store.attestations.imaProgress(agentId);
-      const appraisal = appraise({
+      const appraisal = rejectedCounted(deps.metrics, () => appraise({
         akPublic: akOf(agent),
         ...(agent.lastClock ? { lastClock: clockOf(agent.lastClock) } : {}),
         nonce: req.nonce,
@@ -133,7 +133,7 @@ export function createAttestationFlow(deps: AttestationDeps) {
         staged,
         ...(progress ? { ima: { state: progress.state as unknown as ImaProgressState, resetCount: progress.resetCount } } : {}),
         allowSha1: deps.allowSha1,
-      });
+      }));
 
       const now = deps.now();
       const verdict: Verdict = {
@@ -194,6 +194,16 @@ export function createAttestationFlow(deps: AttestationDeps) {
 }
 
 export type AttestationFlow = ReturnType<typeof createAttestationFlow>;
+
+/** Evidence that is not the agent's own throws: counted as `rejected`, then passed on. */
+function rejectedCounted<T>(metrics: Metrics, work: () => T): T {
+  try {
+    return work();
+  } catch (e) {
+    metrics.attestations.inc({ result: 'rejected' });
+    throw e;
+  }
+}
 
 /**
  * Signs the X509-SVID and (when an audience was asked for) the JWT-SVID. Lifetimes: never
