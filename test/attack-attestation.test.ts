@@ -5,7 +5,7 @@
  * finding is fixed. The agent is quarantined by the last one, so it stays last.
  */
 import { spawnSync } from 'node:child_process';
-import { generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { quoteWithPcrValues } from '../src/agent/quote-with-values.js';
 import { CKK_EC, keyEvidenceMessage, type HsmKeyEvidence } from '../src/appraisal/hsm-key-report.js';
 import { quoteQualifyingData } from '../src/appraisal/key-binding.js';
 import { ApiError } from '../src/client/api-client.js';
-import { AgentDetailBody, AttestationResponse, BaselineBody, type AttestationRequestInput } from '../src/wire/schemas.js';
+import { ActivationResponse, AgentDetailBody, AttestationResponse, BaselineBody, EnrollmentResponse, type AttestationRequestInput } from '../src/wire/schemas.js';
 import { challenge, enrollOverApi, evidenceFor, reasonCodes, refused, startAttackBed, withSession, type AttackBed } from './attack-harness.js';
 
 /** The swtpm's sha256 PCR 15 as it starts (never extended here), and a value it never has. */
@@ -179,6 +179,26 @@ describe('Revocation, quarantine, CRL, audit, keys and introspection are not ser
     }
     // Today all of them: a leaked operator token cannot be revoked, nor a compromised agent.
     expect(missing).toEqual([]);
+  });
+});
+
+describe('Audit chain gaps: a failed activation drops a pending enrollment without an audit entry', () => {
+  it('the dropped enrollment is in the chain, and the wrong secret is not', async () => {
+    const { labels } = await bed.admin.call('GET', `/v1/agents/${agentId}`, AgentDetailBody);
+    const pending = await withSession(bed, (s) =>
+      bed.anon.call('POST', '/v1/enrollments', EnrollmentResponse, { ekPublic: s.ek.public, ekCertificate: s.ek.certificate!, akPublic: s.ak.public, labels }),
+    );
+    const before = (await bed.v.verifier.store.audit.head())!;
+    expect(before.action).toBe('enrollment.create');
+    const wrong = randomBytes(32);
+    await refused(bed.anon.call('POST', `/v1/enrollments/${pending.enrollmentId}/activation`, ActivationResponse, { secret: wrong }), 'ERR_ACTIVATION_FAILED');
+    const after = (await bed.v.verifier.store.audit.head())!;
+    // Today: the head is still the enrollment.create entry; the pending enrollment is gone unrecorded.
+    expect(after.seq).toBe(before.seq + 1);
+    expect(after.subject).toBe(agentId);
+    const text = JSON.stringify(after);
+    expect(text).not.toContain(wrong.toString('hex'));
+    expect(text).not.toContain(wrong.toString('base64url'));
   });
 });
 

@@ -3,6 +3,7 @@
  * keys, swtpm host). Each `describe` is one finding, named by its title; the tests assert the
  * secure behaviour, so they fail until it is fixed.
  */
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError, createApiClient } from '../src/client/api-client.js';
@@ -51,9 +52,11 @@ describe('One client address can hold every connection slot', () => {
   function idleTls(localAddress: string): Promise<TLSSocket | null> {
     return new Promise((resolve) => {
       const url = new URL(bed.v.url);
-      const socket = tlsConnect({ host: url.hostname, port: Number(url.port), localAddress, ca: bed.caPem, servername: 'localhost' }, () => resolve(socket));
+      const tcp = netConnect({ host: url.hostname, port: Number(url.port), localAddress });
+      const socket = tlsConnect({ socket: tcp, ca: bed.caPem, servername: 'localhost' }, () => resolve(socket));
       socket.once('error', () => {
         socket.destroy();
+        tcp.destroy();
         resolve(null);
       });
     });

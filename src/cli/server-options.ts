@@ -1,7 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { z } from 'zod';
 import { bootstrapCa, createApiClient, type ApiClient } from '../client/api-client.js';
-import { caFingerprint as caFingerprintOf, serverUrl } from './commands/agent-options.js';
 import { UsageError } from './io.js';
 
 /*
@@ -67,14 +66,14 @@ export function resolveServerTarget(flags: ServerFlags, env: NodeJS.ProcessEnv):
   const fingerprint = flags.caFingerprint ?? fromEnv(env, 'ATTESTOR_CA_FINGERPRINT');
   if (fingerprint === undefined) throw new UsageError('no CA fingerprint: give --ca-fingerprint HEX or set ATTESTOR_CA_FINGERPRINT');
   const origin = checkedAs(serverUrl, server, '--server / ATTESTOR_SERVER');
-  const caFingerprint = checkedAs(caFingerprintOf, fingerprint, '--ca-fingerprint / ATTESTOR_CA_FINGERPRINT');
+  const pinned = checkedAs(caFingerprint, fingerprint, '--ca-fingerprint / ATTESTOR_CA_FINGERPRINT');
 
   const token = fromEnv(env, 'ATTESTOR_TOKEN');
   if (token === undefined) throw new UsageError('ATTESTOR_TOKEN is not set: operator commands read the API token from the environment only');
   // It goes into a header: anything but visible ASCII would be refused there, or worse, split it.
   if (!/^[\x21-\x7e]+$/.test(token)) throw new UsageError('ATTESTOR_TOKEN holds characters no API token has');
 
-  return { server: origin, caFingerprint, token };
+  return { server: origin, caFingerprint: pinned, token };
 }
 
 /**
@@ -110,4 +109,28 @@ function innermostMessage(issues: readonly z.core.$ZodIssue[]): string {
   const first = issues[0];
   if (first === undefined) return 'invalid';
   return 'issues' in first && first.issues.length > 0 ? innermostMessage(first.issues) : first.message;
+}
+
+/** https://host[:port] alone: requests resolve /v1/... against it, so a path or query would be dropped silently. */
+export function serverUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError('not a URL');
+  }
+  if (url.protocol !== 'https:') throw new InvalidArgumentError(`must be an https:// URL (got ${url.protocol})`);
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    throw new InvalidArgumentError('must be https://host[:port] alone (no path, query or credentials)');
+  }
+  return url.origin;
+}
+
+/** 64 hex digits, colons allowed; lowercase without colons, as agent.json keeps it. */
+export function caFingerprint(value: string): string {
+  const fingerprint = value.toLowerCase().replace(/:/g, '');
+  if (!/^[0-9a-f]{64}$/.test(fingerprint)) {
+    throw new InvalidArgumentError('must be 64 hex digits (SHA-256 of the root CA certificate DER; colons allowed)');
+  }
+  return fingerprint;
 }

@@ -77,8 +77,8 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     const publicUrl = publicUrlOf(config, listening.port);
     const authority = await loadCredentialAuthority({ store, keys, trustDomain: config.trustDomain, publicUrl, caLifetimeDays: config.ca.lifetimeDays, now });
     const adminToken = await firstAdminToken(store, now());
-
     const metrics = createMetrics();
+
     const enrollment = createEnrollmentFlow({
       store,
       ekRoots: deps.ekRoots,
@@ -87,6 +87,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
       enrollmentTtlSeconds: config.attestation.enrollmentTtlSeconds,
       allowSha1: config.attestation.allowSha1,
       now,
+      metrics,
     });
     const attestation = createAttestationFlow({
       store,

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { BodyFormat } from '../../wire/codec.js';
+import { caFingerprint, serverUrl } from '../server-options.js';
 import { defaultStateDir } from './tpm.js';
 
 /*
@@ -42,26 +43,3 @@ export function addAgentOptions(cmd: Command, serverRequired: boolean): Command 
     .addOption(new Option('--format <format>', 'body format of the requests').choices(['json', 'cbor']).default('json'));
 }
 
-/** https://host[:port] alone: requests resolve /v1/... against it, so a path or query would be dropped silently. */
-export function serverUrl(value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new InvalidArgumentError('not a URL');
-  }
-  if (url.protocol !== 'https:') throw new InvalidArgumentError(`must be an https:// URL (got ${url.protocol})`);
-  if (url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    throw new InvalidArgumentError('must be https://host[:port] alone (no path, query or credentials)');
-  }
-  return url.origin;
-}
-
-/** 64 hex digits, colons allowed; lowercase without colons, as agent.json keeps it. */
-export function caFingerprint(value: string): string {
-  const fingerprint = value.toLowerCase().replace(/:/g, '');
-  if (!/^[0-9a-f]{64}$/.test(fingerprint)) {
-    throw new InvalidArgumentError('must be 64 hex digits (SHA-256 of the root CA certificate DER; colons allowed)');
-  }
-  return fingerprint;
-}

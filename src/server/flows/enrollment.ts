@@ -9,7 +9,9 @@ import { agentIdOf } from '../../tpm/agent-id.js';
 import { objectName } from '../../tpm/name.js';
 import { parseTpm2bPublic } from '../../tpm/public.js';
 import type { Agent, Store } from '../../store/store.js';
+import type { z } from 'zod';
 import type { EnrollmentRequest } from '../../wire/schemas.js';
+import type { Metrics } from '../metrics.js';
 import { spiffeIdOf } from '../spiffe.js';
 
 /*
@@ -30,6 +32,7 @@ export interface EnrollmentDeps {
   readonly enrollmentTtlSeconds: number;
   readonly allowSha1: boolean;
   readonly now: () => number;
+  readonly metrics: Metrics;
 }
 
 export interface Enrollment {
@@ -45,7 +48,7 @@ const SECRET_BYTES = 32;
 
 export function createEnrollmentFlow(deps: EnrollmentDeps) {
   return {
-    async enroll(req: EnrollmentRequest & { ekPublic: Uint8Array; akPublic: Uint8Array; ekCertificate?: Uint8Array; ekChain?: Uint8Array[] }): Promise<Enrollment> {
+    enroll: counted(deps.metrics, 'enrolled', async (req: z.output<typeof EnrollmentRequest>): Promise<Enrollment> => {
       const ek = parseTpm2bPublic(req.ekPublic);
       const ak = parseTpm2bPublic(req.akPublic);
       checkAttestationKey(ak, { allowSha1: deps.allowSha1 });
@@ -80,9 +83,9 @@ export function createEnrollmentFlow(deps: EnrollmentDeps) {
       );
       secret.fill(0);
       return { enrollmentId, agentId, credentialBlob, encryptedSecret, expiresAt };
-    },
+    }),
 
-    async activate(enrollmentId: string, secret: Uint8Array): Promise<Agent> {
+    activate: counted(deps.metrics, 'activated', async (enrollmentId: string, secret: Uint8Array): Promise<Agent> => {
       const now = deps.now();
       const pending = await deps.store.enrollments.take(enrollmentId, now);
       if (!pending) throw new AttestorError('ERR_ENROLLMENT_NOT_FOUND', 'no pending enrollment with this id (unknown, expired or already used)');
@@ -101,7 +104,21 @@ export function createEnrollmentFlow(deps: EnrollmentDeps) {
         },
         { actor: `agent:${pending.agentId}`, action: 'agent.activate', subject: pending.agentId, details: { enrollmentId, spiffeId: spiffeIdOf(deps.trustDomain, pending.agentId) } },
       );
-    },
+    }),
+  };
+}
+
+/** Counts a step's outcome in attestor_enrollments_total: `result` when it succeeds, `refused` when it throws. */
+function counted<A extends unknown[], R>(metrics: Metrics, result: string, step: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args) => {
+    try {
+      const r = await step(...args);
+      metrics.enrollments.inc({ result });
+      return r;
+    } catch (e) {
+      metrics.enrollments.inc({ result: 'refused' });
+      throw e;
+    }
   };
 }
 
