@@ -1,5 +1,6 @@
 import { Decoder, Encoder } from 'cbor-x';
 import { AttestorError } from '../errors.js';
+import { scanCbor } from './cbor-scan.js';
 
 /*
  * Body encodings of the v1 wire contract: JSON (bytes as base64url) and CBOR (RFC 8949; bytes
@@ -31,6 +32,7 @@ export function formatOf(mediaType: string | undefined): BodyFormat | undefined 
 
 /** Decodes a request or response body; ERR_DECODE for anything malformed or nested too deep. */
 export function decodeBody(body: Uint8Array, format: BodyFormat): unknown {
+  if (format === 'cbor') scanCbor(body, MAX_DEPTH);
   let value: unknown;
   try {
     value = format === 'json' ? JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')) : cborDecoder.decode(body);
