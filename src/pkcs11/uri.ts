@@ -30,9 +30,14 @@ export function parsePkcs11Uri(uri: string, what = 'PKCS#11 URI'): Pkcs11Uri {
   const take = (part: string, allowed: Set<string>, where: string) => {
     if (part === '') return;
     const eq = part.indexOf('=');
-    if (eq <= 0) throw bad(what, `${where} attribute "${part}" has no name=value form`);
+    // The part itself is never quoted: a mistyped pin-value would put the PIN in the message.
+    if (eq <= 0) throw bad(what, `a ${where} attribute has no name=value form (it must be one of ${[...allowed].join(', ')})`);
     const name = part.slice(0, eq).toLowerCase();
-    if (!allowed.has(name)) throw bad(what, `${where} attribute "${name}" is not supported (${[...allowed].join(', ')})`);
+    if (!allowed.has(name)) {
+      // Named only when it looks like an attribute name, not like a value typed in its place.
+      const shown = /^[a-z][a-z-]{0,31}$/.test(name) ? `${where} attribute "${name}"` : `a ${where} attribute`;
+      throw bad(what, `${shown} is not supported (${[...allowed].join(', ')})`);
+    }
     if (attrs.has(name)) throw bad(what, `attribute "${name}" is given twice`);
     let value: string;
     try {
