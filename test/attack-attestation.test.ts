@@ -74,8 +74,8 @@ describe('Host-chosen labels pick the baseline: a host re-enrolls into the weake
       const agent = await bed.admin.call('GET', `/v1/agents/${agentId}`, AgentDetailBody);
       expect(agent.labels).toEqual({ role: 'prod' });
 
-      // Today: affirmed under the lab baseline, with an X509-SVID for the same SPIFFE ID and a JWT for lab-service.
-      await refused(attest({ ...(await evidenceFor(bed, agentId)), audience: 'lab-service' }), 'ERR_ATTESTATION_REFUSED');
+      // Still judged by the prod baseline, which does not allow the lab audience.
+      await refused(attest({ ...(await evidenceFor(bed, agentId)), audience: 'lab-service' }), 'ERR_AUDIENCE_NOT_ALLOWED');
     } finally {
       await retire(prod, lab);
     }

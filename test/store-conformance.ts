@@ -103,12 +103,12 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         expect(await store.agents.count()).toBe(2);
       });
 
-      it('activating the same EK and AK again returns the agent with its labels updated', async () => {
+      it('activating the same EK and AK again returns the agent unchanged: labels stay those of the first activation', async () => {
         const { store } = await fresh();
         const input = newAgent({ labels: { a: '1' } });
         await store.agents.activate(input, audit('agent.activate', input.id));
         const again = await store.agents.activate({ ...input, labels: { a: '2', b: '3' }, createdAt: NOW + 5000 }, audit('agent.activate', input.id));
-        expect(again.labels).toStrictEqual({ a: '2', b: '3' });
+        expect(again.labels).toStrictEqual({ a: '1' });
         expect(again.createdAt).toBe(input.createdAt);
         expect(await store.agents.get(input.id)).toStrictEqual(again);
         expect(await store.agents.count()).toBe(1);

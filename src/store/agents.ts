@@ -13,7 +13,6 @@ const SQL = statements('agents', {
   insert: `INSERT INTO agents (id, ek_public, ak_public, ek_certificate, labels, status, created_at)
     VALUES ($1, $2, $3, $4, $5, 'active', $6) ON CONFLICT DO NOTHING RETURNING ${COLUMNS}`,
   lock: { forUpdate: `SELECT ${COLUMNS} FROM agents WHERE id = $1` },
-  setLabels: `UPDATE agents SET labels = $2 WHERE id = $1 RETURNING ${COLUMNS}`,
   get: `SELECT ${COLUMNS} FROM agents WHERE id = $1`,
   list: `SELECT ${COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2`,
   count: 'SELECT COUNT(*) AS n FROM agents',
@@ -32,7 +31,8 @@ function* activate(agent: NewAgent, audit: AuditInput, clock: Clock): Body<Agent
     if (!equalBytes(bytes(existing.ek_public), agent.ekPublic) || !equalBytes(bytes(existing.ak_public), agent.akPublic)) {
       throw new AttestorError('ERR_ENROLLMENT_CONFLICT', `agent ${agent.id} is enrolled with another EK or AK`);
     }
-    activated = yield* row(SQL.setLabels, [agent.id, labels]);
+    // Labels choose the baseline: a host enrolling again must not relabel itself into a weaker one.
+    activated = existing;
   }
   yield* appendAudit([audit], clock);
   return toAgent(activated!);

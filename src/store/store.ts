@@ -192,7 +192,8 @@ export interface AgentStore {
   /**
    * Creates the agent of an activated enrollment. An agent with the same id but another EK or
    * AK is refused with ERR_ENROLLMENT_CONFLICT (Keylime CVE-2025-13609); the same EK and AK
-   * again returns the existing agent with its labels updated. Concurrent calls for one EK
+   * again returns the existing agent unchanged (its labels are those of the first activation:
+   * they select its baseline, so the host cannot relabel itself). Concurrent calls for one EK
    * create one agent.
    */
   activate(agent: Omit<Agent, 'status' | 'lastClock' | 'lastEvidence' | 'lastVerdictId' | 'lastAttestedAt'>, audit: AuditInput): Promise<Agent>;
