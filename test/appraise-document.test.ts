@@ -49,9 +49,9 @@ describe('a valid document', () => {
     expect(Object.isFrozen(doc) && Object.isFrozen(doc.pcrs!.sha256!['0']) && Object.isFrozen(doc.eventlog)).toBe(true);
   });
 
-  it('defaults: both key residences, no audience, no SHA-1, every agent', () => {
+  it('defaults: TPM keys only, no audience, no SHA-1, every agent', () => {
     const doc = parseBaselineDocument(MINIMAL);
-    expect(JSON.parse(JSON.stringify(doc))).toEqual({ ...MINIMAL, key: { residence: ['tpm', 'pkcs11'] }, audiences: [], allowSha1: false });
+    expect(JSON.parse(JSON.stringify(doc))).toEqual({ ...MINIMAL, key: { residence: ['tpm'] }, audiences: [], allowSha1: false });
     expect(doc.rules).toEqual({});
     expect(selectorMatches(doc, {})).toBe(true);
     expect(parseBaselineDocument({ ...MINIMAL, key: { residence: ['tpm', 'tpm'] } }).key).toEqual({ residence: ['tpm'] });

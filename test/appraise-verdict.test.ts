@@ -40,7 +40,9 @@ const SIGNED = { sha256: { 0: pcrValue('sha256', 0), 1: pcrValue('sha256', 1), 7
 const allowed = (pcr: 0 | 1 | 7) => hex(SIGNED.sha256[pcr]);
 
 const baselineOf = (document: unknown, id = 'enforced-1', version = 3): AppraisedBaseline => ({ id, version, document: parseBaselineDocument(document) });
-const PINNED = baselineOf({ version: 1, pcrs: { sha256: { 0: [allowed(0)], 7: [allowed(7).toUpperCase(), 'ab'.repeat(32)] } } });
+// PKCS#11 keys are opted in to (the default is TPM keys only).
+const BOTH = { residence: ['tpm', 'pkcs11'] };
+const PINNED = baselineOf({ version: 1, pcrs: { sha256: { 0: [allowed(0)], 7: [allowed(7).toUpperCase(), 'ab'.repeat(32)] } }, key: BOTH });
 
 const spec = (over: Partial<EvidenceSpec> = {}): EvidenceSpec => ({ nonce: NONCE, pcrs: SIGNED, clock: 5000n, resetCount: 2, ...over });
 const input = (over: Partial<AppraisalInput> = {}, evidence = attestation(agent, spec())): AppraisalInput => ({
@@ -248,7 +250,7 @@ describe('authentic evidence that fails becomes a reason, the verdict contraindi
     const report = hsmReport(NONCE);
     const evidence = attestation(agent, spec({ key: { kind: 'pkcs11', report } }));
     const pcrs = PINNED.document.pcrs;
-    const onToken = (allowedTokens: unknown) => baselineOf({ version: 1, pcrs, key: { allowedTokens } });
+    const onToken = (allowedTokens: unknown) => baselineOf({ version: 1, pcrs, key: { ...BOTH, allowedTokens } });
     expect(appraise(input({ baseline: onToken([{ serial: HSM_TOKEN.serial }, { label: 'x' }]) }, evidence)).status).toBe('affirming');
     const a = appraise(input({ baseline: onToken([{ manufacturer: HSM_TOKEN.manufacturer, serial: 'another' }]) }, evidence));
     expect(codes(a.reasons)).toEqual(['ERR_HSM_TOKEN_NOT_ALLOWED']);
@@ -329,7 +331,7 @@ describe('warning (rule 4) and staged baselines (rule 5)', () => {
   it('staged baselines see the same key checks with their own key rules', () => {
     const report = hsmReport(NONCE);
     const evidence = attestation(agent, spec({ key: { kind: 'pkcs11', report } }));
-    const otherToken = baselineOf({ version: 1, pcrs: PINNED.document.pcrs, key: { allowedTokens: [{ serial: 'other' }] } }, 'staged-3', 1);
+    const otherToken = baselineOf({ version: 1, pcrs: PINNED.document.pcrs, key: { ...BOTH, allowedTokens: [{ serial: 'other' }] } }, 'staged-3', 1);
     const tpmOnly = baselineOf({ version: 1, pcrs: PINNED.document.pcrs, key: { residence: ['tpm'] } }, 'staged-4', 1);
     const a = appraise(input({ staged: [otherToken, tpmOnly] }, evidence));
     expect(a.status).toBe('warning');
@@ -351,7 +353,7 @@ describe('warning (rule 4) and staged baselines (rule 5)', () => {
           'legacy SHA-1 accepted: the quote is signed with SHA-1; the AK uses SHA-1; the key is named or certified with SHA-1; the baseline relies on sha1 PCR values',
       },
     ]);
-    const strict = baselineOf({ version: 1, pcrs: PINNED.document.pcrs }, 'staged-5', 1);
+    const strict = baselineOf({ version: 1, pcrs: PINNED.document.pcrs, key: BOTH }, 'staged-5', 1);
     const withStaged = appraise(input({ akPublic: legacy.akPublic, baseline: allowing, staged: [strict] }, evidence));
     expect(withStaged.staged[0]!.status).toBe('contraindicated');
     expect(codes(withStaged.staged[0]!.reasons)).toEqual(['ERR_QUOTE_SHA1_NOT_ALLOWED', 'ERR_QUOTE_PCR_NOT_SIGNED', 'ERR_QUOTE_PCR_NOT_SIGNED']);

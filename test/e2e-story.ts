@@ -355,6 +355,8 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
       version: 1,
       selector: { labels: { role: 'evlog' } },
       eventlog: { pcrs: { sha256: { '8': [pcr8] } } },
+      // PKCS#11 identity keys are opted in to (the default is TPM keys only).
+      key: { residence: ['tpm', 'pkcs11'] },
       audiences: [AUDIENCE],
     };
     const baseline = await admin.call('POST', '/v1/baselines', BaselineBody, { name: 'evlog-hosts', document });

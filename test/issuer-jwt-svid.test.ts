@@ -56,6 +56,7 @@ beforeAll(async () => {
       verdict: 'affirming',
       pcrDigest: 'aa'.repeat(32),
       evidenceHash: 'bb'.repeat(32),
+      keyResidence: 'tpm',
     },
   };
 });

@@ -280,7 +280,7 @@ describe('issuing with keys in the token', () => {
         exp: iat + 300,
         jti: 'j1',
         cnf: { 'x5t#S256': createHash('sha256').update(leaf.der).digest('base64url') },
-        attestation: { baseline: { id: 'b1', version: 1 }, verdict: 'warning', pcrDigest: '00', evidenceHash: 'ff' },
+        attestation: { baseline: { id: 'b1', version: 1 }, verdict: 'warning', pcrDigest: '00', evidenceHash: 'ff', keyResidence: 'pkcs11' },
       });
       const jwks = createLocalJWKSet(jwtJwks([{ publicKey: jwtSigner.publicKey, kid }]) as Parameters<typeof createLocalJWKSet>[0]);
       const { payload } = await jwtVerify(token, jwks, { audience: 'relying-party', issuer: 'https://attestor.example.org' });

@@ -16,7 +16,7 @@ import { parseImaRules, type ImaRules } from './ima-rules.js';
  *   "pcrs": { "sha256": { "0": ["<hex>", ...], "7": ["<hex>"] } },   allowed values per bank and PCR
  *   "eventlog": { ... },        optional: event-log rules (eventlog-rules.ts)
  *   "ima": { ... },             optional: IMA rules (ima-rules.ts); PCR 10 is then quoted
- *   "key": { "residence": ["tpm", "pkcs11"], "allowedTokens": [{ "manufacturer": "...", "serial": "..." }] },
+ *   "key": { "residence": ["tpm", "pkcs11"], "allowedTokens": [{ "manufacturer": "...", "serial": "..." }] },  default tpm only
  *   "audiences": ["spiffe://example.org/service"],          JWT audiences allowed; default none
  *   "credentials": { "x509TtlSeconds": 3600, "jwtTtlSeconds": 300 },   optional caps
  *   "allowSha1": false
@@ -25,8 +25,9 @@ import { parseImaRules, type ImaRules } from './ima-rules.js';
  * - PCR values are hex of the bank's digest size (lowercased here); at most 64 per PCR.
  * - A document must check something: PCR values, event-log rules or IMA rules. One with none
  *   would affirm any host whose quote verifies.
- * - `key.residence` defaults to both kinds; `allowedTokens` (PKCS#11 only) lists tokens the key
- *   may live on, each entry matching on the fields it names, so an entry names at least one.
+ * - `key.residence` defaults to `tpm` alone: a PKCS#11 key report is the host's statement, bound
+ *   to its quote but not proven by the token, so a baseline must opt in to it. `allowedTokens`
+ *   (PKCS#11 only) lists tokens the key may live on, each entry matching on the fields it names, so an entry names at least one.
  * - Relying on SHA-1 PCR values is legacy (SHA-1 extends can collide): `pcrs.sha1` and the
  *   event-log rules' `pcrs.sha1` need `"allowSha1": true`, which also lets quotes, AKs and
  *   certifications use SHA-1 (appraisals that accept it end in a warning).
@@ -38,6 +39,8 @@ import { parseImaRules, type ImaRules } from './ima-rules.js';
 
 export const KEY_RESIDENCES = ['tpm', 'pkcs11'] as const;
 export type KeyResidence = (typeof KEY_RESIDENCES)[number];
+/** Without `key.residence`: TPM keys only (certified by the AK, not merely reported). */
+const DEFAULT_RESIDENCE: readonly KeyResidence[] = ['tpm'];
 
 const BANKS = ['sha1', 'sha256', 'sha384', 'sha512'] as const;
 
@@ -176,7 +179,7 @@ export function parseBaselineDocument(value: unknown): BaselineDocument {
   const ima = d.ima === undefined ? undefined : compile('ima', () => parseImaRules(d.ima));
   if (!pcrs && !eventlog && !ima) fail('', 'a baseline that checks nothing: give pcrs, eventlog or ima');
 
-  const residence = [...new Set(d.key?.residence ?? KEY_RESIDENCES)];
+  const residence = [...new Set(d.key?.residence ?? DEFAULT_RESIDENCE)];
   const allowedTokens = d.key?.allowedTokens;
   if (allowedTokens && !residence.includes('pkcs11')) fail('key.allowedTokens', 'is for PKCS#11 keys, and key.residence does not allow them');
   const key = { residence, ...(allowedTokens && { allowedTokens }) };

@@ -27,6 +27,8 @@ export interface AttestationClaim {
   readonly pcrDigest: string;
   /** SHA-256 of the evidence appraised, lowercase hex. */
   readonly evidenceHash: string;
+  /** Where the key the token is bound to lives: certified by the TPM, or reported in a PKCS#11 token. */
+  readonly keyResidence: 'tpm' | 'pkcs11';
 }
 
 /** The token's claims but `iss`, which is the issuer's. */
@@ -63,7 +65,7 @@ export function createJwtSvidIssuer(opts: JwtSvidIssuerOptions): JwtSvidIssuer {
   return {
     async sign(claims) {
       checkClaims(claims);
-      const { baseline, verdict, pcrDigest, evidenceHash } = claims.attestation;
+      const { baseline, verdict, pcrDigest, evidenceHash, keyResidence } = claims.attestation;
       // Built member by member: the token carries these claims and nothing a caller slipped in.
       const payload = base64url(
         JSON.stringify({
@@ -74,7 +76,7 @@ export function createJwtSvidIssuer(opts: JwtSvidIssuerOptions): JwtSvidIssuer {
           exp: claims.exp,
           jti: claims.jti,
           cnf: { 'x5t#S256': claims.cnf['x5t#S256'] },
-          attestation: { baseline: { id: baseline.id, version: baseline.version }, verdict, pcrDigest, evidenceHash },
+          attestation: { baseline: { id: baseline.id, version: baseline.version }, verdict, pcrDigest, evidenceHash, keyResidence },
         }),
       );
       const signingInput = `${header}.${payload}`;
@@ -100,6 +102,7 @@ function checkClaims(claims: JwtSvidClaims): void {
     throw bad('attestation baseline needs an id and an integer version');
   }
   if (!HEX.test(a.pcrDigest) || !HEX.test(a.evidenceHash)) throw bad('attestation pcrDigest and evidenceHash must be lowercase hex');
+  if (a.keyResidence !== 'tpm' && a.keyResidence !== 'pkcs11') throw bad('attestation keyResidence must be tpm or pkcs11');
 }
 
 function base64url(text: string): string {

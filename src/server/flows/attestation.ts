@@ -253,6 +253,7 @@ async function issue(
         verdict: appraisal.status,
         pcrDigest: appraisal.claims.pcrDigest,
         evidenceHash: appraisal.claims.evidenceHash,
+        keyResidence: appraisal.key!.kind,
       },
     });
     records.push({ id: jti, kind: 'jwt-svid', agentId: agent.id, verdictId, issuedAt: now, expiresAt: Math.floor(jwtExp / 1000) * 1000, certificateSha256: certificateSha256.toString('hex'), revoked: false });
