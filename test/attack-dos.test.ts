@@ -13,14 +13,14 @@ import { enrollOverApi, startAttackBed, type AttackBed } from './attack-harness.
 
 /** Connection slots of the verifier under test (config limits.maxConnections). */
 const MAX_CONNECTIONS = 4;
-/** Its enrollment rate limit (config limits.enrollmentsPerMinute): the only per-client limit it has. */
+/** Its enrollment rate limit (config limits.enrollmentsPerMinute); challenges are limited to twice that. */
 const PER_MINUTE = 10;
 
 let bed: AttackBed;
 let agentId: string;
 
 beforeAll(async () => {
-  bed = await startAttackBed({ config: { limits: { maxConnections: MAX_CONNECTIONS, enrollmentsPerMinute: PER_MINUTE } } });
+  bed = await startAttackBed({ config: { limits: { maxConnections: MAX_CONNECTIONS, connectionsPerAddress: MAX_CONNECTIONS / 2, enrollmentsPerMinute: PER_MINUTE, challengesPerMinute: 2 * PER_MINUTE } } });
   agentId = await enrollOverApi(bed, {});
 }, 120_000);
 

@@ -171,6 +171,8 @@ describe('defaults', () => {
         requestTimeoutMs: 30_000,
         keepAliveTimeoutMs: 5_000,
         enrollmentsPerMinute: 60,
+        challengesPerMinute: 600,
+        connectionsPerAddress: 256,
         maxConnections: 10_000,
       },
       logLevel: 'info',

@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { RequestListener } from 'node:http';
 import { AttestorError } from '../errors.js';
 
@@ -8,6 +8,7 @@ export interface HttpsLimits {
   readonly requestTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
   readonly maxConnections: number;
+  readonly connectionsPerAddress: number;
 }
 
 export interface ListeningServer {
@@ -24,7 +25,7 @@ export interface ListeningServer {
  * in use reported) before keys and certificates are made for the URL. Slow or idle clients
  * cannot hold the verifier (Keylime CVE-2023-38200): the TLS handshake, the headers and the
  * whole request each have a deadline, idle keep-alive connections are closed, and the number
- * of connections is capped.
+ * of connections is capped, in all and per client address.
  */
 export function listenHttps(opts: { host: string; port: number; limits: HttpsLimits }): Promise<ListeningServer> {
   const server = createServer({
@@ -39,6 +40,22 @@ export function listenHttps(opts: { host: string; port: number; limits: HttpsLim
     maxHeaderSize: 16 * 1024,
   });
   server.maxConnections = opts.limits.maxConnections;
+  // Counted per address at the TCP level, before any TLS work is spent on the connection.
+  const perAddress = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const address = socket.remoteAddress ?? '';
+    const open = (perAddress.get(address) ?? 0) + 1;
+    if (open > opts.limits.connectionsPerAddress) {
+      socket.destroy();
+      return;
+    }
+    perAddress.set(address, open);
+    socket.once('close', () => {
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left > 0) perAddress.set(address, left);
+      else perAddress.delete(address);
+    });
+  });
   // A socket with no traffic at all (after the handshake, between requests) is closed.
   server.setTimeout(opts.limits.requestTimeoutMs + opts.limits.keepAliveTimeoutMs);
   return new Promise((resolve, reject) => {

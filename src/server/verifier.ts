@@ -102,7 +102,13 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     });
     const routes: Route[] = [];
     routes.push(
-      ...agentRoutes({ enrollment, attestation, trustDomain: config.trustDomain, rateLimit: createRateLimiter({ perMinute: config.limits.enrollmentsPerMinute, now }) }),
+      ...agentRoutes({
+        enrollment,
+        attestation,
+        trustDomain: config.trustDomain,
+        enrollmentLimit: createRateLimiter({ perMinute: config.limits.enrollmentsPerMinute, now, what: 'enrollment requests' }),
+        challengeLimit: createRateLimiter({ perMinute: config.limits.challengesPerMinute, now, what: 'challenges' }),
+      }),
       ...operatorRoutes({ store, trustDomain: config.trustDomain, now }),
       ...publicRoutes({ store, authority, metrics, publicUrl, openapi: () => openApiDocument(routes, { version: API_VERSION, serverUrl: publicUrl }) }),
     );

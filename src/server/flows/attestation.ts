@@ -164,7 +164,9 @@ export function createAttestationFlow(deps: AttestationDeps) {
       const base = {
         verdict,
         clock: storedClock(appraisal),
-        evidence: appraisal.evidence as unknown as Json,
+        // Only a quote of everything the challenge asked for is evidence to capture a baseline from:
+        // a host must not choose which PCRs a captured baseline pins.
+        evidence: (appraisal.evidence && covers(appraisal.evidence.pcrs, consumed.challenge.pcrSelection) ? appraisal.evidence : null) as unknown as Json,
         ...(appraisal.ima ? { ima: { agentId, resetCount: appraisal.ima.resetCount, state: appraisal.ima.state as unknown as Json } } : {}),
       };
 
@@ -276,6 +278,11 @@ function clockOf(c: StoredClock) {
 
 function storedClock(a: Appraisal): StoredClock {
   return { clock: a.clock.clock.toString(), resetCount: a.clock.resetCount, restartCount: a.clock.restartCount, safe: a.clock.safe };
+}
+
+/** Whether `pcrs` holds a value for every PCR of `selection`. */
+function covers(pcrs: { readonly [bank: string]: { readonly [index: string]: string } }, selection: { readonly [bank: string]: readonly number[] }): boolean {
+  return Object.entries(selection).every(([bank, indexes]) => indexes.every((i) => pcrs[bank]?.[String(i)] !== undefined));
 }
 
 /** The wire's PCR values ({bank: {"index": bytes}}) as the core takes them. */

@@ -20,7 +20,9 @@ export function agentRoutes(deps: {
   enrollment: EnrollmentFlow;
   attestation: AttestationFlow;
   trustDomain: string;
-  rateLimit: (key: string) => void;
+  /** Per client address. */
+  enrollmentLimit: (address: string) => void;
+  challengeLimit: (address: string) => void;
 }): Route[] {
   const formats = ['json', 'cbor'] as const;
   const iso = (ms: number) => new Date(ms).toISOString();
@@ -37,7 +39,7 @@ export function agentRoutes(deps: {
       responses: { 201: EnrollmentResponse },
       errors: ['ERR_EK_CERT_CHAIN', 'ERR_EK_CERT_KEY_MISMATCH', 'ERR_AK_ATTRIBUTES', 'ERR_ENROLLMENT_CONFLICT', 'ERR_RATE_LIMITED'],
       handle: async ({ body, ip }) => {
-        deps.rateLimit(ip);
+        deps.enrollmentLimit(ip);
         const e = await deps.enrollment.enroll(body);
         return { status: 201, body: { enrollmentId: e.enrollmentId, agentId: e.agentId, credentialBlob: e.credentialBlob, encryptedSecret: e.encryptedSecret, expiresAt: iso(e.expiresAt) } };
       },
@@ -55,7 +57,7 @@ export function agentRoutes(deps: {
       responses: { 200: ActivationResponse },
       errors: ['ERR_ENROLLMENT_NOT_FOUND', 'ERR_ACTIVATION_FAILED', 'ERR_ENROLLMENT_CONFLICT', 'ERR_RATE_LIMITED'],
       handle: async ({ params, body, ip }) => {
-        deps.rateLimit(ip);
+        deps.enrollmentLimit(ip);
         const agent = await deps.enrollment.activate(params.id, body.secret);
         return { status: 200, body: { agentId: agent.id, spiffeId: spiffeIdOf(deps.trustDomain, agent.id) } };
       },
@@ -70,8 +72,9 @@ export function agentRoutes(deps: {
       formats,
       params: z.object({ id: AGENT_ID }),
       responses: { 201: ChallengeResponse },
-      errors: ['ERR_AGENT_NOT_FOUND', 'ERR_AGENT_NOT_ACTIVE'],
-      handle: async ({ params }) => {
+      errors: ['ERR_AGENT_NOT_FOUND', 'ERR_AGENT_NOT_ACTIVE', 'ERR_RATE_LIMITED'],
+      handle: async ({ params, ip }) => {
+        deps.challengeLimit(ip);
         const c = await deps.attestation.challenge(params.id);
         return { status: 201, body: { nonce: c.nonce, expiresAt: iso(c.expiresAt), pcrSelection: c.pcrSelection } };
       },
