@@ -1,9 +1,9 @@
 import { AttestorError } from '../errors.js';
 import { appendAudit } from './audit.js';
-import { bool, int, intOrNull, json, jsonParam, text, textOrNull } from './columns.js';
+import { bool, int, intOrNull, json, jsonOrNull, jsonParam, text, textOrNull } from './columns.js';
 import { pageLimit, toPage } from './page.js';
 import { changes, row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
-import type { AttestationRecord, AttestationStore, Credential, CredentialKind, ImaProgress, Verdict, VerdictStatus } from './store.js';
+import type { AttestationRecord, AttestationStore, Credential, CredentialKind, ImaProgress, StoredClock, Verdict, VerdictStatus } from './store.js';
 
 const VERDICT_COLUMNS = 'id, agent_id, at, status, baseline_id, baseline_version, reasons, claims';
 const CREDENTIAL_COLUMNS = 'id, kind, agent_id, verdict_id, issued_at, expires_at, certificate_sha256, revoked';
@@ -16,6 +16,7 @@ const SQL = statements('attestations', {
   updateAgent: `UPDATE agents SET last_clock = COALESCE($2, last_clock), last_evidence = COALESCE($3, last_evidence),
     last_verdict_id = $4, last_attested_at = $5 WHERE id = $1 AND status = 'active' RETURNING id`,
   agentStatus: 'SELECT status FROM agents WHERE id = $1',
+  lastClock: { forUpdate: 'SELECT last_clock FROM agents WHERE id = $1' },
   insertVerdict: `INSERT INTO verdicts (${VERDICT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
   insertCredential: `INSERT INTO credentials (${CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
   saveIma: `INSERT INTO ima_progress (agent_id, reset_count, state) VALUES ($1, $2, $3)
@@ -31,7 +32,11 @@ const SQL = statements('attestations', {
 
 function* record(r: AttestationRecord, clock: Clock): Body<void> {
   const v = r.verdict;
-  const updated = yield* row(SQL.updateAgent, [v.agentId, r.clock && jsonParam(r.clock), r.evidence === null ? null : jsonParam(r.evidence), v.id, v.at]);
+  // Two attestations of one agent may commit in either order: the stored clock only moves forward.
+  const stored = yield* row(SQL.lastClock, [v.agentId]);
+  const last = stored ? jsonOrNull<StoredClock>(stored.last_clock) : null;
+  const newClock = r.clock && (!last || !isBefore(r.clock, last)) ? r.clock : null;
+  const updated = yield* row(SQL.updateAgent, [v.agentId, newClock && jsonParam(newClock), r.evidence === null ? null : jsonParam(r.evidence), v.id, v.at]);
   if (!updated) {
     const agent = yield* row(SQL.agentStatus, [v.agentId]);
     if (!agent) throw new AttestorError('ERR_AGENT_NOT_FOUND', `no agent ${v.agentId}`);
@@ -43,6 +48,17 @@ function* record(r: AttestationRecord, clock: Clock): Body<void> {
   }
   if (r.ima) yield* changes(SQL.saveIma, [r.ima.agentId, r.ima.resetCount, jsonParam(r.ima.state)]);
   yield* appendAudit(r.audit, clock);
+}
+
+/**
+ * Whether `next` is a TPM clock reading from before `last`: an earlier reset, or the same reset
+ * and an earlier clock. resetCount is compared modulo 2^32, as src/appraisal/quote-progress.ts
+ * does (an AK outside the endorsement hierarchy sees it obfuscated by an offset).
+ */
+function isBefore(next: StoredClock, last: StoredClock): boolean {
+  const resets = (next.resetCount - last.resetCount) >>> 0;
+  if (resets >= 0x80000000) return true;
+  return resets === 0 && BigInt(next.clock) < BigInt(last.clock);
 }
 
 export function createAttestationStore(db: Database, clock: Clock): AttestationStore {
