@@ -1,7 +1,7 @@
 /**
  * Denial-of-service findings of the security review against the real verifier (SQLite, file
  * keys, swtpm host). Each `describe` is one finding, named by its title; the tests assert the
- * secure behaviour, so they fail until it is fixed.
+ * secure behaviour found missing then and fixed since: they stay as regression tests.
  */
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
@@ -42,7 +42,7 @@ describe('Challenges are unlimited and unauthenticated: each one a durable write
         ),
       );
     }
-    // Today: 50 x "created", 50 open challenges for one agent.
+    // Before the fix: 50 x "created", 50 open challenges for one agent.
     expect(codes).toContain('ERR_RATE_LIMITED');
   });
 });
@@ -79,7 +79,7 @@ describe('One client address can hold every connection slot', () => {
         (e: unknown) => (e instanceof AttestorError ? e.code : String(e)),
       );
       agent.close();
-      // Today: the agent's connection is dropped (ERR_SERVER_UNREACHABLE) for as long as the attacker holds the slots.
+      // Before the fix: the agent's connection is dropped (ERR_SERVER_UNREACHABLE) for as long as the attacker holds the slots.
       expect(health).toBe('200');
     } finally {
       for (const s of idle) s.destroy();

@@ -200,6 +200,13 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     expect(identityPublic.objectAttributes & TPMA_OBJECT.fixedTPM).not.toBe(0);
     expect(cert.publicKey.export({ type: 'spki', format: 'der' })).toEqual(publicKeyOf(identityPublic).export({ type: 'spki', format: 'der' }));
     expect(readFileSync(join(dirA(), 'key.pem'), 'utf8')).toContain('-----BEGIN TSS2 PRIVATE KEY-----');
+    // Its CRL distribution point serves a CRL signed by the CA, against which the certificate checks out.
+    const crl = await anon.get('/v1/crl');
+    expect(crl.type).toBe('application/pkix-crl');
+    const crlPath = join(tmp, 'crl.pem');
+    writeFileSync(crlPath, `-----BEGIN X509 CRL-----\n${crl.body.toString('base64')}\n-----END X509 CRL-----\n`);
+    const crlCheck = spawnSync('openssl', ['verify', '-crl_check', '-CRLfile', crlPath, '-CAfile', bundlePath, certPath], { encoding: 'utf8' });
+    expect(crlCheck.stdout + crlCheck.stderr).toContain(`${certPath}: OK`);
 
     const jwt = readFileSync(join(dirA(), 'token.jwt'), 'utf8').trim();
     const discovery = JSON.parse((await anon.get('/.well-known/openid-configuration')).body.toString());

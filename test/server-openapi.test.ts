@@ -234,7 +234,7 @@ describe('schemas', () => {
   });
 
   it('responses are the JSON Schema of the route response schemas (output side); raw bodies are strings or a document', () => {
-    const raw = { pem: ['application/x-pem-file', { type: 'string' }], text: ['text/plain', { type: 'string' }], 'json-document': ['application/json', { type: 'object' }] } as const;
+    const raw = { pem: ['application/x-pem-file', { type: 'string' }], crl: ['application/pkix-crl', { type: 'string' }], text: ['text/plain', { type: 'string' }], 'json-document': ['application/json', { type: 'object' }] } as const;
     for (const r of routes) {
       const op = operationOf(r);
       for (const [status, schema] of Object.entries(r.responses)) {

@@ -16,6 +16,8 @@ export interface CredentialAuthority {
   readonly caNotAfter: number;
   issueX509Svid(req: { subjectSpki: Uint8Array; spiffeId: string; notBefore: Date; notAfter: Date }): Promise<{ der: Uint8Array; serial: string }>;
   issueJwtSvid(claims: JwtSvidClaims): Promise<string>;
+  /** The CA's current CRL, DER (/v1/crl, the X509-SVIDs' CRL distribution point). */
+  crl(now: number): Promise<Uint8Array>;
   /** /.well-known/jwks.json */
   readonly jwks: unknown;
   /** /v1/bundle (SPIFFE bundle). */

@@ -3,6 +3,8 @@ import { isIP } from 'node:net';
 import { equalBytes } from '../bytes.js';
 import { AttestorError } from '../errors.js';
 import { createCaCertificate, createServerCertificate } from '../issuer/ca-certificate.js';
+import { createCrl } from '../issuer/crl.js';
+import { issuingCa, type IssuingCa } from '../issuer/issuing-ca.js';
 import { jwtJwks, kidOf, spiffeBundle } from '../issuer/jwks.js';
 import { createJwtSvidIssuer } from '../issuer/jwt-svid.js';
 import type { KeyManager, KeyRole, Signer } from '../issuer/signer.js';
@@ -47,6 +49,7 @@ export async function loadCredentialAuthority(deps: IssuingKeysDeps): Promise<Cr
   const x509 = createX509SvidIssuer({ caCertificate, signer: caSigner, crlUrl: `${deps.publicUrl}/v1/crl` });
   const jwt = createJwtSvidIssuer({ signer: jwtSigner, kid: jwtKey.kid, issuer: deps.publicUrl });
   const jwtKeys = [{ publicKey: jwtSigner.publicKey, kid: jwtKey.kid }];
+  const crl = crlCache(issuingCa(caCertificate, caSigner));
   return {
     caSigner,
     caCertificate,
@@ -55,8 +58,33 @@ export async function loadCredentialAuthority(deps: IssuingKeysDeps): Promise<Cr
     caNotAfter: ca.notAfter!,
     issueX509Svid: (req) => x509.issue(req),
     issueJwtSvid: (claims) => jwt.sign(claims),
+    crl,
     jwks: jwtJwks(jwtKeys),
     spiffeBundle: spiffeBundle({ caCertificates: [caCertificate], jwtKeys, sequence: 1, refreshHintSeconds: REFRESH_HINT_SECONDS }),
+  };
+}
+
+/** How long a CRL is valid, and when a fresh one is made: RFC 5280 nextUpdate, renewed at half. */
+const CRL_VALIDITY_MS = 24 * 3600_000;
+
+/**
+ * The CA's CRL, made on first request and again once half its validity has passed. No serial is
+ * revoked yet (revocation comes with the operations routes); its number is the second it was
+ * made, so it increases across restarts and replicas.
+ */
+function crlCache(ca: IssuingCa): (now: number) => Promise<Uint8Array> {
+  let current: { der: Promise<Uint8Array>; renewAt: number } | undefined;
+  return (now) => {
+    if (!current || now >= current.renewAt) {
+      const der = createCrl({ ca, number: Math.floor(now / 1000), thisUpdate: new Date(now - 10_000), nextUpdate: new Date(now + CRL_VALIDITY_MS), revoked: [] });
+      const made = { der, renewAt: now + CRL_VALIDITY_MS / 2 };
+      // A failed signing is not kept: the next request tries again.
+      der.catch(() => {
+        if (current === made) current = undefined;
+      });
+      current = made;
+    }
+    return current.der;
   };
 }
 

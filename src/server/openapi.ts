@@ -9,7 +9,7 @@ import type { Route } from './route.js';
  * Bytes fields are shown as base64url strings, their JSON form (CBOR carries byte strings).
  */
 
-const RAW_TYPES = { pem: 'application/x-pem-file', text: 'text/plain', 'json-document': JSON_TYPE } as const;
+const RAW_TYPES = { pem: 'application/x-pem-file', crl: 'application/pkix-crl', text: 'text/plain', 'json-document': JSON_TYPE } as const;
 
 export function openApiDocument(routes: readonly Route[], info: { version: string; serverUrl: string }): unknown {
   const paths: Record<string, Record<string, unknown>> = {};

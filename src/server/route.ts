@@ -13,7 +13,7 @@ import type { Scope } from './scopes.js';
 export type Access = 'public' | 'agent' | Scope;
 
 /** Response bodies that are not wire schemas. */
-export type RawBody = 'pem' | 'text' | 'json-document';
+export type RawBody = 'pem' | 'crl' | 'text' | 'json-document';
 
 export interface RouteInput<P, Q, B> {
   readonly params: P;

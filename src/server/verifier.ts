@@ -110,7 +110,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
         challengeLimit: createRateLimiter({ perMinute: config.limits.challengesPerMinute, now, what: 'challenges' }),
       }),
       ...operatorRoutes({ store, trustDomain: config.trustDomain, now }),
-      ...publicRoutes({ store, authority, metrics, publicUrl, openapi: () => openApiDocument(routes, { version: API_VERSION, serverUrl: publicUrl }) }),
+      ...publicRoutes({ store, authority, metrics, publicUrl, now, openapi: () => openApiDocument(routes, { version: API_VERSION, serverUrl: publicUrl }) }),
     );
     const app = createApp({ store, routes, logger, metrics, limits: config.limits });
     const tls = config.tls

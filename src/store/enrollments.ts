@@ -1,6 +1,6 @@
 import { appendAudit } from './audit.js';
 import { bytes, bytesOrNull, int, json, jsonParam, text } from './columns.js';
-import { changes, statements, type Body, type Clock, type Database, type Row } from './sql.js';
+import { changes, row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
 import type { AuditInput, EnrollmentStore, PendingEnrollment } from './store.js';
 
 const COLUMNS = 'id, agent_id, ek_public, ak_public, ek_certificate, labels, secret_hash, created_at, expires_at';
@@ -17,15 +17,26 @@ function* create(e: PendingEnrollment, audit: AuditInput, clock: Clock): Body<vo
   yield* appendAudit([audit], clock);
 }
 
+/**
+ * Removes the pending enrollment and records that it was spent, in one transaction: a failed
+ * activation drops it (Keylime CVE-2023-38201) and the audit chain says so, without the secret.
+ */
+function* take(id: string, now: number, clock: Clock): Body<PendingEnrollment | null> {
+  const taken = yield* row(SQL.take, [id]);
+  if (!taken) return null;
+  const enrollment = toEnrollment(taken);
+  const expired = now >= enrollment.expiresAt;
+  yield* appendAudit(
+    [{ actor: `agent:${enrollment.agentId}`, action: 'enrollment.spend', subject: enrollment.agentId, details: { enrollmentId: id, expired } }],
+    clock,
+  );
+  return expired ? null : enrollment;
+}
+
 export function createEnrollmentStore(db: Database, clock: Clock): EnrollmentStore {
   return {
     create: (enrollment, audit) => db.transaction('enrollments.create', create(enrollment, audit, clock)),
-    async take(id, now) {
-      const taken = await db.row(SQL.take, [id]);
-      if (!taken) return null;
-      const enrollment = toEnrollment(taken);
-      return now < enrollment.expiresAt ? enrollment : null;
-    },
+    take: (id, now) => db.transaction('enrollments.take', take(id, now, clock)),
     purgeExpired: (now) => db.changes(SQL.purge, [now]),
   };
 }

@@ -182,6 +182,7 @@ export interface EnrollmentStore {
   /**
    * Removes and returns the pending enrollment `id`, or null when there is none or it has
    * expired: an activation attempt uses it up whether it succeeds or not (Keylime CVE-2023-38201).
+   * The spending is audited (`enrollment.spend`) in the same transaction.
    */
   take(id: string, now: number): Promise<PendingEnrollment | null>;
   /** Removes expired pending enrollments; the number removed. */

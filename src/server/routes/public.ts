@@ -12,6 +12,7 @@ export function publicRoutes(deps: {
   metrics: Metrics;
   publicUrl: string;
   openapi: () => unknown;
+  now: () => number;
 }): Route[] {
   const { authority } = deps;
   const json = (path: string, operationId: string, summary: string, body: () => unknown): Route =>
@@ -47,6 +48,16 @@ export function publicRoutes(deps: {
       access: 'public',
       responses: { 200: 'pem' },
       handle: async () => ({ status: 200, body: authority.bundlePem, contentType: 'application/x-pem-file' }),
+    }),
+    route({
+      method: 'get',
+      path: '/v1/crl',
+      operationId: 'crl',
+      summary: "The CA's certificate revocation list, DER (the X509-SVIDs' CRL distribution point)",
+      tag: 'public',
+      access: 'public',
+      responses: { 200: 'crl' },
+      handle: async () => ({ status: 200, body: Buffer.from(await authority.crl(deps.now())), contentType: 'application/pkix-crl' }),
     }),
     route({
       method: 'get',
