@@ -16,7 +16,7 @@ import { CKK_EC, keyEvidenceMessage, type HsmKeyEvidence } from '../src/appraisa
 import { quoteQualifyingData } from '../src/appraisal/key-binding.js';
 import { ApiError } from '../src/client/api-client.js';
 import { ActivationResponse, AgentDetailBody, AttestationResponse, BaselineBody, EnrollmentResponse, type AttestationRequestInput } from '../src/wire/schemas.js';
-import { challenge, enrollOverApi, evidenceFor, reasonCodes, refused, startAttackBed, withSession, type AttackBed } from './attack-harness.js';
+import { challenge, enrollOverApi, evidenceFor, reasonCodes, refused, startAttackBed, wirePcrs, withSession, type AttackBed } from './attack-harness.js';
 
 /** The swtpm's sha256 PCR 15 as it starts (never extended here), and a value it never has. */
 const PCR15_NOW = '00'.repeat(32);
@@ -52,10 +52,6 @@ function attest(body: unknown) {
   return bed.anon.call('POST', `/v1/agents/${agentId}/attestations`, AttestationResponse, body);
 }
 
-/** PCR values as the wire carries them. */
-function wirePcrs(values: { readonly [bank: string]: { readonly [index: number]: Uint8Array } }): Record<string, Record<string, Uint8Array>> {
-  return Object.fromEntries(Object.entries(values).map(([bank, byIndex]) => [bank, Object.fromEntries(Object.entries(byIndex))]));
-}
 
 describe('Host-chosen labels pick the baseline: a host re-enrolls into the weakest one', () => {
   it('re-enrolling with the same EK and AK does not change the labels an operator relies on', async () => {

@@ -8,11 +8,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'vitest';
 import { z } from 'zod';
 import { buildAttestationRequest } from '../src/agent/evidence.js';
 import { TpmSession } from '../src/agent/tpm-session.js';
-import { ApiError, bootstrapCa, createApiClient, type ApiClient } from '../src/client/api-client.js';
+import { bootstrapCa, createApiClient, type ApiClient } from '../src/client/api-client.js';
 import { ActivationResponse, ChallengeResponse, EnrollmentResponse, type AttestationRequestInput, type ChallengeResponse as Challenge } from '../src/wire/schemas.js';
 import { startSwtpm, type Swtpm } from './helpers/swtpm.js';
 import { startTestVerifier, type TestVerifierOptions, type TestVerifier } from './helpers/verifier.js';
@@ -97,21 +96,7 @@ export async function evidenceFor(bed: AttackBed, agentId: string, edit?: (c: Ch
   return withSession(bed, (session) => buildAttestationRequest({ session, key: { kind: 'tpm' }, challenge: edit ? edit(c) : c }));
 }
 
-/** The ApiError `work` fails with, after checking its code. */
-export async function refused(work: Promise<unknown>, code: string): Promise<ApiError> {
-  const e = await work.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e, `expected ${code}`).toBeInstanceOf(ApiError);
-  expect((e as ApiError).remoteCode, (e as ApiError).message).toBe(code);
-  return e as ApiError;
-}
 
-/** The reason codes of a refused attestation's verdict. */
-export function reasonCodes(e: ApiError): string[] {
-  return ((e.problem.verdict as { reasons?: { code: string }[] } | undefined)?.reasons ?? []).map((r) => r.code);
-}
 
 /** A problem+json or JSON answer of a raw request. */
 export interface RawAnswer {
@@ -139,3 +124,5 @@ export function postRaw(bed: AttackBed, path: string, contentType: string, body:
     req.end(body);
   });
 }
+
+export { reasonCodes, refused, wirePcrs } from './helpers/api.js';

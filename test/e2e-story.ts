@@ -41,6 +41,7 @@ import {
   type ChallengeResponse as Challenge,
 } from '../src/wire/schemas.js';
 import { agileLog } from './eventlog-fixtures.js';
+import { reasonCodes, refused, wirePcrs } from './helpers/api.js';
 import { runCli } from './helpers/cli.js';
 import { startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
 import { startTestVerifier, type TestVerifier } from './helpers/verifier.js';
@@ -111,19 +112,7 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     return anon.call('POST', `/v1/agents/${agentId}/attestations`, AttestationResponse, body);
   }
 
-  /** The ApiError `work` must fail with, after checking its code. */
-  async function refused(work: Promise<unknown>, code: string): Promise<ApiError> {
-    const e = await work.then(
-      () => undefined,
-      (err: unknown) => err,
-    );
-    expect(e, `expected ${code}`).toBeInstanceOf(ApiError);
-    expect((e as ApiError).remoteCode, (e as ApiError).message).toBe(code);
-    return e as ApiError;
-  }
 
-  /** The verdict's reason codes of a refused attestation. */
-  const reasonCodes = (e: ApiError) => ((e.problem.verdict as { reasons: { code: string }[] }).reasons ?? []).map((r) => r.code);
 
   /** A correct attestation request of host A with a TPM key, for a fresh challenge. */
   const tpmKey: AgentKey = { kind: 'tpm' };
@@ -423,10 +412,6 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
   });
 }
 
-/** PCR values as the wire carries them ({bank: {"index": bytes}}). */
-function wirePcrs(values: { readonly [bank: string]: { readonly [index: number]: Uint8Array } }): Record<string, Record<string, Uint8Array>> {
-  return Object.fromEntries(Object.entries(values).map(([bank, byIndex]) => [bank, Object.fromEntries(Object.entries(byIndex))]));
-}
 
 /** Runs `work` with extra environment variables set for the in-process CLI, then restores them. */
 async function runCliWithEnv<T>(env: Record<string, string>, work: () => Promise<T>): Promise<T> {
