@@ -55,11 +55,11 @@ describe('captureBaseline', () => {
     expect(a.reasons).toEqual([{ code: 'PCR_VALUE_NOT_ALLOWED', bank: 'sha256', pcr: 4, message: `sha256 PCR 4 is ${hex(pcrValue('sha256', 4))}, not an allowed value` }]);
   });
 
-  it('the key residence seen is the one allowed', () => {
+  it('a captured baseline allows TPM-certified keys only, whatever key the host used (a host cannot opt it in to key reports)', () => {
     const first = appraiseWith(FIRST, { key: { kind: 'pkcs11', report: hsmReport(FIRST) } });
     const document = captureBaseline(stored(first.evidence!));
-    expect(document.key).toEqual({ residence: ['pkcs11'] });
-    const a = appraiseWith(SECOND, {}, { baseline: { id: 'captured-2', version: 1, document } });
+    expect(document.key).toEqual({ residence: ['tpm'] });
+    const a = appraiseWith(SECOND, { key: { kind: 'pkcs11', report: hsmReport(SECOND) } }, { baseline: { id: 'captured-2', version: 1, document } });
     expect(codes(a.reasons)).toEqual(['KEY_RESIDENCE_NOT_ALLOWED']);
   });
 

@@ -43,14 +43,15 @@ export function parseCapturedEvidence(value: unknown): CapturedEvidence {
 }
 
 /**
- * A baseline document allowing exactly the PCR values of `evidence` and the key residence it
- * showed. SHA-1 values are left out when a stronger bank was quoted; when SHA-1 is all there
+ * A baseline document allowing exactly the PCR values of `evidence`, for TPM-certified keys:
+ * the residence the host used is its own choice, so a captured baseline never opts in to
+ * PKCS#11 key reports (an operator adds that to a document deliberately). SHA-1 values are left out when a stronger bank was quoted; when SHA-1 is all there
  * is (a legacy TPM), they are kept and the document allows SHA-1, for the operator to review.
  * Throws ERR_NO_EVIDENCE for evidence that is not CapturedEvidence, ERR_BASELINE_INVALID when
  * the options are refused by the document's rules.
  */
 export function captureBaseline(evidence: CapturedEvidence, options: CaptureOptions = {}): BaselineDocument {
-  const { pcrs, keyResidence } = parseCapturedEvidence(evidence);
+  const { pcrs } = parseCapturedEvidence(evidence);
   const banks = Object.keys(pcrs).filter((bank) => Object.keys(pcrs[bank]!).length > 0);
   if (banks.length === 0) throw new AttestorError('ERR_NO_EVIDENCE', "the agent's evidence holds no PCR value to pin: its quote selected none");
   const sha1Only = banks.every((bank) => bank === 'sha1');
@@ -61,7 +62,7 @@ export function captureBaseline(evidence: CapturedEvidence, options: CaptureOpti
     version: 1,
     ...(options.selector && { selector: { labels: options.selector } }),
     pcrs: Object.fromEntries(pinned),
-    key: { residence: [keyResidence] },
+    key: { residence: ['tpm'] },
     audiences: options.audiences ?? [],
     allowSha1: sha1Only,
   });

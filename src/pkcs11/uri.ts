@@ -34,8 +34,9 @@ export function parsePkcs11Uri(uri: string, what = 'PKCS#11 URI'): Pkcs11Uri {
     if (eq <= 0) throw bad(what, `a ${where} attribute has no name=value form (it must be one of ${[...allowed].join(', ')})`);
     const name = part.slice(0, eq).toLowerCase();
     if (!allowed.has(name)) {
-      // Named only when it looks like an attribute name, not like a value typed in its place.
-      const shown = /^[a-z][a-z-]{0,31}$/.test(name) ? `${where} attribute "${name}"` : `a ${where} attribute`;
+      // Path attributes are named; query ones never: a PIN with an unencoded & splits into a
+      // query part whose name is a piece of the PIN.
+      const shown = where === 'path' && /^[a-z][a-z-]{0,31}$/.test(name) ? `${where} attribute "${name}"` : `a ${where} attribute`;
       throw bad(what, `${shown} is not supported (${[...allowed].join(', ')})`);
     }
     if (attrs.has(name)) throw bad(what, `attribute "${name}" is given twice`);

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AttestorError, isAttestorError, type ErrorCode } from '../errors.js';
 import type { Store, OperatorToken } from '../store/store.js';
-import { CBOR_TYPE, JSON_TYPE, PROBLEM_TYPE, decodeBody, encodeBody, formatOf, type BodyFormat } from '../wire/codec.js';
+import { CBOR_TYPE, JSON_TYPE, MAX_ENTRIES, PROBLEM_TYPE, decodeBody, encodeBody, formatOf, type BodyFormat } from '../wire/codec.js';
 import { authenticate } from './auth.js';
 import type { Metrics } from './metrics.js';
 import { problemType, statusOf, titleOf } from './problem.js';
@@ -101,7 +101,7 @@ async function handle(deps: AppDeps, r: Route, req: Request, res: Response): Pro
       throw new AttestorError('ERR_UNSUPPORTED_MEDIA_TYPE', `send ${formats.map((f) => (f === 'json' ? JSON_TYPE : CBOR_TYPE)).join(' or ')}`);
     }
     const bytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    body = parse(r.body, decodeBody(bytes, requestFormat), 'body');
+    body = parse(r.body, decodeBody(bytes, requestFormat, r.access === 'agent' ? MAX_ENTRIES.agent : MAX_ENTRIES.operator), 'body');
   }
   const params = r.params ? parse(r.params, req.params, 'path') : {};
   const query = r.query ? parse(r.query, req.query, 'query') : {};

@@ -22,8 +22,11 @@ function refuse(why: string): never {
   throw new AttestorError('ERR_DECODE', `the body is not CBOR this API takes: ${why}`);
 }
 
-/** Throws ERR_DECODE unless `body` is exactly one well-formed CBOR item of the accepted kinds, nested at most `maxDepth` deep. */
-export function scanCbor(body: Uint8Array, maxDepth: number): void {
+/**
+ * Throws ERR_DECODE unless `body` is exactly one well-formed CBOR item of the accepted kinds,
+ * nested at most `maxDepth` deep, no array or map of more than `maxEntries` entries.
+ */
+export function scanCbor(body: Uint8Array, maxDepth: number, maxEntries: number): void {
   let at = 0;
   // Items still to read at each open level (maps count keys and values).
   const pending: number[] = [1];
@@ -62,6 +65,7 @@ export function scanCbor(body: Uint8Array, maxDepth: number): void {
         break;
       case MT_ARRAY:
       case MT_MAP: {
+        if (value > maxEntries) throw new AttestorError('ERR_DECODE', `the body has a list or map of more than ${maxEntries} entries`);
         const items = major === MT_MAP ? value * 2 : value;
         // Every item takes at least one byte.
         if (items > body.length - at) refuse('a container declares more items than the body holds');

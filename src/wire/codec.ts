@@ -18,8 +18,16 @@ export const PROBLEM_TYPE = 'application/problem+json';
 /** Deepest nesting a body may have: the deepest schema (a baseline document) needs far fewer. */
 export const MAX_DEPTH = 32;
 
+/**
+ * Entries an array or map may have. Agent bodies need a few dozen at most (PCRs of a bank,
+ * labels): their large parts are byte strings. Operator bodies (an IMA allowlist) need more,
+ * and come authenticated. The cap keeps validation linear and small: a schema that reports
+ * every bad entry of a million-entry map blocks the event loop for seconds.
+ */
+export const MAX_ENTRIES = { agent: 256, operator: 100_000 } as const;
+
 // Plain maps and no shared structures or records: what other CBOR implementations read too.
-const cborDecoder = new Decoder({ mapsAsObjects: true, useRecords: false, int64AsType: 'number' } as ConstructorParameters<typeof Decoder>[0]);
+const cborDecoder = new Decoder({ mapsAsObjects: true, useRecords: false });
 const cborEncoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false } as ConstructorParameters<typeof Encoder>[0]);
 
 /** The format of a Content-Type or Accept value; undefined for anything else. */
@@ -30,9 +38,9 @@ export function formatOf(mediaType: string | undefined): BodyFormat | undefined 
   return undefined;
 }
 
-/** Decodes a request or response body; ERR_DECODE for anything malformed or nested too deep. */
-export function decodeBody(body: Uint8Array, format: BodyFormat): unknown {
-  if (format === 'cbor') scanCbor(body, MAX_DEPTH);
+/** Decodes a request or response body; ERR_DECODE for anything malformed, nested too deep or too wide. */
+export function decodeBody(body: Uint8Array, format: BodyFormat, maxEntries: number = MAX_ENTRIES.operator): unknown {
+  if (format === 'cbor') scanCbor(body, MAX_DEPTH, maxEntries);
   let value: unknown;
   try {
     value = format === 'json' ? JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')) : cborDecoder.decode(body);
@@ -40,7 +48,7 @@ export function decodeBody(body: Uint8Array, format: BodyFormat): unknown {
     // The parser's message may quote the body: keep it out of errors and logs.
     throw new AttestorError('ERR_DECODE', `the body is not well-formed ${format === 'json' ? 'JSON' : 'CBOR'}`);
   }
-  checkDepth(value);
+  checkShape(value, maxEntries);
   return value;
 }
 
@@ -61,13 +69,15 @@ export function toJsonValue(value: unknown): unknown {
   return value;
 }
 
-/** Iterative, so a hostile depth cannot overflow the stack here either. */
-function checkDepth(root: unknown): void {
+/** Depth and width of a decoded JSON value; iterative, so a hostile depth cannot overflow the stack here either. */
+function checkShape(root: unknown, maxEntries: number): void {
   const stack: Array<[unknown, number]> = [[root, 1]];
   while (stack.length > 0) {
     const [value, depth] = stack.pop()!;
     if (value === null || typeof value !== 'object' || value instanceof Uint8Array) continue;
     if (depth > MAX_DEPTH) throw new AttestorError('ERR_DECODE', `the body is nested deeper than ${MAX_DEPTH} levels`);
-    for (const child of Array.isArray(value) ? value : Object.values(value)) stack.push([child, depth + 1]);
+    const children = Array.isArray(value) ? value : Object.values(value);
+    if (children.length > maxEntries) throw new AttestorError('ERR_DECODE', `the body has a list or map of more than ${maxEntries} entries`);
+    for (const child of children) stack.push([child, depth + 1]);
   }
 }
