@@ -158,7 +158,8 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
   });
 
   it('without an enforced baseline the evidence is verified and kept, and nothing is issued (fail closed)', async () => {
-    const r = await agentCli(['attest', ...serverArgs(), '--tcti', hostA.tcti, '--state-dir', dirA(), '--key', 'tpm', '--no-event-log', '--no-ima-log']);
+    // An agent asking for a JWT audience already is judged the same way: no baseline, no credentials, evidence kept.
+    const r = await agentCli(['attest', ...serverArgs(), '--tcti', hostA.tcti, '--state-dir', dirA(), '--key', 'tpm', '--audience', AUDIENCE, '--no-event-log', '--no-ima-log']);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/ERR_NO_BASELINE/);
     expect(await issued()).toBe(0);
