@@ -31,12 +31,6 @@ export interface LogSources {
   readonly imaLog?: LogSource;
 }
 
-/** Default sources: both securityfs files, when present. */
-export const DEFAULT_LOG_SOURCES: LogSources = {
-  eventLog: { path: DEFAULT_EVENT_LOG, ifPresent: true },
-  imaLog: { path: DEFAULT_IMA_LOG, ifPresent: true },
-};
-
 /**
  * The log at `source`, or undefined when it is an absent default. Read in full, up to `max`
  * bytes (securityfs files report size 0, so the size is known only by reading them); a longer
