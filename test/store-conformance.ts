@@ -487,6 +487,19 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         expect((await store.audit.head())?.seq).toBe(2);
       });
 
+      it('revoke: the token is found no more, once audited; again changes nothing; unknown ids are ERR_NOT_FOUND', async () => {
+        const { store } = await fresh();
+        const live = token('admin', { createdAt: NOW });
+        await store.tokens.create(live, audit('token.create', live.id));
+        const revoked = await store.tokens.revoke(live.id, NOW + 10, audit('token.revoke', live.id));
+        expect(revoked).toStrictEqual({ ...live, revokedAt: NOW + 10 });
+        expect(await store.tokens.findByHash(live.hash)).toBeNull();
+        expect(await store.tokens.revoke(live.id, NOW + 20, audit('token.revoke', live.id))).toStrictEqual(revoked);
+        await rejection(store.tokens.revoke(randomUUID(), NOW, audit('token.revoke', 'x')), 'ERR_NOT_FOUND');
+        const head = (await store.audit.head())!;
+        expect(head).toMatchObject({ seq: 2, action: 'token.revoke', subject: live.id });
+      });
+
       it('createFirstAdmin creates one admin, once', async () => {
         const { store } = await fresh();
         const first = token('admin');

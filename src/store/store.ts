@@ -272,6 +272,11 @@ export interface TokenStore {
    */
   createFirstAdmin(token: OperatorToken, audit: AuditInput): Promise<boolean>;
   list(): Promise<readonly OperatorToken[]>;
+  /**
+   * Revokes the token `id` (audited): findByHash no longer finds it. Revoking a revoked token
+   * changes nothing; an unknown id is ERR_NOT_FOUND.
+   */
+  revoke(id: string, now: number, audit: AuditInput): Promise<OperatorToken>;
 }
 
 export interface AuditStore {

@@ -15,6 +15,8 @@ const SQL = statements('tokens', {
     ON CONFLICT (first_admin) WHERE first_admin = TRUE DO NOTHING RETURNING id`,
   findByHash: `SELECT ${COLUMNS} FROM operator_tokens WHERE hash = $1 AND revoked_at IS NULL`,
   list: `SELECT ${COLUMNS} FROM operator_tokens ORDER BY created_at, id`,
+  revoke: `UPDATE operator_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING ${COLUMNS}`,
+  get: `SELECT ${COLUMNS} FROM operator_tokens WHERE id = $1`,
 });
 
 function* create(t: OperatorToken, audit: AuditInput, clock: Clock): Body<void> {
@@ -30,6 +32,18 @@ function* createFirstAdmin(t: OperatorToken, audit: AuditInput, clock: Clock): B
   return true;
 }
 
+function* revoke(id: string, now: number, audit: AuditInput, clock: Clock): Body<OperatorToken> {
+  const revoked = yield* row(SQL.revoke, [id, now]);
+  if (!revoked) {
+    const existing = yield* row(SQL.get, [id]);
+    if (!existing) throw new AttestorError('ERR_NOT_FOUND', 'no operator token with this id');
+    // Revoked already: nothing changes, nothing is audited again.
+    return toToken(existing);
+  }
+  yield* appendAudit([audit], clock);
+  return toToken(revoked);
+}
+
 export function createTokenStore(db: Database, clock: Clock): TokenStore {
   return {
     create: (token, audit) => db.transaction('tokens.create', create(token, audit, clock)),
@@ -41,6 +55,7 @@ export function createTokenStore(db: Database, clock: Clock): TokenStore {
     async list() {
       return (await db.rows(SQL.list, [])).map(toToken);
     },
+    revoke: (id, now, audit) => db.transaction('tokens.revoke', revoke(id, now, audit, clock)),
   };
 }
 

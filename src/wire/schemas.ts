@@ -246,6 +246,9 @@ export function pageOf<T extends z.ZodType>(item: T) {
 
 export const TokenCreateRequest = z.strictObject({ role: ROLE, label: z.string().max(128).optional() });
 
+/** An operator token as listed: never the token, never its hash. */
+export const TokenBody = z.strictObject({ id: UUID, role: ROLE, label: z.string(), createdAt: TIME, revokedAt: TIME.nullable() });
+
 /** The token itself appears once, in this response. */
 export const TokenCreateResponse = z.strictObject({ id: UUID, role: ROLE, label: z.string(), token: z.string(), createdAt: TIME });
 

@@ -12,6 +12,7 @@ import {
   BaselineBody,
   BaselineCaptureRequest,
   BaselineCreateRequest,
+  TokenBody,
   TokenCreateRequest,
   TokenCreateResponse,
   UUID,
@@ -174,6 +175,31 @@ export function operatorRoutes(deps: { store: Store; trustDomain: string; now: (
       },
     }),
     route({
+      method: 'get',
+      path: '/v1/tokens',
+      operationId: 'listTokens',
+      summary: 'List operator tokens (ids, roles, labels; never the tokens)',
+      tag: 'operator',
+      access: 'tokens:read',
+      responses: { 200: z.strictObject({ items: z.array(TokenBody) }) },
+      handle: async () => ({ status: 200, body: { items: (await store.tokens.list()).map(tokenView) } }),
+    }),
+    route({
+      method: 'post',
+      path: '/v1/tokens/:id/revoke',
+      operationId: 'revokeToken',
+      summary: 'Revoke an operator token: refused from then on',
+      tag: 'operator',
+      access: 'tokens:write',
+      params: z.object({ id: UUID }),
+      responses: { 200: TokenBody },
+      errors: ['ERR_NOT_FOUND'],
+      handle: async ({ params, token }) => {
+        const revoked = await store.tokens.revoke(params.id, deps.now(), { actor: actor(token), action: 'token.revoke', subject: params.id, details: {} });
+        return { status: 200, body: tokenView(revoked) };
+      },
+    }),
+    route({
       method: 'post',
       path: '/v1/tokens',
       operationId: 'createToken',
@@ -196,6 +222,10 @@ export async function createToken(store: Store, role: OperatorToken['role'], lab
   const record: OperatorToken = { id: randomUUID(), hash: tokenHash(token), role, label, createdAt: now, revokedAt: null };
   await store.tokens.create(record, { actor, action: 'token.create', subject: record.id, details: { role, label } });
   return { id: record.id, role, label, token, createdAt: iso(now) };
+}
+
+export function tokenView(t: OperatorToken) {
+  return { id: t.id, role: t.role, label: t.label, createdAt: iso(t.createdAt), revokedAt: t.revokedAt === null ? null : iso(t.revokedAt) };
 }
 
 function iso(ms: number): string {
