@@ -349,6 +349,34 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
       });
     });
 
+    describe('agent status', () => {
+      it('quarantine revokes unexpired credentials (the CRL lists the X509-SVIDs), release re-activates, revoke is final', async () => {
+        const { store } = await fresh();
+        const agent = await activated(store);
+        const rec = attestation(agent.id);
+        await store.attestations.record(rec);
+        const [x509, jwt] = rec.credentials;
+        expect(await store.attestations.revokedCertificates(NOW)).toStrictEqual([]);
+        expect(await store.attestations.credential(x509!.id)).toStrictEqual(x509);
+
+        const quarantined = await store.agents.setStatus(agent.id, 'quarantined', NOW + 10, audit('agent.quarantine', agent.id));
+        expect(quarantined.status).toBe('quarantined');
+        expect(await store.attestations.revokedCertificates(NOW + 20)).toStrictEqual([{ serial: x509!.id, revokedAt: NOW + 10 }]);
+        expect((await store.attestations.credential(jwt!.id))?.revoked).toBe(true);
+        // Expired serials leave the CRL.
+        expect(await store.attestations.revokedCertificates(x509!.expiresAt)).toStrictEqual([]);
+        await rejection(store.attestations.record(attestation(agent.id)), 'ERR_AGENT_NOT_ACTIVE');
+
+        expect((await store.agents.setStatus(agent.id, 'active', NOW + 30, audit('agent.release', agent.id))).status).toBe('active');
+        expect((await store.agents.setStatus(agent.id, 'active', NOW + 31, audit('agent.release', agent.id))).status).toBe('active');
+        expect((await store.agents.setStatus(agent.id, 'revoked', NOW + 40, audit('agent.revoke', agent.id))).status).toBe('revoked');
+        await rejection(store.agents.setStatus(agent.id, 'active', NOW + 50, audit('agent.release', agent.id)), 'ERR_AGENT_NOT_ACTIVE');
+        await rejection(store.agents.setStatus('f'.repeat(64), 'revoked', NOW, audit('agent.revoke', 'x')), 'ERR_AGENT_NOT_FOUND');
+        const actions = (await store.audit.list({ limit: 100 })).items.map((e) => e.action);
+        expect(actions.filter((a) => a.startsWith('agent.') && a !== 'agent.activate')).toStrictEqual(['agent.quarantine', 'agent.release', 'agent.revoke']);
+      });
+    });
+
     describe('attestations', () => {
       it('records verdict, credentials, clock, evidence, IMA progress and audit entries together', async () => {
         const { db, store } = await fresh(ticking(NOW));

@@ -3,7 +3,7 @@ import { AttestorError } from '../errors.js';
 import { appendAudit } from './audit.js';
 import { bytes, bytesOrNull, int, intOrNull, json, jsonOrNull, jsonParam, text, textOrNull } from './columns.js';
 import { pageLimit, toPage } from './page.js';
-import { row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
+import { changes, row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
 import type { Agent, AgentStatus, AgentStore, AuditInput, StoredClock } from './store.js';
 
 const COLUMNS = 'id, ek_public, ak_public, ek_certificate, labels, status, created_at, last_clock, last_evidence, last_verdict_id, last_attested_at';
@@ -13,6 +13,9 @@ const SQL = statements('agents', {
   insert: `INSERT INTO agents (id, ek_public, ak_public, ek_certificate, labels, status, created_at)
     VALUES ($1, $2, $3, $4, $5, 'active', $6) ON CONFLICT DO NOTHING RETURNING ${COLUMNS}`,
   lock: { forUpdate: `SELECT ${COLUMNS} FROM agents WHERE id = $1` },
+  setStatus: `UPDATE agents SET status = $2 WHERE id = $1 RETURNING ${COLUMNS}`,
+  // A quarantined or revoked agent's unexpired credentials go on the CRL and introspect inactive.
+  revokeCredentials: `UPDATE credentials SET revoked = TRUE, revoked_at = $2 WHERE agent_id = $1 AND revoked = FALSE AND expires_at > $2`,
   get: `SELECT ${COLUMNS} FROM agents WHERE id = $1`,
   list: `SELECT ${COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2`,
   count: 'SELECT COUNT(*) AS n FROM agents',
@@ -38,9 +41,29 @@ function* activate(agent: NewAgent, audit: AuditInput, clock: Clock): Body<Agent
   return toAgent(activated!);
 }
 
+/** The status changes an operator may make: revoked is final. */
+const TRANSITIONS: Readonly<Record<AgentStatus, readonly AgentStatus[]>> = {
+  active: ['quarantined', 'revoked'],
+  quarantined: ['active', 'revoked'],
+  revoked: [],
+};
+
+function* setStatus(id: string, status: AgentStatus, now: number, audit: AuditInput, clock: Clock): Body<Agent> {
+  const existing = yield* row(SQL.lock, [id]);
+  if (!existing) throw new AttestorError('ERR_AGENT_NOT_FOUND', 'no enrolled agent with this id');
+  const from = text(existing.status) as AgentStatus;
+  if (from === status) return toAgent(existing);
+  if (!TRANSITIONS[from].includes(status)) throw new AttestorError('ERR_AGENT_NOT_ACTIVE', `the agent is ${from}: it cannot become ${status}`);
+  const updated = yield* row(SQL.setStatus, [id, status]);
+  if (status !== 'active') yield* changes(SQL.revokeCredentials, [id, now]);
+  yield* appendAudit([audit], clock);
+  return toAgent(updated!);
+}
+
 export function createAgentStore(db: Database, clock: Clock): AgentStore {
   return {
     activate: (agent, audit) => db.transaction('agents.activate', activate(agent, audit, clock)),
+    setStatus: (id, status, now, audit) => db.transaction('agents.setStatus', setStatus(id, status, now, audit, clock)),
     async get(id) {
       const found = await db.row(SQL.get, [id]);
       return found ? toAgent(found) : null;

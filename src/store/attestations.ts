@@ -28,6 +28,8 @@ const SQL = statements('attestations', {
     WHERE agent_id = $1 AND (CAST($2 AS TEXT) IS NULL OR (issued_at, id) < (SELECT issued_at, id FROM credentials WHERE id = $2))
     ORDER BY issued_at DESC, id DESC LIMIT $3`,
   countCredentials: 'SELECT COUNT(*) AS n FROM credentials',
+  credential: `SELECT ${CREDENTIAL_COLUMNS} FROM credentials WHERE id = $1`,
+  revokedCertificates: `SELECT id, revoked_at FROM credentials WHERE revoked = TRUE AND expires_at > $1 AND kind = 'x509-svid' ORDER BY revoked_at, id`,
 });
 
 function* record(r: AttestationRecord, clock: Clock): Body<void> {
@@ -79,6 +81,13 @@ export function createAttestationStore(db: Database, clock: Clock): AttestationS
     },
     async countCredentials() {
       return int((await db.row(SQL.countCredentials, []))!.n);
+    },
+    async credential(id) {
+      const found = await db.row(SQL.credential, [id]);
+      return found ? toCredential(found) : null;
+    },
+    async revokedCertificates(now) {
+      return (await db.rows(SQL.revokedCertificates, [now])).map((r) => ({ serial: text(r.id), revokedAt: int(r.revoked_at) }));
     },
   };
 }

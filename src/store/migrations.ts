@@ -164,6 +164,14 @@ export const MIGRATIONS: readonly Migration[] = [
       ];
     },
   },
+  {
+    version: 2,
+    description: 'revocation time of credentials, for the CRL',
+    statements: (dialect) => [
+      `ALTER TABLE credentials ADD COLUMN revoked_at ${TYPES[dialect].int64}`,
+      'CREATE INDEX credentials_revoked ON credentials (revoked, expires_at)',
+    ],
+  },
 ];
 
 /** Created before anything else, and never changed: how a database tells its version. */

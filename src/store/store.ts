@@ -198,6 +198,13 @@ export interface AgentStore {
    * create one agent.
    */
   activate(agent: Omit<Agent, 'status' | 'lastClock' | 'lastEvidence' | 'lastVerdictId' | 'lastAttestedAt'>, audit: AuditInput): Promise<Agent>;
+  /**
+   * An operator's status change (audited): active -> quarantined | revoked, quarantined ->
+   * active (release) | revoked; revoked is final (ERR_AGENT_NOT_ACTIVE). Quarantining or
+   * revoking also revokes the agent's unexpired credentials (the CRL, introspection). The same
+   * status again changes nothing. Unknown id: ERR_AGENT_NOT_FOUND.
+   */
+  setStatus(id: string, status: AgentStatus, now: number, audit: AuditInput): Promise<Agent>;
   get(id: string): Promise<Agent | null>;
   list(page: PageRequest): Promise<Page<Agent>>;
   count(): Promise<number>;
@@ -250,6 +257,10 @@ export interface AttestationStore {
   credentialsOf(agentId: string, page: PageRequest): Promise<Page<Credential>>;
   /** Credentials of all agents (the e2e tests assert nothing was issued). */
   countCredentials(): Promise<number>;
+  /** One credential by its id (serial or jti). */
+  credential(id: string): Promise<Credential | null>;
+  /** X509-SVIDs revoked and not yet expired at `now`: what the CRL lists. */
+  revokedCertificates(now: number): Promise<readonly { readonly serial: string; readonly revokedAt: number }[]>;
 }
 
 export interface KeyStore {
