@@ -23,6 +23,7 @@ import { identityKeyTemplate, srkTemplate } from '../src/agent/tpm-templates.js'
 import { quoteQualifyingData } from '../src/appraisal/key-binding.js';
 import { ApiError, bootstrapCa, createApiClient, type ApiClient } from '../src/client/api-client.js';
 import { runAgent } from '../src/cli/agent-program.js';
+import { runAttestor } from '../src/cli/program.js';
 import { EV } from '../src/eventlog/event-types.js';
 import { ecP256KeyPairTemplates } from '../src/pkcs11/ec-key.js';
 import { agentIdOf } from '../src/tpm/agent-id.js';
@@ -410,6 +411,37 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     const agent = await admin.call('GET', `/v1/agents/${agentA}`, AgentDetailBody);
     expect(agent.lastVerdict?.status).toBe('contraindicated');
     expect(agent.lastVerdict?.reasons.map((x) => x.code)).toContain('PCR_VALUE_NOT_ALLOWED');
+  });
+
+  it('quarantine revokes the credentials (the CRL lists them, OpenSSL refuses the certificate) and stops attestation until release; revoke is final', async () => {
+    const before = await issued();
+    const certPath = join(dirA(), 'cert.pem');
+    const operatorEnv = { ATTESTOR_SERVER: v.url, ATTESTOR_CA_FINGERPRINT: v.caFingerprint, ATTESTOR_TOKEN: v.adminToken };
+    const q = await runCliWithEnv(operatorEnv, () => runCli(runAttestor, ['agent', 'quarantine', agentA]));
+    expect(q.code, q.err).toBe(0);
+    expect(q.out).toBe(`agent ${agentA} is quarantined\n`);
+
+    const crl = await anon.get('/v1/crl');
+    const crlPath = join(tmp, 'crl-revoked.pem');
+    writeFileSync(crlPath, `-----BEGIN X509 CRL-----\n${crl.body.toString('base64')}\n-----END X509 CRL-----\n`);
+    const serial = new X509Certificate(readFileSync(certPath)).serialNumber.toLowerCase();
+    const listed = spawnSync('openssl', ['crl', '-in', crlPath, '-noout', '-text'], { encoding: 'utf8' }).stdout.toLowerCase().replace(/:/g, '');
+    expect(listed).toContain(serial.replace(/^0+/, ''));
+    const check = spawnSync('openssl', ['verify', '-crl_check', '-CRLfile', crlPath, '-CAfile', join(dirA(), 'bundle.pem'), certPath], { encoding: 'utf8' });
+    expect(check.status).not.toBe(0);
+    expect(check.stdout + check.stderr).toMatch(/certificate revoked/);
+
+    await refused(challenge(agentA), 'ERR_AGENT_NOT_ACTIVE');
+    const released = await admin.call('POST', `/v1/agents/${agentA}/release`, AgentDetailBody.omit({ credentials: true }), {});
+    expect(released.status).toBe('active');
+    expect((await challenge(agentA)).nonce).toHaveLength(32);
+
+    const r = await runCliWithEnv(operatorEnv, () => runCli(runAttestor, ['agent', 'revoke', agentA, '--json']));
+    expect(r.code, r.err).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ id: agentA, status: 'revoked' });
+    await refused(challenge(agentA), 'ERR_AGENT_NOT_ACTIVE');
+    await refused(admin.call('POST', `/v1/agents/${agentA}/release`, AgentDetailBody, {}), 'ERR_AGENT_NOT_ACTIVE');
+    expect(await issued()).toBe(before);
   });
 }
 

@@ -49,7 +49,7 @@ export async function loadCredentialAuthority(deps: IssuingKeysDeps): Promise<Cr
   const x509 = createX509SvidIssuer({ caCertificate, signer: caSigner, crlUrl: `${deps.publicUrl}/v1/crl` });
   const jwt = createJwtSvidIssuer({ signer: jwtSigner, kid: jwtKey.kid, issuer: deps.publicUrl });
   const jwtKeys = [{ publicKey: jwtSigner.publicKey, kid: jwtKey.kid }];
-  const crl = crlCache(issuingCa(caCertificate, caSigner));
+  const crl = crlCache(issuingCa(caCertificate, caSigner), deps.store);
   return {
     caSigner,
     caCertificate,
@@ -68,16 +68,25 @@ export async function loadCredentialAuthority(deps: IssuingKeysDeps): Promise<Cr
 const CRL_VALIDITY_MS = 24 * 3600_000;
 
 /**
- * The CA's CRL, made on first request and again once half its validity has passed. No serial is
- * revoked yet (revocation comes with the operations routes); its number is the second it was
- * made, so it increases across restarts and replicas.
+ * The CA's CRL: made again when the revoked serials changed (read from the store at each
+ * request, so a revocation made by any replica is served at once) or half its validity has
+ * passed. Its number is the second it was made, and always more than the last one here.
  */
-function crlCache(ca: IssuingCa): (now: number) => Promise<Uint8Array> {
-  let current: { der: Promise<Uint8Array>; renewAt: number } | undefined;
-  return (now) => {
-    if (!current || now >= current.renewAt) {
-      const der = createCrl({ ca, number: Math.floor(now / 1000), thisUpdate: new Date(now - 10_000), nextUpdate: new Date(now + CRL_VALIDITY_MS), revoked: [] });
-      const made = { der, renewAt: now + CRL_VALIDITY_MS / 2 };
+function crlCache(ca: IssuingCa, store: Store): (now: number) => Promise<Uint8Array> {
+  let current: { der: Promise<Uint8Array>; renewAt: number; serials: string; number: number } | undefined;
+  return async (now) => {
+    const revoked = await store.attestations.revokedCertificates(now);
+    const serials = revoked.map((r) => r.serial).join(',');
+    if (!current || now >= current.renewAt || serials !== current.serials) {
+      const number = Math.max(Math.floor(now / 1000), (current?.number ?? 0) + 1);
+      const der = createCrl({
+        ca,
+        number,
+        thisUpdate: new Date(now - 10_000),
+        nextUpdate: new Date(now + CRL_VALIDITY_MS),
+        revoked: revoked.map((r) => ({ serial: r.serial, at: new Date(r.revokedAt) })),
+      });
+      const made = { der, renewAt: now + CRL_VALIDITY_MS / 2, serials, number };
       // A failed signing is not kept: the next request tries again.
       der.catch(() => {
         if (current === made) current = undefined;

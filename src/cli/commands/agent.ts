@@ -83,5 +83,22 @@ export function agentCommand(io: CliIo): Command {
       }),
   );
 
+  const actions = {
+    quarantine: 'quarantine an agent: no new credentials, its unexpired ones revoked (CRL), until released',
+    release: 'release a quarantined agent: it may attest again',
+    revoke: 'revoke an agent for good: no new credentials, its unexpired ones revoked (CRL)',
+  } as const;
+  for (const [action, description] of Object.entries(actions)) {
+    agent.addCommand(
+      addServerOptions(new Command(action).description(description))
+        .argument('<id>', 'the agent id (64 hex digits)', checkedBy(AGENT_ID))
+        .option('--json', 'print the agent as one JSON object')
+        .action(async (id: string, opts: ServerFlags & { json?: boolean }) => {
+          const changed = await withServer(opts, (client) => client.call('POST', `/v1/agents/${id}/${action}`, AgentBody, {}));
+          io.out(opts.json ? `${JSON.stringify(changed)}\n` : `agent ${changed.id} is ${changed.status}\n`);
+        }),
+    );
+  }
+
   return agent;
 }

@@ -174,6 +174,28 @@ export function operatorRoutes(deps: { store: Store; trustDomain: string; now: (
         return { status: 200, body: { ...(await agentView(agent)), credentials: credentials.items.map(credentialView) } };
       },
     }),
+    ...(['quarantine', 'release', 'revoke'] as const).map((action) =>
+      route({
+        method: 'post',
+        path: `/v1/agents/:id/${action}`,
+        operationId: `${action}Agent`,
+        summary: AGENT_ACTIONS[action].summary,
+        tag: 'operator',
+        access: 'agents:write',
+        params: z.object({ id: AGENT_ID }),
+        responses: { 200: AgentBody },
+        errors: ['ERR_AGENT_NOT_FOUND', 'ERR_AGENT_NOT_ACTIVE'],
+        handle: async ({ params, token }) => {
+          const agent = await store.agents.setStatus(params.id, AGENT_ACTIONS[action].status, deps.now(), {
+            actor: actor(token),
+            action: `agent.${action}`,
+            subject: params.id,
+            details: {},
+          });
+          return { status: 200, body: await agentView(agent) };
+        },
+      }),
+    ),
     route({
       method: 'get',
       path: '/v1/tokens',
@@ -215,6 +237,13 @@ export function operatorRoutes(deps: { store: Store; trustDomain: string; now: (
     }),
   ];
 }
+
+/** What each operator action on an agent makes of it (SERVICE.md "Revocation"). */
+const AGENT_ACTIONS = {
+  quarantine: { status: 'quarantined', summary: 'Quarantine an agent: no new credentials, its unexpired ones revoked, until released' },
+  release: { status: 'active', summary: 'Release a quarantined agent: it may attest again' },
+  revoke: { status: 'revoked', summary: 'Revoke an agent for good: no new credentials, its unexpired ones revoked' },
+} as const;
 
 /** Creates an operator token: 256 random bits, stored as its SHA-256 only. */
 export async function createToken(store: Store, role: OperatorToken['role'], label: string, actor: string, now: number) {
