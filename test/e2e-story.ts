@@ -42,7 +42,7 @@ import {
   type ChallengeResponse as Challenge,
 } from '../src/wire/schemas.js';
 import { agileLog } from './eventlog-fixtures.js';
-import { reasonCodes, refused, wirePcrs } from './helpers/api.js';
+import { postForm, reasonCodes, refused, wirePcrs } from './helpers/api.js';
 import { runCli } from './helpers/cli.js';
 import { startSwtpm, tpm2, type Swtpm } from './helpers/swtpm.js';
 import { startTestVerifier, type TestVerifier } from './helpers/verifier.js';
@@ -59,6 +59,10 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
   let anon: ApiClient;
   let agentA: string;
   let agentB: string;
+  let caPem: string;
+  /** Agent A's last JWT-SVID and a relying party's token, for introspection. */
+  let lastJwt = '';
+  let relyingPartyToken = '';
   /** Shifts the verifier's clock (expired nonces). */
   let skewMs = 0;
 
@@ -82,7 +86,7 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
       ekRootPems: [hostA.rootCaCertPem, hostA.caCertPem, hostB.rootCaCertPem, hostB.caCertPem],
       now: () => Date.now() + skewMs,
     });
-    const caPem = await bootstrapCa(v.url, v.caFingerprint);
+    caPem = await bootstrapCa(v.url, v.caFingerprint);
     admin = createApiClient({ server: v.url, caPem, token: v.adminToken });
     anon = createApiClient({ server: v.url, caPem });
   }, 120_000);
@@ -151,7 +155,7 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
       await refused(call(clients.none), 'ERR_UNAUTHENTICATED');
       await refused(call(clients.unknown), 'ERR_UNAUTHENTICATED');
       await refused(call(clients.malformed), 'ERR_UNAUTHENTICATED');
-      await refused(call(clients.relyingParty), 'ERR_FORBIDDEN');
+      if (r.access !== 'introspect') await refused(call(clients.relyingParty), 'ERR_FORBIDDEN');
       if (r.access.endsWith(':write')) await refused(call(clients.auditor), 'ERR_FORBIDDEN');
     }
     expect(await v.verifier.store.audit.head()).toEqual(before);
@@ -208,8 +212,19 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     expect(payload.sub).toBe(`spiffe://${TRUST_DOMAIN}/agent/tpm/${agentA}`);
     expect((payload.cnf as Record<string, string>)['x5t#S256']).toBe(createHash('sha256').update(cert.raw).digest('base64url'));
     expect(payload.exp! * 1000).toBeLessThanOrEqual(Date.parse(cert.validTo));
-    expect(payload.attestation).toMatchObject({ verdict: 'affirming' });
+    expect(payload.attestation).toMatchObject({ verdict: 'affirming', keyResidence: 'tpm' });
     expect(await issued()).toBe(2);
+
+    // A relying party asks the verifier whether the token is live (RFC 7662).
+    const rp = await admin.call('POST', '/v1/tokens', TokenCreateResponse, { role: 'relying-party', label: 'e2e introspection' });
+    relyingPartyToken = rp.token;
+    const live = await postForm(v.url, caPem, '/v1/introspect', { token: jwt }, rp.token);
+    expect(live).toEqual({ status: 200, body: { active: true, iss: discovery.issuer, sub: payload.sub, aud: AUDIENCE, iat: payload.iat, exp: payload.exp, jti: payload.jti, cnf: payload.cnf } });
+    lastJwt = jwt;
+    expect((await postForm(v.url, caPem, '/v1/introspect', { token: `${jwt.slice(0, -4)}AAAA` }, rp.token)).body).toEqual({ active: false });
+    expect((await postForm(v.url, caPem, '/v1/introspect', { token: 'not.a.jwt' }, rp.token)).body).toEqual({ active: false });
+    const denied = await postForm(v.url, caPem, '/v1/introspect', { token: jwt });
+    expect(denied).toMatchObject({ status: 401, body: { code: 'ERR_UNAUTHENTICATED' } });
   });
 
   it('a nonce is used once, even by concurrent requests; a replay is refused', async () => {
@@ -432,6 +447,8 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     expect(check.stdout + check.stderr).toMatch(/certificate revoked/);
 
     await refused(challenge(agentA), 'ERR_AGENT_NOT_ACTIVE');
+    // Its JWT-SVID introspects inactive from now on.
+    expect((await postForm(v.url, caPem, '/v1/introspect', { token: lastJwt }, relyingPartyToken)).body).toEqual({ active: false });
     const released = await admin.call('POST', `/v1/agents/${agentA}/release`, AgentDetailBody.omit({ credentials: true }), {});
     expect(released.status).toBe('active');
     expect((await challenge(agentA)).nonce).toHaveLength(32);

@@ -6,6 +6,7 @@ import { AttestorError, isAttestorError, type ErrorCode } from '../errors.js';
 import type { Store, OperatorToken } from '../store/store.js';
 import { CBOR_TYPE, JSON_TYPE, MAX_ENTRIES, PROBLEM_TYPE, decodeBody, encodeBody, formatOf, type BodyFormat } from '../wire/codec.js';
 import { authenticate } from './auth.js';
+import { FORM_TYPE, decodeForm, isForm } from './form.js';
 import type { Metrics } from './metrics.js';
 import { problemType, statusOf, titleOf } from './problem.js';
 import type { Route } from './route.js';
@@ -96,12 +97,17 @@ async function handle(deps: AppDeps, r: Route, req: Request, res: Response): Pro
   let body: unknown = undefined;
   let requestFormat: BodyFormat | undefined;
   if (r.body) {
-    requestFormat = formatOf(req.get('content-type'));
-    if (!requestFormat || !formats.includes(requestFormat)) {
-      throw new AttestorError('ERR_UNSUPPORTED_MEDIA_TYPE', `send ${formats.map((f) => (f === 'json' ? JSON_TYPE : CBOR_TYPE)).join(' or ')}`);
-    }
     const bytes = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    body = parse(r.body, decodeBody(bytes, requestFormat, r.access === 'agent' ? MAX_ENTRIES.agent : MAX_ENTRIES.operator), 'body');
+    if (r.form && isForm(req.get('content-type'))) {
+      body = parse(r.body, decodeForm(bytes), 'body');
+    } else {
+      requestFormat = formatOf(req.get('content-type'));
+      if (!requestFormat || !formats.includes(requestFormat)) {
+        const types = r.form ? [FORM_TYPE] : formats.map((f) => (f === 'json' ? JSON_TYPE : CBOR_TYPE));
+        throw new AttestorError('ERR_UNSUPPORTED_MEDIA_TYPE', `send ${types.join(' or ')}`);
+      }
+      body = parse(r.body, decodeBody(bytes, requestFormat, r.access === 'agent' ? MAX_ENTRIES.agent : MAX_ENTRIES.operator), 'body');
+    }
   }
   const params = r.params ? parse(r.params, req.params, 'path') : {};
   const query = r.query ? parse(r.query, req.query, 'query') : {};

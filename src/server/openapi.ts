@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { CBOR_TYPE, JSON_TYPE, PROBLEM_TYPE } from '../wire/codec.js';
 import { Problem } from '../wire/schemas.js';
+import { FORM_TYPE } from './form.js';
 import type { Route } from './route.js';
 
 /*
@@ -36,7 +37,7 @@ export function openApiDocument(routes: readonly Route[], info: { version: strin
       summary: r.summary,
       tags: [r.tag],
       ...(parameters.length > 0 ? { parameters } : {}),
-      ...(r.body ? { requestBody: { required: true, content: Object.fromEntries(types.map((t) => [t, { schema: schemaOf(r.body!, 'input') }])) } } : {}),
+      ...(r.body ? { requestBody: { required: true, content: Object.fromEntries((r.form ? [FORM_TYPE] : types).map((t) => [t, { schema: schemaOf(r.body!, 'input') }])) } } : {}),
       responses,
       ...(r.access === 'public' || r.access === 'agent' ? { security: [] } : { security: [{ bearer: [] }], 'x-required-scope': r.access }),
     };

@@ -48,6 +48,8 @@ export interface Route<P extends z.ZodType = z.ZodType, Q extends z.ZodType = z.
   readonly body?: B;
   /** Body formats taken: agent routes take JSON and CBOR, operator routes JSON. */
   readonly formats?: readonly BodyFormat[];
+  /** The body is an HTML form (application/x-www-form-urlencoded), as RFC 7662 introspection sends it; answered in JSON. */
+  readonly form?: boolean;
   /** Largest request body; default the configured `limits.bodyBytes`. */
   readonly bodyLimit?: 'attestation';
   /** Success status -> response schema (or a raw body kind). */

@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { JSONWebKeySet } from 'jose';
 import type { Logger } from 'pino';
 import { keysUri, listenAddress, publicUrl as publicUrlOf, type Config } from '../config/config.js';
 import { AttestorError } from '../errors.js';
@@ -13,6 +14,7 @@ import { tokenHash } from './auth.js';
 import { createAttestationFlow } from './flows/attestation.js';
 import { createBaselineSelection } from './flows/baseline-selection.js';
 import { createEnrollmentFlow } from './flows/enrollment.js';
+import { createIntrospection } from './flows/introspection.js';
 import { listenHttps } from './https.js';
 import { loadCredentialAuthority, selfIssuedTls } from './issuing-keys.js';
 import { createMetrics } from './metrics.js';
@@ -20,6 +22,7 @@ import { openApiDocument } from './openapi.js';
 import { createRateLimiter } from './rate-limit.js';
 import type { Route } from './route.js';
 import { agentRoutes } from './routes/agent.js';
+import { introspectionRoute } from './routes/introspection.js';
 import { operatorRoutes } from './routes/operator.js';
 import { publicRoutes } from './routes/public.js';
 
@@ -110,6 +113,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
         challengeLimit: createRateLimiter({ perMinute: config.limits.challengesPerMinute, now, what: 'challenges' }),
       }),
       ...operatorRoutes({ store, trustDomain: config.trustDomain, now }),
+      introspectionRoute(createIntrospection({ store, jwks: authority.jwks as JSONWebKeySet, issuer: publicUrl, now })),
       ...publicRoutes({ store, authority, metrics, publicUrl, now, openapi: () => openApiDocument(routes, { version: API_VERSION, serverUrl: publicUrl }) }),
     );
     const app = createApp({ store, routes, logger, metrics, limits: config.limits });

@@ -266,3 +266,21 @@ export type BaselineBody = z.output<typeof BaselineBody>;
 export type AgentBody = z.output<typeof AgentBody>;
 export type AgentDetailBody = z.output<typeof AgentDetailBody>;
 export type Problem = z.output<typeof Problem>;
+
+/** POST /v1/introspect (RFC 7662 §2.1), a form body. */
+export const IntrospectionRequest = z.strictObject({
+  token: z.string().min(1).max(8192),
+  token_type_hint: z.string().max(64).optional(),
+});
+
+/** RFC 7662 §2.2: `{"active": false}` and nothing else for a token that is not live. */
+export const IntrospectionResponse = z.strictObject({
+  active: z.boolean(),
+  iss: z.string().optional(),
+  sub: z.string().optional(),
+  aud: z.string().optional(),
+  iat: z.number().int().optional(),
+  exp: z.number().int().optional(),
+  jti: z.string().optional(),
+  cnf: z.strictObject({ 'x5t#S256': z.string() }).optional(),
+});

@@ -1,5 +1,6 @@
 /** Helpers of the tests that talk to the real verifier's API. */
 import { expect } from 'vitest';
+import { request as httpsRequest } from 'node:https';
 import { ApiError } from '../../src/client/api-client.js';
 
 /** The ApiError `work` fails with, after checking its code. */
@@ -21,4 +22,26 @@ export function reasonCodes(e: ApiError): string[] {
 /** PCR values as the wire carries them ({bank: {"index": bytes}}). */
 export function wirePcrs(values: { readonly [bank: string]: { readonly [index: number]: Uint8Array } }): Record<string, Record<string, Uint8Array>> {
   return Object.fromEntries(Object.entries(values).map(([bank, byIndex]) => [bank, Object.fromEntries(Object.entries(byIndex))]));
+}
+
+/** POSTs an HTML form (RFC 7662 introspection) to the verifier; its status and JSON answer. */
+export function postForm(server: string, caPem: string, path: string, fields: Record<string, string>, bearer?: string): Promise<{ status: number; body: unknown }> {
+  const payload = Buffer.from(new URLSearchParams(fields).toString());
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      new URL(path, server),
+      {
+        method: 'POST',
+        ca: caPem,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': String(payload.length), ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString() || 'null') }));
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
