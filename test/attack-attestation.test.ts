@@ -5,18 +5,15 @@
  * fixed since: they stay as regression tests.
  */
 import { spawnSync } from 'node:child_process';
-import { generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { quoteWithPcrValues } from '../src/agent/quote-with-values.js';
-import { CKK_EC, keyEvidenceMessage, type HsmKeyEvidence } from '../src/appraisal/hsm-key-report.js';
-import { quoteQualifyingData } from '../src/appraisal/key-binding.js';
 import { ApiError } from '../src/client/api-client.js';
-import { ActivationResponse, AgentDetailBody, AttestationResponse, BaselineBody, EnrollmentResponse, type AttestationRequestInput } from '../src/wire/schemas.js';
-import { challenge, enrollOverApi, evidenceFor, reasonCodes, refused, startAttackBed, wirePcrs, withSession, type AttackBed } from './attack-harness.js';
+import { ActivationResponse, AgentDetailBody, AttestationResponse, BaselineBody, EnrollmentResponse } from '../src/wire/schemas.js';
+import { challenge, enrollOverApi, evidenceFor, reasonCodes, refused, softwareKeyAnswer, startAttackBed, withSession, type AttackBed } from './attack-harness.js';
 
 /** The swtpm's sha256 PCR 15 as it starts (never extended here), and a value it never has. */
 const PCR15_NOW = '00'.repeat(32);
@@ -107,25 +104,7 @@ describe('A PKCS#11 key report is the host\'s word: a software key gets credenti
   it('a report for an exportable software key, with made-up attributes, gets no credentials', async () => {
     const baseline = await enforce('default-residence', {});
     try {
-      const c = await challenge(bed, agentId);
-      const software = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-      const evidence: HsmKeyEvidence = {
-        publicKey: new Uint8Array(software.publicKey.export({ type: 'spki', format: 'der' })),
-        attributes: { token: true, private: true, sensitive: true, extractable: false, neverExtractable: true, alwaysSensitive: true, local: true, keyType: CKK_EC },
-        token: { manufacturer: 'Any Vendor', model: 'Any HSM', serial: '0001', label: 'made-up' },
-        alg: 'ES256',
-      };
-      const signature = sign('sha256', keyEvidenceMessage(c.nonce, evidence), { key: software.privateKey, dsaEncoding: 'ieee-p1363' });
-      const quote = await withSession(bed, (s) =>
-        quoteWithPcrValues(s, c.pcrSelection as Record<string, number[]>, quoteQualifyingData(c.nonce, { kind: 'pkcs11', evidence })),
-      );
-      const body: AttestationRequestInput = {
-        nonce: c.nonce,
-        quote: quote.attest,
-        signature: quote.signature,
-        pcrs: wirePcrs(quote.values),
-        key: { kind: 'pkcs11', report: { ...evidence, signature } },
-      };
+      const body = await softwareKeyAnswer(bed, agentId);
       // Before the fix: affirming, and an X509-SVID for the key this test holds in memory.
       await refused(attest(body), 'ERR_ATTESTATION_REFUSED');
     } finally {

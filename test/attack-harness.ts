@@ -4,13 +4,18 @@
  * evidence built by the agent's own modules, and raw requests for bodies the API client would
  * not send.
  */
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { buildAttestationRequest } from '../src/agent/evidence.js';
+import { quoteWithPcrValues } from '../src/agent/quote-with-values.js';
 import { TpmSession } from '../src/agent/tpm-session.js';
+import { CKK_EC, keyEvidenceMessage, type HsmKeyEvidence } from '../src/appraisal/hsm-key-report.js';
+import { quoteQualifyingData } from '../src/appraisal/key-binding.js';
+import { wirePcrs } from './helpers/api.js';
 import { bootstrapCa, createApiClient, type ApiClient } from '../src/client/api-client.js';
 import { ActivationResponse, ChallengeResponse, EnrollmentResponse, type AttestationRequestInput, type ChallengeResponse as Challenge } from '../src/wire/schemas.js';
 import { startSwtpm, type Swtpm } from './helpers/swtpm.js';
@@ -123,6 +128,26 @@ export function postRaw(bed: AttackBed, path: string, contentType: string, body:
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/**
+ * A correct answer to a fresh challenge that names a software key as a PKCS#11 key, with
+ * made-up attributes and token: the host's word is all the report is.
+ */
+export async function softwareKeyAnswer(bed: AttackBed, agentId: string): Promise<AttestationRequestInput> {
+  const c = await challenge(bed, agentId);
+  const software = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const evidence: HsmKeyEvidence = {
+    publicKey: new Uint8Array(software.publicKey.export({ type: 'spki', format: 'der' })),
+    attributes: { token: true, private: true, sensitive: true, extractable: false, neverExtractable: true, alwaysSensitive: true, local: true, keyType: CKK_EC },
+    token: { manufacturer: 'Any Vendor', model: 'Any HSM', serial: '0001', label: 'made-up' },
+    alg: 'ES256',
+  };
+  const signature = sign('sha256', keyEvidenceMessage(c.nonce, evidence), { key: software.privateKey, dsaEncoding: 'ieee-p1363' });
+  const quote = await withSession(bed, (s) =>
+    quoteWithPcrValues(s, c.pcrSelection as Record<string, number[]>, quoteQualifyingData(c.nonce, { kind: 'pkcs11', evidence })),
+  );
+  return { nonce: c.nonce, quote: quote.attest, signature: quote.signature, pcrs: wirePcrs(quote.values), key: { kind: 'pkcs11', report: { ...evidence, signature } } };
 }
 
 export { reasonCodes, refused, wirePcrs } from './helpers/api.js';
