@@ -85,6 +85,8 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
       extraTokens: ['agent-keys'],
       ekRootPems: [hostA.rootCaCertPem, hostA.caCertPem, hostB.rootCaCertPem, hostB.caCertPem],
       now: () => Date.now() + skewMs,
+      // The freshness watchdog looks every second (the freshness test moves the clock past the window).
+      config: { attestation: { watchdogSeconds: 1 } },
     });
     caPem = await bootstrapCa(v.url, v.caFingerprint);
     admin = createApiClient({ server: v.url, caPem, token: v.adminToken });
@@ -297,6 +299,9 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     const e = await refused(attest(agentA, withUnsigned), 'ERR_ATTESTATION_REFUSED');
     expect(reasonCodes(e)).toContain('ERR_QUOTE_PCR_NOT_SIGNED');
     expect(await issued()).toBe(before);
+    // Evidence that cannot vouch for the host quarantines it; an operator releases it.
+    expect((await admin.call('GET', `/v1/agents/${agentA}`, AgentDetailBody)).status).toBe('quarantined');
+    await admin.call('POST', `/v1/agents/${agentA}/release`, AgentDetailBody.omit({ credentials: true }), {});
   });
 
   it('a certification of a key that is not fixedTPM is refused', async () => {
@@ -329,6 +334,8 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     const e = await refused(attest(agentA, body), 'ERR_ATTESTATION_REFUSED');
     expect(reasonCodes(e)).toContain('ERR_CERTIFY_KEY_ATTRIBUTES');
     expect(await issued()).toBe(before);
+    // A refused key is the request's fault, not the host's: the agent stays active.
+    expect((await admin.call('GET', `/v1/agents/${agentA}`, AgentDetailBody)).status).toBe('active');
   });
 
   it('an extractable PKCS#11 key is refused', async () => {
@@ -387,6 +394,10 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     const e = await refused(attest(agentB, bad), 'ERR_ATTESTATION_REFUSED');
     expect(reasonCodes(e)).toContain('EVENTLOG_PCR_MISMATCH');
     expect(await issued()).toBe(before);
+    // Refused by an enforced baseline: quarantined in the same commit, until an operator releases it.
+    expect((await admin.call('GET', `/v1/agents/${agentB}`, AgentDetailBody)).status).toBe('quarantined');
+    await refused(challenge(agentB), 'ERR_AGENT_NOT_ACTIVE');
+    await admin.call('POST', `/v1/agents/${agentB}/release`, AgentDetailBody.omit({ credentials: true }), {});
 
     const ok = await withSession(hostB, dirB(), async (session) =>
       buildAttestationRequest({ session, key: tpmKey, challenge: await challenge(agentB), logs: { eventLog: { path: good, ifPresent: false } } }),
@@ -415,6 +426,35 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     expect(await issued()).toBe(before + 2);
   });
 
+  it('an agent given no credentials within the freshness window goes stale (audited, counted, listed), and an affirming attestation makes it fresh', async () => {
+    const operatorEnv = { ATTESTOR_SERVER: v.url, ATTESTOR_CA_FINGERPRINT: v.caFingerprint, ATTESTOR_TOKEN: v.adminToken };
+    const staleSince = async () => (await admin.call('GET', `/v1/agents/${agentB}`, AgentDetailBody)).staleSince;
+    expect(await staleSince()).toBeNull();
+    skewMs = (v.config.attestation.freshnessSeconds + 60) * 1000;
+    try {
+      const deadline = Date.now() + 10_000;
+      while ((await staleSince()) === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      expect(await staleSince()).not.toBeNull();
+      const entries = (await v.verifier.store.audit.list({ limit: 500 })).items;
+      // Both hosts: neither got credentials within the window.
+      const stale = entries.filter((e) => e.action === 'agent.stale');
+      expect(stale.map((e) => [e.actor, e.subject]).sort()).toEqual([['system', agentA], ['system', agentB]].sort());
+      expect((await anon.get('/metrics')).body.toString()).toMatch(/^attestor_agents_stale_total 2$/m);
+      const listed = await runCliWithEnv(operatorEnv, () => runCli(runAttestor, ['agent', 'list']));
+      expect(listed.out).toMatch(new RegExp(`${agentB}\\s+active \\(stale\\)`));
+
+      const ok = await withSession(hostB, dirB(), async (session) =>
+        buildAttestationRequest({ session, key: tpmKey, challenge: await challenge(agentB), logs: { eventLog: { path: eventLogPath(), ifPresent: false } } }),
+      );
+      expect((await attest(agentB, ok)).verdict.status).toBe('affirming');
+      expect(await staleSince()).toBeNull();
+      const fresh = (await v.verifier.store.audit.list({ limit: 500 })).items.filter((e) => e.action === 'agent.fresh');
+      expect(fresh.map((e) => e.subject)).toEqual([agentB]);
+    } finally {
+      skewMs = 0;
+    }
+  });
+
   it('a changed PCR contradicts the baseline: refused with its reason, stored, nothing issued', async () => {
     const before = await issued();
     await tpm2(hostA, ['tpm2_pcrextend', `15:sha256=${createHash('sha256').update('changed').digest('hex')}`]);
@@ -426,6 +466,8 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     const agent = await admin.call('GET', `/v1/agents/${agentA}`, AgentDetailBody);
     expect(agent.lastVerdict?.status).toBe('contraindicated');
     expect(agent.lastVerdict?.reasons.map((x) => x.code)).toContain('PCR_VALUE_NOT_ALLOWED');
+    expect(agent.status).toBe('quarantined');
+    expect(agent.credentials.every((c) => c.revoked || Date.parse(c.expiresAt) <= Date.now())).toBe(true);
   });
 
   it('quarantine revokes the credentials (the CRL lists them, OpenSSL refuses the certificate) and stops attestation until release; revoke is final', async () => {

@@ -96,7 +96,7 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         const { store } = await fresh();
         const input = newAgent({ labels: { role: 'gpu', 'ünï': 'cødé' } });
         const activated = await store.agents.activate(input, audit('agent.activate', input.id));
-        const expected: Agent = { ...input, status: 'active', lastClock: null, lastEvidence: null, lastVerdictId: null, lastAttestedAt: null };
+        const expected: Agent = { ...input, status: 'active', lastClock: null, lastEvidence: null, lastVerdictId: null, lastAttestedAt: null, lastAffirmedAt: null, staleAt: null };
         expect(activated).toStrictEqual(expected);
         expect(await store.agents.get(input.id)).toStrictEqual(expected);
         const noCert = newAgent({ ekCertificate: null });
@@ -377,7 +377,71 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
       });
     });
 
+    describe('freshness', () => {
+      it('marks agents without credentials issued within the window stale once, audited; credentials make them fresh', async () => {
+        const { store } = await fresh();
+        const old = await activated(store, { createdAt: NOW - 10_000 });
+        const recent = await activated(store, { createdAt: NOW - 10 });
+        const quarantined = await activated(store, { createdAt: NOW - 10_000 });
+        await store.agents.setStatus(quarantined.id, 'quarantined', NOW, audit('agent.quarantine', quarantined.id));
+
+        expect(await store.agents.markStale(NOW - 1000, NOW, 100)).toStrictEqual([old.id]);
+        expect(await store.agents.markStale(NOW - 1000, NOW + 1, 100)).toStrictEqual([]);
+        expect((await store.agents.get(old.id))?.staleAt).toBe(NOW);
+        expect((await store.agents.get(recent.id))?.staleAt).toBeNull();
+        const stale = (await store.audit.list({ limit: 100 })).items.filter((e) => e.action === 'agent.stale');
+        expect(stale.map((e) => [e.actor, e.subject])).toStrictEqual([['system', old.id]]);
+
+        // A refused attestation leaves it stale; one that issues credentials makes it fresh, audited.
+        await store.attestations.record({ ...attestation(old.id, { status: 'contraindicated', at: NOW + 5 }), credentials: [] });
+        expect((await store.agents.get(old.id))?.staleAt).toBe(NOW);
+        const affirmed = attestation(old.id, { at: NOW + 10 });
+        await store.attestations.record(affirmed);
+        expect(await store.agents.get(old.id)).toMatchObject({ staleAt: null, lastAffirmedAt: NOW + 10 });
+        expect((await store.audit.head())?.action).toBe('agent.fresh');
+        // Measured from the last affirmation now, not from activation.
+        expect(await store.agents.markStale(NOW - 5, NOW + 20, 100)).toStrictEqual([recent.id]);
+        expect(await store.agents.markStale(NOW + 10, NOW + 20, 100)).toStrictEqual([]);
+        expect(await store.agents.markStale(NOW + 11, NOW + 20, 100)).toStrictEqual([old.id]);
+      });
+
+      it('marks at most `limit` agents per call, oldest first', async () => {
+        const { store } = await fresh();
+        const agents = [];
+        for (let i = 0; i < 3; i++) agents.push(await activated(store, { createdAt: NOW - 100 + i }));
+        expect(await store.agents.markStale(NOW, NOW, 2)).toStrictEqual([agents[0]!.id, agents[1]!.id]);
+        expect(await store.agents.markStale(NOW, NOW, 2)).toStrictEqual([agents[2]!.id]);
+      });
+
+      it('replicas marking at once mark each agent once', async () => {
+        const db = await open();
+        onTestFinished(() => db.dispose());
+        const stores = [await db.open(), await db.open(), await db.open()];
+        const ids = new Set<string>();
+        for (let i = 0; i < 20; i++) ids.add((await activated(stores[0]!, { createdAt: NOW - 100 })).id);
+        const marked = (await Promise.all(stores.flatMap((s) => [s.agents.markStale(NOW, NOW, 7), s.agents.markStale(NOW, NOW, 7)]))).flat();
+        const again = await stores[0]!.agents.markStale(NOW, NOW, 100);
+        expect(new Set([...marked, ...again])).toStrictEqual(ids);
+        expect(marked.length + again.length).toBe(20);
+        const entries = (await stores[0]!.audit.list({ limit: 1000 })).items.filter((e) => e.action === 'agent.stale');
+        expect(entries.length).toBe(20);
+      });
+    });
+
     describe('attestations', () => {
+      it('a record with a quarantine quarantines the agent and revokes its credentials in the same transaction', async () => {
+        const { store } = await fresh();
+        const agent = await activated(store);
+        const first = attestation(agent.id);
+        await store.attestations.record(first);
+        const refused = { ...attestation(agent.id, { status: 'contraindicated', at: NOW + 100 }), credentials: [], quarantine: audit('agent.quarantine', agent.id) };
+        await store.attestations.record(refused);
+        expect((await store.agents.get(agent.id))?.status).toBe('quarantined');
+        expect(await store.attestations.revokedCertificates(NOW + 200)).toStrictEqual([{ serial: first.credentials[0]!.id, revokedAt: NOW + 100 }]);
+        expect(await store.attestations.verdict(refused.verdict.id)).toStrictEqual(refused.verdict);
+        expect((await store.audit.head())?.action).toBe('agent.quarantine');
+      });
+
       it('records verdict, credentials, clock, evidence, IMA progress and audit entries together', async () => {
         const { db, store } = await fresh(ticking(NOW));
         const agent = await activated(store);
@@ -392,6 +456,7 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
           lastEvidence: rec.evidence,
           lastVerdictId: rec.verdict.id,
           lastAttestedAt: rec.verdict.at,
+          lastAffirmedAt: rec.verdict.at,
         });
         const credentials = await store.attestations.credentialsOf(agent.id, { limit: 10 });
         expect(credentials).toStrictEqual({ items: [...rec.credentials].reverse(), next: null });
@@ -632,8 +697,8 @@ function newAgent(overrides: Partial<NewAgent> = {}): NewAgent {
   return { id: randomHex(32), ekPublic: bytesOf(314), akPublic: bytesOf(90), ekCertificate: bytesOf(900), labels: {}, createdAt: NOW, ...overrides };
 }
 
-async function activated(store: Store): Promise<Agent> {
-  const a = newAgent();
+async function activated(store: Store, overrides: Parameters<typeof newAgent>[0] = {}): Promise<Agent> {
+  const a = newAgent(overrides);
   return store.agents.activate(a, audit('agent.activate', a.id));
 }
 

@@ -142,6 +142,11 @@ export interface Appraisal extends Verdict {
   readonly clock: ClockInfo;
   /** The attested key; null when its evidence failed or the baseline refuses it. */
   readonly key: AttestedKey | null;
+  /**
+   * Contraindicated for the host's own state (quote, PCRs, logs, clock), not only because the
+   * key to certify was refused: what quarantines an agent (a wrong key is the request's fault).
+   */
+  readonly hostFailed: boolean;
   /** The verified PCR values for capture; null when the supplied values are not the signed ones or the clock went back. */
   readonly evidence: CapturedEvidence | null;
   /** IMA progress to store, when it moved. */
@@ -169,6 +174,7 @@ export function appraise(input: AppraisalInput): Appraisal {
   const kind = input.evidence.key.kind;
   return {
     ...verdictOf(main),
+    hostFailed: main.hostFailed,
     claims: {
       pcrDigest: hex(checks.quote.pcrDigest),
       evidenceHash: hex(evidenceHash(input.evidence)),
@@ -188,6 +194,8 @@ export function appraise(input: AppraisalInput): Appraisal {
 interface Findings {
   readonly failures: Reason[];
   readonly warnings: Reason[];
+  /** Some failure is about the host (its quote, PCRs, logs, clock), not only about the key credentials would bind. */
+  readonly hostFailed: boolean;
   /** The key's SPKI when its evidence passed and the baseline allows it. */
   readonly spki?: Uint8Array;
   readonly eventlog?: EventlogAppraisal;
@@ -266,7 +274,7 @@ function createEvidenceChecks(input: AppraisalInput, allowSha1: boolean) {
     }
     failures.push(...keyFailures);
     const spki = keyFailures.length === 0 ? keyCheck.spki : undefined;
-    if (!doc) return { failures, warnings, ...(spki && { spki }) };
+    if (!doc) return { failures, warnings, hostFailed: failures.length > keyFailures.length, ...(spki && { spki }) };
 
     failures.push(...unsignedPcrs(doc, quote));
     if (signedHex) failures.push(...disallowedPcrValues(doc, signedHex));
@@ -293,7 +301,8 @@ function createEvidenceChecks(input: AppraisalInput, allowSha1: boolean) {
       ima = appraiseIma({ log: { format: detectImaFormat(bytes), bytes }, quoted: pcrs, rules: imaRules, ...(imaResume && { state: imaResume }) });
       failures.push(...ima.reasons.map(imaReason));
     }
-    return { failures, warnings, ...(spki && { spki }), ...(eventlog && { eventlog }), ...(ima && { ima }) };
+    const hostFailed = failures.length > keyFailures.length;
+    return { failures, warnings, hostFailed, ...(spki && { spki }), ...(eventlog && { eventlog }), ...(ima && { ima }) };
   };
 
   const rolledBack = clock !== attest.clockInfo;

@@ -46,6 +46,10 @@ export const ConfigSchema = z.strictObject({
       jwtTtlSeconds: seconds(86400).default(300),
       /** Accept legacy SHA-1 AKs and signatures (old fleets only). */
       allowSha1: z.boolean().default(false),
+      /** Quarantine an agent whose authentic evidence an enforced baseline refuses (SERVICE.md). */
+      quarantineOnFailure: z.boolean().default(true),
+      /** How often the freshness watchdog looks for agents without credentials issued within freshnessSeconds. */
+      watchdogSeconds: seconds(3600).default(30),
     })
     .prefault({}),
   ca: z.strictObject({ lifetimeDays: z.number().int().positive().max(36500).default(1825) }).prefault({}),

@@ -7,6 +7,7 @@ export interface Metrics {
   readonly enrollments: Counter<'result'>;
   readonly attestations: Counter<'result'>;
   readonly credentials: Counter<'kind'>;
+  readonly staleAgents: Counter;
 }
 
 export function createMetrics(): Metrics {
@@ -37,6 +38,11 @@ export function createMetrics(): Metrics {
       name: 'attestor_credentials_issued_total',
       help: 'Credentials issued by kind',
       labelNames: ['kind'],
+      registers: [registry],
+    }),
+    staleAgents: new Counter({
+      name: 'attestor_agents_stale_total',
+      help: 'Agents the freshness watchdog marked stale',
       registers: [registry],
     }),
   };

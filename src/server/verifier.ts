@@ -15,6 +15,7 @@ import { createAttestationFlow } from './flows/attestation.js';
 import { createBaselineSelection } from './flows/baseline-selection.js';
 import { createEnrollmentFlow } from './flows/enrollment.js';
 import { createIntrospection } from './flows/introspection.js';
+import { createFreshnessWatchdog } from './freshness-watchdog.js';
 import { listenHttps } from './https.js';
 import { loadCredentialAuthority, selfIssuedTls } from './issuing-keys.js';
 import { createMetrics } from './metrics.js';
@@ -99,6 +100,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
       trustDomain: config.trustDomain,
       ttl: config.attestation,
       allowSha1: config.attestation.allowSha1,
+      quarantineOnFailure: config.attestation.quarantineOnFailure,
       now,
       refusal: (code, message, verdict) => new ProblemError(code, message, { verdict }),
       metrics,
@@ -133,6 +135,8 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     }, PURGE_INTERVAL_MS);
     purge.unref();
     cleanup.push(async () => clearInterval(purge));
+    const watchdog = createFreshnessWatchdog({ store, freshnessSeconds: config.attestation.freshnessSeconds, now, metrics, logger });
+    cleanup.push(watchdog.start(config.attestation.watchdogSeconds * 1000));
 
     logger.info({ url: publicUrl, caFingerprint: authority.caFingerprint, database: store.dialect }, 'verifier listening');
     return {

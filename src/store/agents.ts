@@ -3,10 +3,10 @@ import { AttestorError } from '../errors.js';
 import { appendAudit } from './audit.js';
 import { bytes, bytesOrNull, int, intOrNull, json, jsonOrNull, jsonParam, text, textOrNull } from './columns.js';
 import { pageLimit, toPage } from './page.js';
-import { changes, row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
+import { changes, row, rows, statements, type Body, type Clock, type Database, type Row } from './sql.js';
 import type { Agent, AgentStatus, AgentStore, AuditInput, StoredClock } from './store.js';
 
-const COLUMNS = 'id, ek_public, ak_public, ek_certificate, labels, status, created_at, last_clock, last_evidence, last_verdict_id, last_attested_at';
+const COLUMNS = 'id, ek_public, ak_public, ek_certificate, labels, status, created_at, last_clock, last_evidence, last_verdict_id, last_attested_at, last_affirmed_at, stale_at';
 
 const SQL = statements('agents', {
   // No conflict target: a taken id and an EK enrolled under another id both leave the row out.
@@ -16,6 +16,13 @@ const SQL = statements('agents', {
   setStatus: `UPDATE agents SET status = $2 WHERE id = $1 RETURNING ${COLUMNS}`,
   // A quarantined or revoked agent's unexpired credentials go on the CRL and introspect inactive.
   revokeCredentials: `UPDATE credentials SET revoked = TRUE, revoked_at = $2 WHERE agent_id = $1 AND revoked = FALSE AND expires_at > $2`,
+  // The outer conditions are checked again on each row once it is locked: on PostgreSQL a
+  // replica marking at the same time, or an attestation that just made the agent fresh,
+  // makes this statement skip the row instead of marking it twice or wrongly.
+  markStale: `UPDATE agents SET stale_at = $2 WHERE id IN (
+      SELECT id FROM agents WHERE status = 'active' AND stale_at IS NULL AND COALESCE(last_affirmed_at, created_at) < $1
+      ORDER BY COALESCE(last_affirmed_at, created_at) LIMIT $3)
+    AND status = 'active' AND stale_at IS NULL AND COALESCE(last_affirmed_at, created_at) < $1 RETURNING id`,
   get: `SELECT ${COLUMNS} FROM agents WHERE id = $1`,
   list: `SELECT ${COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2`,
   count: 'SELECT COUNT(*) AS n FROM agents',
@@ -54,16 +61,35 @@ function* setStatus(id: string, status: AgentStatus, now: number, audit: AuditIn
   const from = text(existing.status) as AgentStatus;
   if (from === status) return toAgent(existing);
   if (!TRANSITIONS[from].includes(status)) throw new AttestorError('ERR_AGENT_NOT_ACTIVE', `the agent is ${from}: it cannot become ${status}`);
+  const updated = yield* changeStatus(id, status, now);
+  yield* appendAudit([audit], clock);
+  return toAgent(updated);
+}
+
+/**
+ * Sets the status of the locked agent `id`, inside the caller's transaction; quarantining or
+ * revoking also revokes its unexpired credentials.
+ */
+export function* changeStatus(id: string, status: AgentStatus, now: number): Body<Row> {
   const updated = yield* row(SQL.setStatus, [id, status]);
   if (status !== 'active') yield* changes(SQL.revokeCredentials, [id, now]);
-  yield* appendAudit([audit], clock);
-  return toAgent(updated!);
+  return updated!;
+}
+
+function* markStale(cutoff: number, now: number, limit: number, clock: Clock): Body<readonly string[]> {
+  const marked = (yield* rows(SQL.markStale, [cutoff, now, limit])).map((r) => text(r.id));
+  yield* appendAudit(
+    marked.map((id) => ({ actor: 'system', action: 'agent.stale', subject: id, details: { since: new Date(cutoff).toISOString() } })),
+    clock,
+  );
+  return marked;
 }
 
 export function createAgentStore(db: Database, clock: Clock): AgentStore {
   return {
     activate: (agent, audit) => db.transaction('agents.activate', activate(agent, audit, clock)),
     setStatus: (id, status, now, audit) => db.transaction('agents.setStatus', setStatus(id, status, now, audit, clock)),
+    markStale: (cutoff, now, limit) => db.transaction('agents.markStale', markStale(cutoff, now, limit, clock)),
     async get(id) {
       const found = await db.row(SQL.get, [id]);
       return found ? toAgent(found) : null;
@@ -92,5 +118,7 @@ function toAgent(r: Row): Agent {
     lastEvidence: jsonOrNull(r.last_evidence),
     lastVerdictId: textOrNull(r.last_verdict_id),
     lastAttestedAt: intOrNull(r.last_attested_at),
+    lastAffirmedAt: intOrNull(r.last_affirmed_at),
+    staleAt: intOrNull(r.stale_at),
   };
 }

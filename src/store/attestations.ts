@@ -1,4 +1,5 @@
 import { AttestorError } from '../errors.js';
+import { changeStatus } from './agents.js';
 import { appendAudit } from './audit.js';
 import { bool, int, intOrNull, json, jsonOrNull, jsonParam, text, textOrNull } from './columns.js';
 import { pageLimit, toPage } from './page.js';
@@ -13,10 +14,13 @@ const SQL = statements('attestations', {
   // committed first is seen here, and one revoked later waits for this commit. A null clock or
   // evidence (the quote did not verify) keeps the last authentic one: erasing the clock would
   // switch off the rollback check of the next quote.
+  // Credentials issued ($6) make the agent fresh: the freshness watchdog measures from here.
   updateAgent: `UPDATE agents SET last_clock = COALESCE($2, last_clock), last_evidence = COALESCE($3, last_evidence),
-    last_verdict_id = $4, last_attested_at = $5 WHERE id = $1 AND status = 'active' RETURNING id`,
+    last_verdict_id = $4, last_attested_at = $5,
+    last_affirmed_at = CASE WHEN $6 THEN $5 ELSE last_affirmed_at END, stale_at = CASE WHEN $6 THEN NULL ELSE stale_at END
+    WHERE id = $1 AND status = 'active' RETURNING id`,
   agentStatus: 'SELECT status FROM agents WHERE id = $1',
-  lastClock: { forUpdate: 'SELECT last_clock FROM agents WHERE id = $1' },
+  lastClock: { forUpdate: 'SELECT last_clock, stale_at FROM agents WHERE id = $1' },
   insertVerdict: `INSERT INTO verdicts (${VERDICT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
   insertCredential: `INSERT INTO credentials (${CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
   saveIma: `INSERT INTO ima_progress (agent_id, reset_count, state) VALUES ($1, $2, $3)
@@ -38,7 +42,8 @@ function* record(r: AttestationRecord, clock: Clock): Body<void> {
   const stored = yield* row(SQL.lastClock, [v.agentId]);
   const last = stored ? jsonOrNull<StoredClock>(stored.last_clock) : null;
   const newClock = r.clock && (!last || !isBefore(r.clock, last)) ? r.clock : null;
-  const updated = yield* row(SQL.updateAgent, [v.agentId, newClock && jsonParam(newClock), r.evidence === null ? null : jsonParam(r.evidence), v.id, v.at]);
+  const issued = r.credentials.length > 0;
+  const updated = yield* row(SQL.updateAgent, [v.agentId, newClock && jsonParam(newClock), r.evidence === null ? null : jsonParam(r.evidence), v.id, v.at, issued]);
   if (!updated) {
     const agent = yield* row(SQL.agentStatus, [v.agentId]);
     if (!agent) throw new AttestorError('ERR_AGENT_NOT_FOUND', `no agent ${v.agentId}`);
@@ -49,7 +54,16 @@ function* record(r: AttestationRecord, clock: Clock): Body<void> {
     yield* changes(SQL.insertCredential, [c.id, c.kind, c.agentId, c.verdictId, c.issuedAt, c.expiresAt, c.certificateSha256, c.revoked]);
   }
   if (r.ima) yield* changes(SQL.saveIma, [r.ima.agentId, r.ima.resetCount, jsonParam(r.ima.state)]);
-  yield* appendAudit(r.audit, clock);
+  const audit = [...r.audit];
+  const staleAt = stored ? intOrNull(stored.stale_at) : null;
+  if (issued && staleAt !== null) {
+    audit.push({ actor: 'system', action: 'agent.fresh', subject: v.agentId, details: { staleSince: new Date(staleAt).toISOString() } });
+  }
+  if (r.quarantine) {
+    yield* changeStatus(v.agentId, 'quarantined', v.at);
+    audit.push(r.quarantine);
+  }
+  yield* appendAudit(audit, clock);
 }
 
 /**

@@ -172,6 +172,16 @@ export const MIGRATIONS: readonly Migration[] = [
       'CREATE INDEX credentials_revoked ON credentials (revoked, expires_at)',
     ],
   },
+  {
+    version: 3,
+    description: 'freshness of agents: the last affirming attestation, and since when an agent is stale',
+    statements: (dialect) => [
+      `ALTER TABLE agents ADD COLUMN last_affirmed_at ${TYPES[dialect].int64}`,
+      `ALTER TABLE agents ADD COLUMN stale_at ${TYPES[dialect].int64}`,
+      // What the freshness watchdog looks for: active agents not yet stale, by their last affirmation.
+      "CREATE INDEX agents_freshness ON agents (COALESCE(last_affirmed_at, created_at)) WHERE status = 'active' AND stale_at IS NULL",
+    ],
+  },
 ];
 
 /** Created before anything else, and never changed: how a database tells its version. */

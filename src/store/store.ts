@@ -77,6 +77,10 @@ export interface Agent {
   readonly lastEvidence: Json | null;
   readonly lastVerdictId: string | null;
   readonly lastAttestedAt: number | null;
+  /** The last attestation that issued credentials (an affirming or warning verdict). */
+  readonly lastAffirmedAt: number | null;
+  /** Since when the freshness watchdog holds the agent stale (no credentials issued within the window); null: fresh. */
+  readonly staleAt: number | null;
 }
 
 export interface Challenge {
@@ -197,7 +201,10 @@ export interface AgentStore {
    * they select its baseline, so the host cannot relabel itself). Concurrent calls for one EK
    * create one agent.
    */
-  activate(agent: Omit<Agent, 'status' | 'lastClock' | 'lastEvidence' | 'lastVerdictId' | 'lastAttestedAt'>, audit: AuditInput): Promise<Agent>;
+  activate(
+    agent: Omit<Agent, 'status' | 'lastClock' | 'lastEvidence' | 'lastVerdictId' | 'lastAttestedAt' | 'lastAffirmedAt' | 'staleAt'>,
+    audit: AuditInput,
+  ): Promise<Agent>;
   /**
    * An operator's status change (audited): active -> quarantined | revoked, quarantined ->
    * active (release) | revoked; revoked is final (ERR_AGENT_NOT_ACTIVE). Quarantining or
@@ -205,6 +212,13 @@ export interface AgentStore {
    * status again changes nothing. Unknown id: ERR_AGENT_NOT_FOUND.
    */
   setStatus(id: string, status: AgentStatus, now: number, audit: AuditInput): Promise<Agent>;
+  /**
+   * The freshness watchdog: marks stale (audited `agent.stale`, actor system) at most `limit`
+   * active agents whose last affirming attestation (or activation, if none) is before
+   * `cutoff` and returns their ids. One statement decides, so replicas running it at once
+   * mark each agent once.
+   */
+  markStale(cutoff: number, now: number, limit: number): Promise<readonly string[]>;
   get(id: string): Promise<Agent | null>;
   list(page: PageRequest): Promise<Page<Agent>>;
   count(): Promise<number>;
@@ -244,12 +258,15 @@ export interface AttestationRecord {
   /** Saved when the IMA appraisal moved on; absent: left as it was. */
   readonly ima?: ImaProgress;
   readonly audit: readonly AuditInput[];
+  /** Present: the agent is quarantined in the same transaction (a failed appraisal), with this audit entry. */
+  readonly quarantine?: AuditInput;
 }
 
 export interface AttestationStore {
   /**
    * Commits an attestation. Refused with ERR_AGENT_NOT_ACTIVE when the agent is no longer
    * active at commit time (revoked meanwhile): nothing of it is stored, nothing is released.
+   * Credentials issued make a stale agent fresh again (audited `agent.fresh`).
    */
   record(record: AttestationRecord): Promise<void>;
   imaProgress(agentId: string): Promise<ImaProgress | null>;

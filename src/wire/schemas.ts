@@ -225,6 +225,10 @@ export const AgentBody = z.strictObject({
   labels: z.record(z.string(), z.string()),
   createdAt: TIME,
   lastAttestedAt: TIME.nullable(),
+  /** The last attestation that issued credentials. */
+  lastAffirmedAt: TIME.nullable(),
+  /** Set while the freshness watchdog holds the agent stale: its tokens introspect inactive. */
+  staleSince: TIME.nullable(),
   lastVerdict: VerdictBody.nullable(),
 });
 

@@ -17,9 +17,14 @@ function labelText(labels: Readonly<Record<string, string>>): string {
   return pairs.length > 0 ? pairs.join(',') : '-';
 }
 
+/** An active agent the watchdog holds stale shows as `active (stale)`. */
+function statusText(a: AgentBody): string {
+  return a.staleSince === null ? a.status : `${a.status} (stale)`;
+}
+
 function listTable(items: readonly AgentBody[]): string {
   return formatTable(
-    items.map((a) => [a.id, a.status, a.lastVerdict?.status ?? '-', a.lastAttestedAt ?? '-', labelText(a.labels)]),
+    items.map((a) => [a.id, statusText(a), a.lastVerdict?.status ?? '-', a.lastAttestedAt ?? '-', labelText(a.labels)]),
     ['ID', 'STATUS', 'VERDICT', 'LAST ATTESTED', 'LABELS'],
   );
 }
@@ -42,10 +47,12 @@ function detailText(a: AgentDetailBody): string {
   let text = formatTable([
     ['id', a.id],
     ['spiffe id', a.spiffeId],
-    ['status', a.status],
+    ['status', statusText(a)],
+    ['stale since', a.staleSince ?? '-'],
     ['labels', labelText(a.labels)],
     ['created', a.createdAt],
     ['last attested', a.lastAttestedAt ?? '-'],
+    ['last affirmed', a.lastAffirmedAt ?? '-'],
     ['verdict', verdict],
   ]);
   // One reason a line, indented under the verdict; the leading empty column is the indent.

@@ -37,6 +37,8 @@ export interface AttestationDeps {
     readonly jwtTtlSeconds: number;
   };
   readonly allowSha1: boolean;
+  /** Quarantine the agent when an enforced baseline refuses its authentic evidence. */
+  readonly quarantineOnFailure: boolean;
   readonly now: () => number;
   readonly metrics: Metrics;
   /** Builds the problem a refusal is answered with (src/server/app.ts ProblemError). */
@@ -172,7 +174,15 @@ export function createAttestationFlow(deps: AttestationDeps) {
       };
 
       if (appraisal.status === 'contraindicated' || !appraisal.key || !enforced) {
-        await deps.store.attestations.record({ ...base, credentials: [], audit });
+        const quarantine = enforced && appraisal.status === 'contraindicated' && appraisal.hostFailed && deps.quarantineOnFailure;
+        await deps.store.attestations.record({
+          ...base,
+          credentials: [],
+          audit,
+          ...(quarantine && {
+            quarantine: { actor: 'system', action: 'agent.quarantine', subject: agentId, details: { reason: 'contraindicated verdict', verdictId: verdict.id } },
+          }),
+        });
         deps.metrics.attestations.inc({ result: appraisal.status });
         const noBaseline = !enforced;
         throw deps.refusal(

@@ -4,7 +4,7 @@ import type { Store } from '../../store/store.js';
 /*
  * RFC 7662 token introspection for relying parties: a JWT-SVID is active while its signature
  * verifies under the verifier's JWT keys, it has not expired, its credential record is not
- * revoked and its agent is active. Anything else, unknown tokens included, is `{"active":
+ * revoked and its agent is active and not stale (src/server/freshness-watchdog.ts). Anything else, unknown tokens included, is `{"active":
  * false}` and nothing more (RFC 7662 §2.2: no reason is given).
  */
 
@@ -35,7 +35,7 @@ export function createIntrospection(deps: { store: Store; jwks: JSONWebKeySet; i
     const credential = await deps.store.attestations.credential(payload.jti);
     if (!credential || credential.kind !== 'jwt-svid' || credential.revoked || credential.expiresAt <= now) return INACTIVE;
     const agent = await deps.store.agents.get(credential.agentId);
-    if (!agent || agent.status !== 'active') return INACTIVE;
+    if (!agent || agent.status !== 'active' || agent.staleAt !== null) return INACTIVE;
     const cnf = payload.cnf as { 'x5t#S256'?: unknown } | undefined;
     return {
       active: true,

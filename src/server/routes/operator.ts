@@ -47,6 +47,8 @@ export function operatorRoutes(deps: { store: Store; trustDomain: string; now: (
     labels: { ...a.labels },
     createdAt: iso(a.createdAt),
     lastAttestedAt: a.lastAttestedAt === null ? null : iso(a.lastAttestedAt),
+    lastAffirmedAt: a.lastAffirmedAt === null ? null : iso(a.lastAffirmedAt),
+    staleSince: a.staleAt === null ? null : iso(a.staleAt),
     lastVerdict: a.lastVerdictId === null ? null : verdictView(await store.attestations.verdict(a.lastVerdictId)),
   });
   const setStatus = (status: 'enforced' | 'retired') =>
