@@ -5,33 +5,27 @@
  * PostgreSQL schema; the start-up failures an operator meets (wrong PIN, unreachable database,
  * a config file with a typo), each with its code and without the secret.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiError, createApiClient } from '../src/client/api-client.js';
+import { ApiError } from '../src/client/api-client.js';
 import { AgentBody, BaselineBody, pageOf } from '../src/wire/schemas.js';
+import { ADMIN_TOKEN, caPemOf, childEnv, createProcessHarness, lastLine, pinnedClient } from './helpers/processes.js';
 import { startSoftHsm, type SoftHsm } from './helpers/softhsm.js';
 import { createTestSchema, dropTestSchema, TEST_PG_URL } from './store-pg.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BIN = join(ROOT, 'dist', 'cli', 'attestor.js');
-
 let tmp: string;
-const children = new Set<ChildProcess>();
+const processes = createProcessHarness();
+const { start, run, serve } = processes;
 
 beforeAll(() => {
-  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: build first (npm run build)`);
   tmp = mkdtempSync(join(tmpdir(), 'attestor-serve-cli-'));
 });
 
 afterAll(() => {
-  // A test that failed half-way may leave its verifier running: end exactly those processes.
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  processes.killAll();
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -41,115 +35,6 @@ function freshDir(what: string): string {
   mkdirSync(dir);
   return dir;
 }
-
-/** The environment of a child: this one's without any ATTESTOR_* (so only what a test sets counts), plus `extra`. */
-function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ATTESTOR_')));
-  return { ...env, ...extra };
-}
-
-interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly out: string;
-  readonly err: string;
-}
-
-interface Started {
-  readonly child: ChildProcess;
-  out(): string;
-  err(): string;
-  readonly exited: Promise<Exit>;
-  /** Resolves with the first match of `re` in stdout; rejects if the process exits first. */
-  waitFor(re: RegExp): Promise<RegExpMatchArray>;
-}
-
-function start(args: readonly string[], env: NodeJS.ProcessEnv = childEnv()): Started {
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let out = '';
-  let err = '';
-  const waiters: Array<() => void> = [];
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-    waiters.forEach((w) => w());
-  });
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<Exit>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, out, err })));
-  return {
-    child,
-    out: () => out,
-    err: () => err,
-    exited,
-    waitFor: (re) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const m = re.exec(out);
-          if (m) resolve(m);
-        };
-        waiters.push(check);
-        check();
-        void exited.then((e) => reject(new Error(`exited (${e.code ?? e.signal}) before printing ${re}:\n${e.out}\n${e.err}`)));
-      }),
-  };
-}
-
-/** Runs the bin to its end. */
-function run(args: readonly string[], env?: NodeJS.ProcessEnv): Promise<Exit> {
-  return start(args, env).exited;
-}
-
-interface Serving extends Started {
-  readonly url: string;
-  readonly fingerprint: string;
-  /** SIGTERM, then the exit. */
-  stop(): Promise<Exit>;
-}
-
-/** `attestor serve` on a free port, once it printed its URL and fingerprint. */
-async function serve(args: readonly string[], env?: NodeJS.ProcessEnv): Promise<Serving> {
-  const s = start(['serve', '--listen', '127.0.0.1:0', '--log-level', 'warn', ...args], env);
-  const [, url, fingerprint] = await s.waitFor(/^Attestor verifier listening on (https:\/\/\S+) \((?:sqlite|postgres)\)\nRoot CA fingerprint: ([0-9a-f]{64})\n/m);
-  return {
-    ...s,
-    url: url!,
-    fingerprint: fingerprint!,
-    stop: () => {
-      s.child.kill('SIGTERM');
-      return s.exited;
-    },
-  };
-}
-
-/** The PEM at /v1/ca.pem, fetched before anything is trusted (the fingerprint check is what trusts it). */
-function caPemOf(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request(new URL('/v1/ca.pem', url), { rejectUnauthorized: false, agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`HTTP ${res.statusCode}`))));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-const sha256Hex = (der: Uint8Array) => createHash('sha256').update(der).digest('hex');
-
-/** Checks the served root is the one printed, and returns an API client pinned to it. */
-async function pinnedClient(s: Serving, token?: string) {
-  const caPem = await caPemOf(s.url);
-  expect(sha256Hex(new X509Certificate(caPem).raw)).toBe(s.fingerprint);
-  return createApiClient({ server: s.url, caPem, ...(token ? { token } : {}) });
-}
-
-/** The token `attestor token create` printed on its last line. */
-function lastLine(text: string): string {
-  const lines = text.trimEnd().split('\n');
-  return lines[lines.length - 1]!;
-}
-
-const ADMIN_TOKEN = /^First admin token \(shown once, store it safely\): ([A-Za-z0-9_-]{43})$/m;
 
 describe('software keys, SQLite', () => {
   let dataDir: string;
