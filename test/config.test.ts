@@ -162,7 +162,7 @@ describe('defaults', () => {
       trustDomain: 'attestor.internal',
       registeredEkHashes: [],
       serverNames: [],
-      attestation: { freshnessSeconds: 3600, nonceTtlSeconds: 60, enrollmentTtlSeconds: 300, x509TtlSeconds: 3600, jwtTtlSeconds: 300, allowSha1: false },
+      attestation: { freshnessSeconds: 3600, nonceTtlSeconds: 60, enrollmentTtlSeconds: 300, x509TtlSeconds: 3600, jwtTtlSeconds: 300, allowSha1: false, quarantineOnFailure: true, watchdogSeconds: 30 },
       ca: { lifetimeDays: 1825 },
       limits: {
         attestationBodyBytes: 12 * 1024 * 1024,
