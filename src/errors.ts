@@ -125,6 +125,8 @@ export type ErrorCode =
   | 'ERR_STORE_UNAVAILABLE'
   | 'ERR_STORE_CONFLICT'
   | 'ERR_STORE'
+  // The audit chain does not verify (src/audit)
+  | 'ERR_AUDIT_CHAIN'
   // Issuing keys and credentials (src/issuer)
   | 'ERR_KEYS_URI'
   | 'ERR_KEYS'

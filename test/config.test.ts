@@ -164,6 +164,7 @@ describe('defaults', () => {
       serverNames: [],
       attestation: { freshnessSeconds: 3600, nonceTtlSeconds: 60, enrollmentTtlSeconds: 300, x509TtlSeconds: 3600, jwtTtlSeconds: 300, allowSha1: false, quarantineOnFailure: true, watchdogSeconds: 30 },
       ca: { lifetimeDays: 1825 },
+      keyRotation: { activationDelaySeconds: 3600 },
       limits: {
         attestationBodyBytes: 12 * 1024 * 1024,
         bodyBytes: 256 * 1024,
@@ -175,6 +176,7 @@ describe('defaults', () => {
         connectionsPerAddress: 256,
         maxConnections: 10_000,
       },
+      audit: { checkpointEvery: 1000, checkpointSeconds: 300 },
       logLevel: 'info',
     });
     expect(c.database).toBeUndefined();

@@ -358,6 +358,8 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
       });
       const e = await refused(attest(agentA, body), 'ERR_ATTESTATION_REFUSED');
       expect(reasonCodes(e)).toContain('ERR_HSM_KEY_ATTRIBUTES');
+      // The token says the key can leave it: the baseline's policy refuses the key, not the host.
+      expect((await admin.call('GET', `/v1/agents/${agentA}`, AgentDetailBody)).status).toBe('active');
     } finally {
       await closeAgentKey(key);
     }

@@ -47,6 +47,33 @@ describe('file key manager', () => {
     }
   });
 
+  it('generates a rotation key in a file of its own and finds it again by its URI, in this directory only', async () => {
+    const dir = fresh();
+    const manager = await openFileKeyManager(dir);
+    const first = await manager.signer('x509-ca');
+    const next = await manager.generate('x509-ca');
+    expect(next.uri).toMatch(new RegExp(`^file:${join(dir, 'x509-ca')}\\.[0-9a-f]{16}\\.pem$`));
+    expect(statSync(next.uri.slice('file:'.length)).mode & 0o777).toBe(0o600);
+    expect(Buffer.from(next.spki).equals(Buffer.from(first.spki))).toBe(false);
+    expect(await manager.signer('x509-ca')).toBe(first);
+    expect(await manager.signerAt(next.uri)).toBe(next);
+    await manager.close();
+
+    const again = await openFileKeyManager(dir);
+    expect(Buffer.from((await again.signerAt(next.uri)).spki).equals(Buffer.from(next.spki))).toBe(true);
+    expect(Buffer.from((await again.signerAt(first.uri)).spki).equals(Buffer.from(first.spki))).toBe(true);
+    // Only key files of its own directory, by the names it gives them.
+    const elsewhere = fresh();
+    mkdirSync(elsewhere, { mode: 0o700 });
+    writeFileSync(join(elsewhere, 'jwt.pem'), readFileSync(next.uri.slice('file:'.length)), { mode: 0o600 });
+    await rejection(again.signerAt(`file:${join(elsewhere, 'jwt.pem')}`), 'ERR_KEYS');
+    await rejection(again.signerAt(`file:${join(dir, '..', 'jwt.pem')}`), 'ERR_KEYS');
+    await rejection(again.signerAt(`file:${join(dir, 'other.pem')}`), 'ERR_KEYS');
+    await rejection(again.signerAt(`file:${join(dir, 'jwt.0123456789abcdef.pem')}`), 'ERR_KEYS');
+    await rejection(again.signerAt('pkcs11:token=attestor;object=jwt'), 'ERR_KEYS');
+    await again.close();
+  });
+
   it('finds the same key again, and concurrent openings of an empty directory end with one key per role', async () => {
     const dir = fresh();
     const managers = await Promise.all([openFileKeyManager(dir), openFileKeyManager(dir), openFileKeyManager(dir)]);

@@ -140,6 +140,39 @@ describe('PKCS#11 key manager', () => {
     });
   });
 
+  it('generates a rotation key under a label of its own and finds it again by its URI, also after a restart', async () => {
+    const { lines, logger } = recordingLogger();
+    const manager = await openPkcs11KeyManager(uri, { logger });
+    let generated: { uri: string; spki: Uint8Array };
+    try {
+      const first = await manager.signer('jwt');
+      const next = await manager.generate('jwt');
+      expect(next.uri).toMatch(/^pkcs11:token=attestor;object=jwt\.[0-9a-f]{16}\?module-path=/);
+      expect(next.uri).not.toContain(hsm.userPin);
+      expect(Buffer.from(next.spki).equals(Buffer.from(first.spki))).toBe(false);
+      expect(lines.join('\n')).toContain('generated a non-extractable EC P-256 key in the token');
+      // The role's own label still names the first key alone.
+      expect(await manager.signer('jwt')).toBe(first);
+      expect(await manager.signerAt(first.uri)).toBe(first);
+      expect(await manager.signerAt(next.uri)).toBe(next);
+      const data = Buffer.from('signed by the rotated key');
+      expect(verify('sha256', data, { key: next.publicKey, dsaEncoding: 'ieee-p1363' }, await next.sign(data))).toBe(true);
+      generated = { uri: next.uri, spki: next.spki };
+    } finally {
+      await manager.close();
+    }
+    const reopened = await openPkcs11KeyManager(uri);
+    try {
+      expect(Buffer.from((await reopened.signerAt(generated.uri)).spki).equals(Buffer.from(generated.spki))).toBe(true);
+      // Another token's key, a label no rotation gives, a key that is not there: ERR_KEYS or not found.
+      await rejection(reopened.signerAt(generated.uri.replace('token=attestor', 'token=race-1')), 'ERR_KEYS');
+      await rejection(reopened.signerAt(formatPkcs11Uri(uri, 'some-other-object')), 'ERR_KEYS');
+      await rejection(reopened.signerAt(formatPkcs11Uri(uri, 'jwt.0123456789abcdef')), 'ERR_PKCS11_KEY_NOT_FOUND');
+    } finally {
+      await reopened.close();
+    }
+  });
+
   it('close() logs out and finalises: the signer stops, the token opens again', async () => {
     const manager = await openPkcs11KeyManager(uri);
     const signer = await manager.signer('audit');

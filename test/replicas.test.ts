@@ -4,7 +4,6 @@
  * used once when both receive it at once, a revocation made at one is honoured by the other
  * at once (challenge, introspection, CRL), and both append to one audit chain.
  */
-import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +17,7 @@ import { nextAuditEntry } from '../src/store/audit-chain.js';
 import { AgentDetailBody, AttestationResponse, BaselineBody, ChallengeResponse, TokenCreateResponse, type AttestationRequestInput } from '../src/wire/schemas.js';
 import { postForm, refused } from './helpers/api.js';
 import { runCli } from './helpers/cli.js';
+import { crlSerials } from './helpers/crl.js';
 import { ADMIN_TOKEN, caPemOf, childEnv, createProcessHarness, pinnedClient, type Serving } from './helpers/processes.js';
 import { startSoftHsm, type SoftHsm } from './helpers/softhsm.js';
 import { startSwtpm, type Swtpm } from './helpers/swtpm.js';
@@ -161,22 +161,3 @@ describe('two verifier processes on one PostgreSQL', { timeout: 120_000 }, () =>
     }
   });
 });
-
-/** The serials (lower-case hex, no leading zeros) a DER CRL lists, as OpenSSL reads them. */
-function crlSerials(der: Buffer): string[] {
-  const dir = mkdtempSync(join(tmpdir(), 'attestor-crl-'));
-  try {
-    const file = join(dir, 'crl.der');
-    writeFileSync(file, der);
-    const text = spawnSyncText('openssl', ['crl', '-inform', 'DER', '-in', file, '-noout', '-text']);
-    return [...text.matchAll(/Serial Number: ([0-9A-Fa-f]+)/g)].map((m) => m[1]!.toLowerCase().replace(/^0+/, ''));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function spawnSyncText(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
-  return r.stdout;
-}

@@ -356,15 +356,15 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         const rec = attestation(agent.id);
         await store.attestations.record(rec);
         const [x509, jwt] = rec.credentials;
-        expect(await store.attestations.revokedCertificates(NOW)).toStrictEqual([]);
+        expect(await store.attestations.revokedCertificates(NOW, CA_KID)).toStrictEqual([]);
         expect(await store.attestations.credential(x509!.id)).toStrictEqual(x509);
 
         const quarantined = await store.agents.setStatus(agent.id, 'quarantined', NOW + 10, audit('agent.quarantine', agent.id));
         expect(quarantined.status).toBe('quarantined');
-        expect(await store.attestations.revokedCertificates(NOW + 20)).toStrictEqual([{ serial: x509!.id, revokedAt: NOW + 10 }]);
+        expect(await store.attestations.revokedCertificates(NOW + 20, CA_KID)).toStrictEqual([{ serial: x509!.id, revokedAt: NOW + 10 }]);
         expect((await store.attestations.credential(jwt!.id))?.revoked).toBe(true);
         // Expired serials leave the CRL.
-        expect(await store.attestations.revokedCertificates(x509!.expiresAt)).toStrictEqual([]);
+        expect(await store.attestations.revokedCertificates(x509!.expiresAt, CA_KID)).toStrictEqual([]);
         await rejection(store.attestations.record(attestation(agent.id)), 'ERR_AGENT_NOT_ACTIVE');
 
         expect((await store.agents.setStatus(agent.id, 'active', NOW + 30, audit('agent.release', agent.id))).status).toBe('active');
@@ -434,12 +434,27 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         const agent = await activated(store);
         const first = attestation(agent.id);
         await store.attestations.record(first);
-        const refused = { ...attestation(agent.id, { status: 'contraindicated', at: NOW + 100 }), credentials: [], quarantine: audit('agent.quarantine', agent.id) };
+        const quarantine = { audit: audit('agent.quarantine', agent.id), challengedAt: first.verdict.at + 1 };
+        const refused = { ...attestation(agent.id, { status: 'contraindicated', at: NOW + 100 }), credentials: [], quarantine };
         await store.attestations.record(refused);
         expect((await store.agents.get(agent.id))?.status).toBe('quarantined');
-        expect(await store.attestations.revokedCertificates(NOW + 200)).toStrictEqual([{ serial: first.credentials[0]!.id, revokedAt: NOW + 100 }]);
+        expect(await store.attestations.revokedCertificates(NOW + 200, CA_KID)).toStrictEqual([{ serial: first.credentials[0]!.id, revokedAt: NOW + 100 }]);
         expect(await store.attestations.verdict(refused.verdict.id)).toStrictEqual(refused.verdict);
         expect((await store.audit.head())?.action).toBe('agent.quarantine');
+      });
+
+      it('a late answer to a challenge older than the last recorded attestation is stored but quarantines nothing', async () => {
+        const { store } = await fresh();
+        const agent = await activated(store);
+        const first = attestation(agent.id);
+        await store.attestations.record(first);
+        const quarantine = { audit: audit('agent.quarantine', agent.id), challengedAt: first.verdict.at - 1 };
+        const late = { ...attestation(agent.id, { status: 'contraindicated', at: NOW + 100 }), credentials: [], quarantine };
+        await store.attestations.record(late);
+        expect((await store.agents.get(agent.id))?.status).toBe('active');
+        expect((await store.agents.get(agent.id))?.lastVerdictId).toBe(late.verdict.id);
+        expect((await store.attestations.credential(first.credentials[0]!.id))?.revoked).toBe(false);
+        expect((await store.audit.list({ limit: 100 })).items.map((e) => e.action)).not.toContain('agent.quarantine');
       });
 
       it('records verdict, credentials, clock, evidence, IMA progress and audit entries together', async () => {
@@ -563,6 +578,102 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         expect(await store.keys.list('jwt')).toStrictEqual([got[0]]);
         await expectIntactChain(db, 1);
       });
+
+      it('prepare -> promote -> prune: one prepared, one active, old until its last credential expired; each change audited and sequenced', async () => {
+        const { db, store } = await fresh();
+        const first = await store.keys.insertIfNoActive(issuingKey('jwt', { kid: JWT_KID }), audit('key.create', 'jwt'));
+        const sequence = await store.keys.sequence();
+        const next = issuingKey('jwt', { state: 'prepared', createdAt: NOW + 10, activatedAt: null });
+        // Not the successor of a key that is not active: nothing prepared.
+        expect(await store.keys.prepare(next, next.kid, audit('key.prepare', 'jwt'))).toStrictEqual([first]);
+        expect(await store.keys.prepare(next, first.kid, audit('key.prepare', 'jwt'))).toStrictEqual([first, next]);
+        // One prepared key per name: a second prepare leaves the first.
+        expect(await store.keys.prepare(issuingKey('jwt', { state: 'prepared', activatedAt: null, createdAt: NOW + 11 }), first.kid, audit('key.prepare', 'jwt'))).toStrictEqual([first, next]);
+        expect(await store.keys.sequence()).toBe(sequence + 1);
+        // A credential the first key signed, valid until NOW + 3_600_001.
+        const agent = await activated(store);
+        await store.attestations.record(attestation(agent.id));
+
+        // Promotion expecting another active key changes nothing.
+        expect(await store.keys.promote('jwt', next.kid, NOW + 20, 'token:x')).toStrictEqual([first, next]);
+        const promoted = await store.keys.promote('jwt', first.kid, NOW + 20, 'token:x');
+        expect(promoted).toStrictEqual([
+          { ...first, state: 'old', retiredAt: NOW + 20 },
+          { ...next, state: 'active', activatedAt: NOW + 20 },
+        ]);
+        expect(await store.keys.sequence()).toBe(sequence + 2);
+        // Again with the old expectation: already done, nothing changes.
+        expect(await store.keys.promote('jwt', first.kid, NOW + 30, 'token:x')).toStrictEqual(promoted);
+        // Nothing prepared: nothing to promote.
+        expect(await store.keys.promote('jwt', next.kid, NOW + 30, 'token:x')).toStrictEqual(promoted);
+
+        // The old key signed a credential still valid: kept; and never one retired after `retiredBefore`.
+        expect(await store.keys.prune(NOW + 3_600_000, NOW + 21)).toStrictEqual([]);
+        expect(await store.keys.prune(NOW + 3_600_001, NOW + 20)).toStrictEqual([]);
+        expect(await store.keys.prune(NOW + 3_600_001, NOW + 21)).toStrictEqual([{ ...first, state: 'old', retiredAt: NOW + 20 }]);
+        expect(await store.keys.list('jwt')).toStrictEqual([promoted[1]]);
+        // The active key is never pruned, whatever it signed.
+        expect(await store.keys.prune(NOW + 10 ** 12, NOW + 10 ** 12)).toStrictEqual([]);
+        expect(await store.keys.sequence()).toBe(sequence + 3);
+        const ring = await store.keys.ring();
+        expect(ring.sequence).toBe(sequence + 3);
+        expect(ring.keys).toStrictEqual([promoted[1]]);
+
+        const actions = (await store.audit.list({ limit: 100 })).items.filter((e) => e.action.startsWith('key.'));
+        expect(actions.map((e) => [e.action, e.actor, e.details.kid ?? null])).toStrictEqual([
+          ['key.create', 'system', null],
+          ['key.prepare', 'system', null],
+          ['key.activate', 'token:x', next.kid],
+          ['key.retire', 'token:x', first.kid],
+          ['key.prune', 'system', first.kid],
+        ]);
+        await expectIntactChain(db, 8);
+      });
+
+      it('old audit keys are never pruned', async () => {
+        const { store } = await fresh();
+        const first = await store.keys.insertIfNoActive(issuingKey('audit'), audit('key.create', 'audit'));
+        await store.keys.prepare(issuingKey('audit', { state: 'prepared', activatedAt: null, createdAt: NOW + 1 }), first.kid, audit('key.prepare', 'audit'));
+        await store.keys.promote('audit', first.kid, NOW + 1, 'system');
+        expect(await store.keys.prune(NOW + 10 ** 12, NOW + 10 ** 12)).toStrictEqual([]);
+        expect((await store.keys.list('audit')).map((k) => k.state)).toStrictEqual(['old', 'active']);
+      });
+
+      it('of replicas preparing and promoting at once, one key is prepared and one rotation happens, audited once', async () => {
+        const { db, store } = await fresh();
+        const stores = [store, await db.open(), await db.open()];
+        const first = await store.keys.insertIfNoActive(issuingKey('x509-ca'), audit('key.create', 'x509-ca'));
+        const candidates = Array.from({ length: 9 }, (_, i) => issuingKey('x509-ca', { state: 'prepared', activatedAt: null, createdAt: NOW + 1 + i }));
+        const prepared = (await Promise.all(candidates.map((k, i) => stores[i % 3]!.keys.prepare(k, first.kid, audit('key.prepare', 'x509-ca'))))).map(
+          (keys) => keys.find((k) => k.state === 'prepared')!,
+        );
+        expect(new Set(prepared.map((k) => k.kid)).size).toBe(1);
+        const after = await Promise.all(Array.from({ length: 9 }, (_, i) => stores[i % 3]!.keys.promote('x509-ca', first.kid, NOW + 100, 'system')));
+        for (const keys of after) expect(keys.map((k) => [k.kid, k.state])).toStrictEqual([[first.kid, 'old'], [prepared[0]!.kid, 'active']]);
+        const entries = (await store.audit.list({ limit: 100 })).items;
+        expect(entries.filter((e) => e.action === 'key.prepare')).toHaveLength(1);
+        expect(entries.filter((e) => e.action === 'key.activate')).toHaveLength(1);
+        expect(entries.filter((e) => e.action === 'key.retire')).toHaveLength(1);
+        await expectIntactChain(db, 4);
+      });
+
+      it('a CRL number is more than the stored one: the first of replicas saving at once wins, the others get its CRL', async () => {
+        const { db, store } = await fresh();
+        const other = await db.open();
+        const crl = (number: number, tag: number) => ({ caKid: CA_KID, number, der: bytesOf(100 + tag), serialsSha256: randomHex(32), renewAt: NOW + tag });
+        expect(await store.keys.crl(CA_KID)).toBeNull();
+        const one = crl(1, 1);
+        const [a, b] = await Promise.all([store.keys.saveCrl(one, null), other.keys.saveCrl(crl(1, 2), null)]);
+        expect(a).toStrictEqual(b);
+        const second = await Promise.all([0, 1, 2, 3].map((i) => (i % 2 ? other : store).keys.saveCrl(crl(2, 10 + i), 1)));
+        expect(new Set(second.map((c) => Buffer.from(c.der).toString('hex'))).size).toBe(1);
+        expect((await store.keys.crl(CA_KID))?.number).toBe(2);
+        // Saving on top of a number that is no longer stored changes nothing.
+        expect(await store.keys.saveCrl(crl(2, 30), 1)).toStrictEqual(second[0]);
+        await rejection(store.keys.saveCrl(crl(2, 40), 2), 'ERR_STORE');
+        expect((await store.keys.saveCrl(crl(7, 50), 2)).number).toBe(7);
+        expect(await store.keys.crl('another-ca')).toBeNull();
+      });
     });
 
     describe('tokens', () => {
@@ -657,11 +768,60 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         const entries = await expectIntactChain(db, 40);
         expect(entries.map((e) => e.details.i).sort((a, b) => Number(a) - Number(b))).toStrictEqual(Array.from({ length: 40 }, (_, i) => i));
       });
+
+      it('reads the recorded head, ranges of entries, and the first entry past the head', async () => {
+        const { db, store } = await fresh();
+        expect(await store.audit.recordedHead()).toStrictEqual({ seq: 0, hash: '0'.repeat(64) });
+        for (let i = 0; i < 5; i++) await store.tokens.create(token('operator'), audit('token.create', `t${i}`));
+        const entries = await expectIntactChain(db, 5);
+        expect(await store.audit.recordedHead()).toStrictEqual({ seq: 5, hash: entries[4]!.hash });
+        expect(await store.audit.range(0, 5, 2)).toStrictEqual(entries.slice(0, 2));
+        expect(await store.audit.range(2, 4, 10)).toStrictEqual(entries.slice(2, 4));
+        await rejection(store.audit.range(0, 5, 0), 'ERR_INPUT');
+        expect(await store.audit.pastHead()).toBeNull();
+        // A row written around the chain's lock: the head does not know it.
+        await db.sql("INSERT INTO audit_entries (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (7, 1, 'x', 'y', 'z', '{}', 'p', 'h')");
+        expect(await store.audit.pastHead()).toMatchObject({ seq: 7, actor: 'x', prevHash: 'p', hash: 'h' });
+        expect(await store.audit.range(0, 5, 100)).toHaveLength(5);
+      });
+
+      it('checkpoints: one per seq, the first stored kept, listed by seq; storing one appends no entry', async () => {
+        const { store } = await fresh();
+        for (let i = 0; i < 3; i++) await store.tokens.create(token('operator'), audit('token.create', `t${i}`));
+        const head = await store.audit.recordedHead();
+        expect(await store.audit.lastCheckpoint()).toBeNull();
+        expect(await store.audit.checkpoints({ limit: 10 })).toStrictEqual({ items: [], next: null });
+        const second = { seq: 2, hash: randomHex(32), at: NOW, kid: randomHex(32), signature: bytesOf(64) };
+        expect(await store.audit.checkpoint(second)).toStrictEqual(second);
+        expect(await store.audit.checkpoint({ ...second, at: NOW + 1, kid: 'other', signature: bytesOf(64) })).toStrictEqual(second);
+        const third = { seq: 3, hash: head.hash, at: NOW + 2, kid: second.kid, signature: bytesOf(64) };
+        await store.audit.checkpoint(third);
+        expect(await store.audit.lastCheckpoint()).toStrictEqual(third);
+        const pages = await allPages((after) => store.audit.checkpoints({ limit: 1, ...(after ? { after } : {}) }));
+        expect(pages).toStrictEqual([[second], [third]]);
+        await rejection(store.audit.checkpoints({ limit: 1, after: 'x' }), 'ERR_INPUT');
+        expect(await store.audit.recordedHead()).toStrictEqual(head);
+      });
+
+      it('replicas checkpointing one seq at once store one checkpoint', async () => {
+        const { db, store } = await fresh();
+        const other = await db.open();
+        await store.tokens.create(token('operator'), audit('token.create', 't'));
+        const { seq, hash } = await store.audit.recordedHead();
+        const made = Array.from({ length: 12 }, (_, i) => ({ seq, hash, at: NOW + i, kid: `kid-${i}`, signature: bytesOf(64) }));
+        const stored = await Promise.all(made.map((c, i) => (i % 2 ? other : store).audit.checkpoint(c)));
+        expect(new Set(stored.map((c) => c.kid)).size).toBe(1);
+        expect(made).toContainEqual(stored[0]);
+        expect((await store.audit.checkpoints({ limit: 100 })).items).toStrictEqual([stored[0]]);
+      });
     });
   });
 }
 
 const NOW = 1_750_000_000_000;
+/** The kids of the keys the credentials of `attestation` are signed with. */
+const CA_KID = 'ca-kid-of-the-tests';
+const JWT_KID = 'jwt-kid-of-the-tests';
 
 function randomHex(bytes: number): string {
   return randomBytes(bytes).toString('hex');
@@ -731,6 +891,7 @@ function attestation(agentId: string, verdict: Partial<Verdict> = {}, ima: { res
     expiresAt: issuedAt + 3_600_000,
     certificateSha256: randomHex(32),
     revoked,
+    issuerKid: kind === 'x509-svid' ? CA_KID : JWT_KID,
   });
   return {
     verdict: v,
@@ -743,7 +904,19 @@ function attestation(agentId: string, verdict: Partial<Verdict> = {}, ima: { res
 }
 
 function issuingKey(name: IssuingKey['name'], overrides: Partial<IssuingKey> = {}): IssuingKey {
-  return { name, kid: randomHex(32), uri: `pkcs11:token=attestor;object=${name}`, state: 'active', publicKeySpki: bytesOf(91), certificate: null, createdAt: NOW, notAfter: null, ...overrides };
+  return {
+    name,
+    kid: randomHex(32),
+    uri: `pkcs11:token=attestor;object=${name}`,
+    state: 'active',
+    publicKeySpki: bytesOf(91),
+    certificate: null,
+    createdAt: NOW,
+    notAfter: null,
+    activatedAt: NOW,
+    retiredAt: null,
+    ...overrides,
+  };
 }
 
 function token(role: OperatorToken['role'], overrides: Partial<OperatorToken> = {}): OperatorToken {

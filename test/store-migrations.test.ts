@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MIGRATIONS } from '../src/store/migrations.js';
+import { MIGRATIONS, schemaMigrationsTable } from '../src/store/migrations.js';
 import { openPostgresStore } from '../src/store/postgres.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/store.js';
@@ -90,6 +90,34 @@ for (const [dialect, target] of [
       const e = await rejection(t.open(), 'ERR_STORE');
       expect(e.message).toContain(`version ${LATEST + 1}`);
       expect((await t.sql('SELECT version FROM schema_migrations')).length).toBe(MIGRATIONS.length + 1);
+    });
+
+    it('version 3 measures the freshness of agents already enrolled from their last credentials, not from their enrollment', async () => {
+      const t = await fresh();
+      // A database as version 2 left it: one agent enrolled 30 days ago, its last credentials 5 minutes old.
+      await t.sql(schemaMigrationsTable(dialect));
+      for (const m of MIGRATIONS.filter((x) => x.version <= 2)) {
+        for (const statement of m.statements(dialect)) await t.sql(statement);
+        await t.sql(`INSERT INTO schema_migrations (version, applied_at) VALUES (${m.version}, 0)`);
+      }
+      const now = Date.now();
+      const [enrolled, issued] = [now - 30 * 86_400_000, now - 300_000];
+      const bytes = (hex: string) => (dialect === 'sqlite' ? `X'${hex}'` : `'\\x${hex}'`);
+      await t.sql(`INSERT INTO agents (id, ek_public, ak_public, labels, status, created_at) VALUES ('old', ${bytes('01')}, ${bytes('02')}, '{}', 'active', ${enrolled})`);
+      await t.sql(`INSERT INTO agents (id, ek_public, ak_public, labels, status, created_at) VALUES ('never', ${bytes('03')}, ${bytes('04')}, '{}', 'active', ${enrolled})`);
+      await t.sql(`INSERT INTO verdicts (id, agent_id, at, status, reasons, claims) VALUES ('v', 'old', ${issued}, 'affirming', '[]', '{}')`);
+      for (const [id, at] of [['c1', issued - 3_600_000], ['c2', issued]] as const) {
+        await t.sql(`INSERT INTO credentials (id, kind, agent_id, verdict_id, issued_at, expires_at, certificate_sha256, revoked) VALUES ('${id}', 'jwt-svid', 'old', 'v', ${at}, ${at + 3_600_000}, 'x', FALSE)`);
+      }
+      const store = await t.open();
+      try {
+        expect((await store.agents.get('old'))?.lastAffirmedAt).toBe(issued);
+        expect((await store.agents.get('never'))?.lastAffirmedAt).toBeNull();
+        // Only the agent never given credentials is due (an hour's window).
+        expect(await store.agents.markStale(now - 3_600_000, now, 10)).toStrictEqual(['never']);
+      } finally {
+        await store.close();
+      }
     });
 
     it('replicas opening a new database at once migrate it once', async () => {

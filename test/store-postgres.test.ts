@@ -59,7 +59,7 @@ describe('PostgreSQL store: connection', () => {
       const client = await schemaClient(schema);
       try {
         const { rows } = await client.query<{ n: number }>('SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = $1', [schema]);
-        expect(rows[0]!.n).toBe(13);
+        expect(rows[0]!.n).toBe(16);
       } finally {
         await client.end();
       }

@@ -17,7 +17,7 @@ import { evidenceHash, type AttestationEvidence, type KeyEvidence } from './evid
 import type { HsmKeyReport } from './hsm-key-report.js';
 import { quoteQualifyingData } from './key-binding.js';
 import { checkQuoteProgress } from './quote-progress.js';
-import { boundedReasons, errorReason, imaReason, type Reason } from './reasons.js';
+import { boundedReasons, errorReason, imaReason, type Reason, type ReasonCode } from './reasons.js';
 import { verifyCertify } from './verify-certify.js';
 import { verifyHsmKey } from './verify-hsm-key.js';
 import { verifyQuote } from './verify-quote.js';
@@ -143,8 +143,9 @@ export interface Appraisal extends Verdict {
   /** The attested key; null when its evidence failed or the baseline refuses it. */
   readonly key: AttestedKey | null;
   /**
-   * Contraindicated for the host's own state (quote, PCRs, logs, clock), not only because the
-   * key to certify was refused: what quarantines an agent (a wrong key is the request's fault).
+   * Contraindicated for the host's own state or word (quote, PCRs, logs, clock, key evidence
+   * that does not verify), not only because the baseline's key policy refused an authentic key:
+   * what quarantines an agent (asking for an unsuitable key is the request's fault).
    */
   readonly hostFailed: boolean;
   /** The verified PCR values for capture; null when the supplied values are not the signed ones or the clock went back. */
@@ -153,6 +154,19 @@ export interface Appraisal extends Verdict {
   readonly ima?: ImaProgress;
   readonly staged: readonly StagedVerdict[];
 }
+
+/**
+ * Key refusals that are policy, not the host's word being false: an authentic statement of a
+ * key the baseline does not accept. Every other failure of the key evidence (a certification
+ * or report that does not verify, is not bound, or is malformed) is the host's act.
+ */
+const KEY_POLICY_CODES: ReadonlySet<ReasonCode> = new Set([
+  'KEY_RESIDENCE_NOT_ALLOWED',
+  'ERR_HSM_TOKEN_NOT_ALLOWED',
+  'ERR_CERTIFY_KEY_ATTRIBUTES',
+  'ERR_HSM_KEY_ATTRIBUTES',
+  'ERR_KEY_UNSUPPORTED',
+]);
 
 /** verifyQuote checks the supplied PCR values last: when these fail, the quote itself verified. */
 const UNSIGNED_VALUE_CODES: ReadonlySet<ErrorCode> = new Set(['ERR_QUOTE_PCR_MISSING', 'ERR_QUOTE_PCR_DIGEST_MISMATCH']);
@@ -194,7 +208,7 @@ export function appraise(input: AppraisalInput): Appraisal {
 interface Findings {
   readonly failures: Reason[];
   readonly warnings: Reason[];
-  /** Some failure is about the host (its quote, PCRs, logs, clock), not only about the key credentials would bind. */
+  /** Some failure is the host's (its quote, PCRs, logs, clock, or key evidence that is not true), not only a key policy refusal. */
   readonly hostFailed: boolean;
   /** The key's SPKI when its evidence passed and the baseline allows it. */
   readonly spki?: Uint8Array;
@@ -274,7 +288,8 @@ function createEvidenceChecks(input: AppraisalInput, allowSha1: boolean) {
     }
     failures.push(...keyFailures);
     const spki = keyFailures.length === 0 ? keyCheck.spki : undefined;
-    if (!doc) return { failures, warnings, hostFailed: failures.length > keyFailures.length, ...(spki && { spki }) };
+    const keyPolicyRefusals = keyFailures.filter((r) => KEY_POLICY_CODES.has(r.code)).length;
+    if (!doc) return { failures, warnings, hostFailed: failures.length > keyPolicyRefusals, ...(spki && { spki }) };
 
     failures.push(...unsignedPcrs(doc, quote));
     if (signedHex) failures.push(...disallowedPcrValues(doc, signedHex));
@@ -301,7 +316,7 @@ function createEvidenceChecks(input: AppraisalInput, allowSha1: boolean) {
       ima = appraiseIma({ log: { format: detectImaFormat(bytes), bytes }, quoted: pcrs, rules: imaRules, ...(imaResume && { state: imaResume }) });
       failures.push(...ima.reasons.map(imaReason));
     }
-    const hostFailed = failures.length > keyFailures.length;
+    const hostFailed = failures.length > keyPolicyRefusals;
     return { failures, warnings, hostFailed, ...(spki && { spki }), ...(eventlog && { eventlog }), ...(ima && { ima }) };
   };
 

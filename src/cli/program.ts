@@ -1,8 +1,10 @@
 import { Command } from 'commander';
 import { agentCommand } from './commands/agent.js';
+import { auditCommand } from './commands/audit.js';
 import { baselineCommand } from './commands/baseline.js';
 import { eventlogCommand } from './commands/eventlog.js';
 import { imaCommand } from './commands/ima.js';
+import { keysCommand } from './commands/keys.js';
 import { quoteCommand } from './commands/quote.js';
 import { serveCommand } from './commands/serve.js';
 import { tokenCommand } from './commands/token.js';
@@ -18,6 +20,8 @@ function attestorProgram(io: CliIo): Command {
   program.addCommand(imaCommand(io));
   program.addCommand(baselineCommand(io));
   program.addCommand(agentCommand(io));
+  program.addCommand(auditCommand(io));
+  program.addCommand(keysCommand(io));
   return program;
 }
 

@@ -52,7 +52,19 @@ export const ConfigSchema = z.strictObject({
       watchdogSeconds: seconds(3600).default(30),
     })
     .prefault({}),
-  ca: z.strictObject({ lifetimeDays: z.number().int().positive().max(36500).default(1825) }).prefault({}),
+  ca: z
+    .strictObject({
+      lifetimeDays: z.number().int().positive().max(36500).default(1825),
+      /** Prepare the next CA this many days before the active one expires; absent: when 1/6 of its lifetime is left. */
+      rotateBeforeDays: z.number().int().positive().max(36500).optional(),
+    })
+    .prefault({}),
+  keyRotation: z
+    .strictObject({
+      /** How long a prepared key is published (bundle, JWKS) before it signs: relying parties refetch meanwhile. */
+      activationDelaySeconds: z.number().int().nonnegative().max(30 * 86400).default(3600),
+    })
+    .prefault({}),
   limits: z
     .strictObject({
       /** Largest body of an attestation (event log and IMA list included). */
@@ -72,6 +84,14 @@ export const ConfigSchema = z.strictObject({
     })
     // Node's listener refuses to start otherwise: say so here, naming the key.
     .refine((l) => l.headersTimeoutMs <= l.requestTimeoutMs, { path: ['headersTimeoutMs'], message: 'must not exceed limits.requestTimeoutMs' })
+    .prefault({}),
+  audit: z
+    .strictObject({
+      /** Sign a checkpoint of the audit chain once this many entries were appended since the last one... */
+      checkpointEvery: z.number().int().positive().max(1_000_000).default(1000),
+      /** ...or this long after the last one, if the chain moved since (and at every clean shutdown). */
+      checkpointSeconds: seconds(86400).default(300),
+    })
     .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

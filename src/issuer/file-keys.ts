@@ -1,14 +1,15 @@
 import { constants as fsConstants } from 'node:fs';
 import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { AttestorError } from '../errors.js';
-import type { KeyManager, KeyRole, Signer } from './signer.js';
+import type { KeyManager, Signer } from './signer.js';
 
 /**
  * Software keys for development (`file:DIR`): `<DIR>/<role>.pem`, an unencrypted PKCS#8 EC
- * P-256 private key, generated on first use with mode 0600 in a 0700 directory. A key file
+ * P-256 private key, generated on first use with mode 0600 in a 0700 directory; a key
+ * generated for rotation is `<DIR>/<role>.<random>.pem`. A key file
  * that group or others may read, or a key directory they may write, is refused: such a key
  * may already be someone else's. The manager says `software: true`; the caller warns.
  */
@@ -19,26 +20,51 @@ export interface FileKeyManagerOptions {
 
 export async function openFileKeyManager(dir: string, opts: FileKeyManagerOptions = {}): Promise<KeyManager> {
   await keyDirectory(dir);
-  const signers = new Map<KeyRole, Promise<Signer>>();
+  const signers = new Map<string, Promise<Signer>>();
   let closed = false;
+  /** The Signer of the key file `name` in the directory, loaded once (`make` finds or creates the key). */
+  const cached = (name: string, make: (path: string) => Promise<{ path: string; privateKey: KeyObject }>): Promise<Signer> => {
+    if (closed) return Promise.reject(new AttestorError('ERR_KEYS', 'the key manager is closed'));
+    let signer = signers.get(name);
+    if (!signer) {
+      signer = make(join(dir, name)).then(fileSigner);
+      // A failure is not cached: the operator may fix the file and ask again.
+      signer.catch(() => signers.delete(name));
+      signers.set(name, signer);
+    }
+    return signer;
+  };
   return {
     software: true,
-    signer(role) {
-      if (closed) return Promise.reject(new AttestorError('ERR_KEYS', 'the key manager is closed'));
-      let signer = signers.get(role);
-      if (!signer) {
-        signer = loadOrGenerate(join(dir, `${role}.pem`), opts).then(fileSigner);
-        // A failure is not cached: the operator may fix the file and ask again.
-        signer.catch(() => signers.delete(role));
-        signers.set(role, signer);
+    signer: (role) => cached(`${role}.pem`, (path) => loadOrGenerate(path, opts)),
+    async generate(role) {
+      // A fresh name per key: rotation never overwrites a key file.
+      const name = `${role}.${randomBytes(8).toString('hex')}.pem`;
+      const privateKey = await generate(join(dir, name));
+      if (!privateKey) throw new AttestorError('ERR_KEYS', `${join(dir, name)} exists already`);
+      opts.logger?.info({ key: `file:${join(dir, name)}` }, 'generated a software key');
+      return cached(name, async (path) => ({ path, privateKey }));
+    },
+    signerAt(uri) {
+      const path = uri.startsWith('file:') ? uri.slice('file:'.length) : undefined;
+      // Only key files of this directory, by the names this manager gives them.
+      if (path === undefined || dirname(resolve(path)) !== resolve(dir) || !KEY_FILE.test(basename(path))) {
+        return Promise.reject(new AttestorError('ERR_KEYS', `${uri} is not a key file of ${dir}: wrong key directory?`));
       }
-      return signer;
+      return cached(basename(path), async (p) => {
+        const privateKey = await load(p);
+        if (!privateKey) throw new AttestorError('ERR_KEYS', `${p} is missing: wrong key directory?`);
+        return { path: p, privateKey };
+      });
     },
     async close() {
       closed = true;
     },
   };
 }
+
+/** `<role>.pem` (the first key of a role) or `<role>.<16 hex digits>.pem` (a rotated one). */
+const KEY_FILE = /^(x509-ca|jwt|audit)(\.[0-9a-f]{16})?\.pem$/;
 
 async function keyDirectory(dir: string): Promise<void> {
   try {

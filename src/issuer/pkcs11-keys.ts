@@ -5,13 +5,15 @@ import type { Logger } from 'pino';
 import { AttestorError, PolicyError } from '../errors.js';
 import { ecP256KeyPairTemplates, readEcP256PublicKey } from '../pkcs11/ec-key.js';
 import { Pkcs11Error, Pkcs11Session, attributeValues, findObjects, readUlong, type Pkcs11Handle } from '../pkcs11/module.js';
-import { formatPkcs11Uri, readPkcs11Pin, type Pkcs11Uri } from '../pkcs11/uri.js';
+import { formatPkcs11Uri, parsePkcs11Uri, readPkcs11Pin, type Pkcs11Uri } from '../pkcs11/uri.js';
 import type { KeyManager, KeyRole, Signer } from './signer.js';
 
 /**
  * The verifier's issuing keys in a PKCS#11 token (SERVICE.md "Keys"): each found by its
  * CKA_LABEL, the role name (`x509-ca`, `jwt`, `audit`), or generated there when absent as a
- * non-extractable EC P-256 pair. All three are resolved when the manager opens. Signing goes
+ * non-extractable EC P-256 pair. All three are resolved when the manager opens. A key
+ * generated later for rotation is labelled `<role>.<random hex>` with a random CKA_ID, and is
+ * found again by that label (the `object` of its URI in the keys table). Signing goes
  * through pkcs11js directly on a small pool of sessions sharing one login: SHA-256 in Node,
  * then C_SignInit(CKM_ECDSA) + C_Sign on the digest, the C_Sign on a libuv worker thread so
  * the event loop keeps serving.
@@ -46,6 +48,8 @@ const SETTLE_MIN_MS = 250;
 const SETTLE_FACTOR = 4;
 const ECDSA = { mechanism: pkcs11js.CKM_ECDSA };
 const P256_SIGNATURE_BYTES = 64;
+/** A role's first key is labelled with the role; a key generated for rotation adds a random suffix. */
+const KEY_LABEL = /^(x509-ca|jwt|audit)(\.[0-9a-f]{16})?$/;
 
 /** A private key on the token and its CKA_ID. */
 interface Candidate {
@@ -96,12 +100,49 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
       }
       signers.set(role, await pooledSigner(uri, role, winner, sessions));
     }
+    // Keys generated for rotation, and those found again by their URI, by label.
+    const others = new Map<string, Promise<Signer>>();
+    const open = () => {
+      if (closing) throw new AttestorError('ERR_KEYS', 'the key manager is closed');
+    };
     return {
       software: false,
       async signer(role) {
-        if (closing) throw new AttestorError('ERR_KEYS', 'the key manager is closed');
+        open();
         const signer = signers.get(role);
         if (!signer) throw new AttestorError('ERR_KEYS', `no issuing key has the role ${JSON.stringify(role)}`);
+        return signer;
+      },
+      async generate(role) {
+        open();
+        // A label of its own: the role's label keeps naming the role's first key alone.
+        const label = `${role}.${randomBytes(8).toString('hex')}`;
+        const id = await generate(sessions[0]!, label);
+        opts.logger?.info({ key: label }, 'generated a non-extractable EC P-256 key in the token');
+        const signer = pooledSigner(uri, label, { handle: (await keysLabelled(sessions[0]!, label)).find((c) => c.id.equals(id))!.handle, id }, sessions);
+        others.set(label, signer);
+        return signer;
+      },
+      async signerAt(keyUri) {
+        open();
+        const wanted = parsePkcs11Uri(keyUri, 'key URI');
+        const label = wanted.object;
+        if (wanted.token !== uri.token || label === undefined || !KEY_LABEL.test(label)) {
+          throw new AttestorError('ERR_KEYS', `${keyUri} is not a key of the token ${JSON.stringify(uri.token)}: wrong token?`);
+        }
+        const role = signers.get(label as KeyRole);
+        if (role) return role;
+        let signer = others.get(label);
+        if (!signer) {
+          signer = keysLabelled(sessions[0]!, label).then(([key, ...more]) => {
+            if (!key) throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `the token has no key labelled ${JSON.stringify(label)}: wrong token?`);
+            if (more.length > 0) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${more.length + 1} keys are labelled ${JSON.stringify(label)}`);
+            return pooledSigner(uri, label, key, sessions);
+          });
+          // Not cached when it failed: another replica's new key may show up later.
+          signer.catch(() => others.delete(label));
+          others.set(label, signer);
+        }
         return signer;
       },
       close() {
@@ -137,15 +178,15 @@ async function closeAll(sessions: readonly Pkcs11Session[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
-/** A Signer over `key`: each signature on the least busy session of the pool. */
-async function pooledSigner(uri: Pkcs11Uri, role: KeyRole, key: Candidate, sessions: readonly Pkcs11Session[]): Promise<Signer> {
-  const publicKeyObject = await findPublicKey(sessions[0]!, role, key);
+/** A Signer over `key` (labelled `label`): each signature on the least busy session of the pool. */
+async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, sessions: readonly Pkcs11Session[]): Promise<Signer> {
+  const publicKeyObject = await findPublicKey(sessions[0]!, label, key);
   const { publicKey, spki }: { publicKey: KeyObject; spki: Uint8Array } = await sessions[0]!.run('C_GetAttributeValue', (p11, s) =>
-    readEcP256PublicKey(p11, s, publicKeyObject, role),
+    readEcP256PublicKey(p11, s, publicKeyObject, label),
   );
   const inFlight = sessions.map(() => 0);
   return {
-    uri: formatPkcs11Uri(uri, role),
+    uri: formatPkcs11Uri(uri, label),
     publicKey,
     spki,
     software: false,
@@ -175,41 +216,46 @@ function listKeys(session: Pkcs11Session): Promise<Map<KeyRole, Candidate[]>> {
   return session.run('C_FindObjects', (p11, s) => new Map(ROLES.map((role) => [role, candidates(p11, s, role)])));
 }
 
-function candidates(p11: pkcs11js.PKCS11, s: Pkcs11Handle, role: KeyRole): Candidate[] {
+/** The EC private keys labelled `label`, smallest CKA_ID first. */
+function keysLabelled(session: Pkcs11Session, label: string): Promise<Candidate[]> {
+  return session.run('C_FindObjects', (p11, s) => candidates(p11, s, label));
+}
+
+function candidates(p11: pkcs11js.PKCS11, s: Pkcs11Handle, label: string): Candidate[] {
   const handles = findObjects(p11, s, [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-    { type: pkcs11js.CKA_LABEL, value: role },
+    { type: pkcs11js.CKA_LABEL, value: label },
   ]);
   return handles
     .map((handle) => {
       const [keyType, id] = attributeValues(p11, s, handle, [pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_ID]);
       if (readUlong(keyType!) !== pkcs11js.CKK_EC) {
-        throw new PolicyError('ERR_KEY_UNSUPPORTED', `key ${JSON.stringify(role)} is not an EC key`);
+        throw new PolicyError('ERR_KEY_UNSUPPORTED', `key ${JSON.stringify(label)} is not an EC key`);
       }
       return { handle, id: id! };
     })
     .sort((a, b) => Buffer.compare(a.id, b.id));
 }
 
-/** Generates the pair of `role` with a random CKA_ID; resolves with that id. */
-async function generate(session: Pkcs11Session, role: KeyRole): Promise<Buffer> {
+/** Generates a pair labelled `label` with a random CKA_ID; resolves with that id. */
+async function generate(session: Pkcs11Session, label: string): Promise<Buffer> {
   const id = randomBytes(16);
-  const templates = ecP256KeyPairTemplates(role, id);
+  const templates = ecP256KeyPairTemplates(label, id);
   await session.run('C_GenerateKeyPair', (p11, s) =>
     p11.C_GenerateKeyPairAsync(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, templates.publicKey, templates.privateKey),
   );
   return id;
 }
 
-async function findPublicKey(session: Pkcs11Session, role: KeyRole, key: Candidate): Promise<Pkcs11Handle> {
+async function findPublicKey(session: Pkcs11Session, label: string, key: Candidate): Promise<Pkcs11Handle> {
   const [publicKeyObject, ...others] = await session.find([
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
     { type: pkcs11js.CKA_ID, value: key.id },
   ]);
   if (!publicKeyObject) {
-    throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `key ${JSON.stringify(role)} has no public key object with its CKA_ID`);
+    throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `key ${JSON.stringify(label)} has no public key object with its CKA_ID`);
   }
-  if (others.length > 0) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${others.length + 1} public keys share the CKA_ID of ${JSON.stringify(role)}`);
+  if (others.length > 0) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${others.length + 1} public keys share the CKA_ID of ${JSON.stringify(label)}`);
   return publicKeyObject;
 }
 

@@ -19,9 +19,18 @@ export interface Signer {
 /** The verifier's three keys (SERVICE.md "Keys"). */
 export type KeyRole = 'x509-ca' | 'jwt' | 'audit';
 
-/** Where the keys live: found there, or generated (non-extractable in a token) on first start. */
+/**
+ * Where the keys live: each role's first key found there, or generated (non-extractable in a
+ * token) on first start; later keys of a role generated for rotation, and any of them found
+ * again by the URI its Signer reported (what the keys table records).
+ */
 export interface KeyManager {
   readonly software: boolean;
+  /** The role's first key (labelled or named after the role). */
   signer(role: KeyRole): Promise<Signer>;
+  /** A new key pair for `role`, beside the ones it has (key rotation). */
+  generate(role: KeyRole): Promise<Signer>;
+  /** The key whose Signer reported `uri`; ERR_KEYS when this manager holds no such key. */
+  signerAt(uri: string): Promise<Signer>;
   close(): Promise<void>;
 }

@@ -1,24 +1,27 @@
-import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { equalBytes } from '../bytes.js';
 import { AttestorError } from '../errors.js';
 import { createCaCertificate, createServerCertificate } from '../issuer/ca-certificate.js';
 import { createCrl } from '../issuer/crl.js';
-import { issuingCa, type IssuingCa } from '../issuer/issuing-ca.js';
-import { jwtJwks, kidOf, spiffeBundle } from '../issuer/jwks.js';
-import { createJwtSvidIssuer } from '../issuer/jwt-svid.js';
+import { issuingCa } from '../issuer/issuing-ca.js';
+import { jwtJwks, kidOf, spiffeBundle, type Jwks, type SpiffeBundle } from '../issuer/jwks.js';
+import { createJwtSvidIssuer, type JwtSvidIssuer } from '../issuer/jwt-svid.js';
 import type { KeyManager, KeyRole, Signer } from '../issuer/signer.js';
-import { createX509SvidIssuer } from '../issuer/x509-svid.js';
-import type { IssuingKey, Store } from '../store/store.js';
-import { pem } from './pem.js';
+import { createX509SvidIssuer, type X509SvidIssuer } from '../issuer/x509-svid.js';
+import type { IssuingKey, KeyRing as StoredKeyRing, Store } from '../store/store.js';
 import type { CredentialAuthority } from './credential-authority.js';
+import { pem } from './pem.js';
 
 /*
- * The verifier's keys at start: each of x509-ca, jwt and audit is found in (or generated into)
- * the key manager, and recorded in the keys table the first time. The CA certificate lives in
- * the table, so every replica and every restart serves the same root; a key manager whose key
- * is not the recorded one (another token, a wiped directory) is refused rather than silently
- * starting a new trust domain root.
+ * The verifier's keys as the keys table has them (SERVICE.md "Keys"). At first start each of
+ * x509-ca, jwt and audit is found in (or generated into) the key manager and recorded active.
+ * From then on the table is the truth, shared by every replica and restart: the ring reads it
+ * again whenever its sequence moved (a rotation by this or another replica), signs with the
+ * active key of each role, and publishes every key still in the table, prepared and old ones
+ * too, so relying parties know a key before it signs and until what it signed has expired.
+ * A key manager that does not hold a recorded key (another token, a wiped directory) is
+ * refused rather than silently starting a new trust domain root.
  */
 
 export interface IssuingKeysDeps {
@@ -31,107 +34,215 @@ export interface IssuingKeysDeps {
 }
 
 /** How often relying parties are told to refetch the bundle (SPIFFE bundle `spiffe_refresh_hint`). */
-const REFRESH_HINT_SECONDS = 300;
-
-export async function loadCredentialAuthority(deps: IssuingKeysDeps): Promise<CredentialAuthority & { readonly caSigner: Signer }> {
-  const caSigner = await deps.keys.signer('x509-ca');
-  const ca = await activeKey(deps, 'x509-ca', caSigner, async () => {
-    const now = deps.now();
-    return createCaCertificate({ signer: caSigner, trustDomain: deps.trustDomain, now: new Date(now), lifetimeSeconds: deps.caLifetimeDays * 86400 });
-  });
-  const jwtSigner = await deps.keys.signer('jwt');
-  const jwtKey = await activeKey(deps, 'jwt', jwtSigner);
-  const auditSigner = await deps.keys.signer('audit');
-  await activeKey(deps, 'audit', auditSigner);
-
-  const caCertificate = ca.certificate!;
-  const caPem = pem('CERTIFICATE', caCertificate);
-  const x509 = createX509SvidIssuer({ caCertificate, signer: caSigner, crlUrl: `${deps.publicUrl}/v1/crl` });
-  const jwt = createJwtSvidIssuer({ signer: jwtSigner, kid: jwtKey.kid, issuer: deps.publicUrl });
-  const jwtKeys = [{ publicKey: jwtSigner.publicKey, kid: jwtKey.kid }];
-  const crl = crlCache(issuingCa(caCertificate, caSigner), deps.store);
-  return {
-    caSigner,
-    caCertificate,
-    bundlePem: caPem,
-    caFingerprint: createHash('sha256').update(caCertificate).digest('hex'),
-    caNotAfter: ca.notAfter!,
-    issueX509Svid: (req) => x509.issue(req),
-    issueJwtSvid: (claims) => jwt.sign(claims),
-    crl,
-    jwks: jwtJwks(jwtKeys),
-    spiffeBundle: spiffeBundle({ caCertificates: [caCertificate], jwtKeys, sequence: 1, refreshHintSeconds: REFRESH_HINT_SECONDS }),
-  };
-}
+export const REFRESH_HINT_SECONDS = 300;
 
 /** How long a CRL is valid, and when a fresh one is made: RFC 5280 nextUpdate, renewed at half. */
 const CRL_VALIDITY_MS = 24 * 3600_000;
 
-/**
- * The CA's CRL: made again when the revoked serials changed (read from the store at each
- * request, so a revocation made by any replica is served at once) or half its validity has
- * passed. Its number is the second it was made, and always more than the last one here.
- */
-function crlCache(ca: IssuingCa, store: Store): (now: number) => Promise<Uint8Array> {
-  let current: { der: Promise<Uint8Array>; renewAt: number; serials: string; number: number } | undefined;
-  return async (now) => {
-    const revoked = await store.attestations.revokedCertificates(now);
-    const serials = revoked.map((r) => r.serial).join(',');
-    if (!current || now >= current.renewAt || serials !== current.serials) {
-      const number = Math.max(Math.floor(now / 1000), (current?.number ?? 0) + 1);
-      const der = createCrl({
-        ca,
-        number,
-        thisUpdate: new Date(now - 10_000),
-        nextUpdate: new Date(now + CRL_VALIDITY_MS),
-        revoked: revoked.map((r) => ({ serial: r.serial, at: new Date(r.revokedAt) })),
+/** An active key with what signs with it. */
+export interface ActiveKey {
+  readonly key: IssuingKey;
+  readonly signer: Signer;
+}
+
+/** The credential authority over the keys table, and what key rotation needs of it. */
+export interface KeyRing extends CredentialAuthority {
+  /** The keys as last read, every name and state. */
+  keys(): readonly IssuingKey[];
+  /** The active key of `role` and its Signer. */
+  active(role: KeyRole): ActiveKey;
+  /** Reads the keys table again if its sequence moved, and switches to what it holds. */
+  refresh(): Promise<void>;
+}
+
+/** What one reading of the keys table makes: the signing side and the published side. */
+interface Snapshot {
+  readonly ring: StoredKeyRing;
+  readonly active: ReadonlyMap<KeyRole, ActiveKey>;
+  readonly x509: X509SvidIssuer;
+  readonly jwt: JwtSvidIssuer;
+  /** Published CA keys (active first) and JWT keys. */
+  readonly cas: readonly IssuingKey[];
+  readonly bundlePem: string;
+  readonly roots: ReadonlyMap<string, string>;
+  readonly jwks: Jwks;
+  readonly spiffeBundle: SpiffeBundle;
+}
+
+const ROLES: readonly KeyRole[] = ['x509-ca', 'jwt', 'audit'];
+/** Active first, then prepared, then old: the order keys are published in. */
+const STATE_ORDER = { active: 0, prepared: 1, old: 2 } as const;
+
+export async function openKeyRing(deps: IssuingKeysDeps): Promise<KeyRing> {
+  for (const role of ROLES) await recordFirstKey(deps, role);
+  const signers = new Map<string, Promise<Signer>>();
+  /** The Signer of a recorded key, checked to hold that key. */
+  const signerOf = (key: IssuingKey): Promise<Signer> => {
+    let signer = signers.get(key.kid);
+    if (!signer) {
+      signer = deps.keys.signerAt(key.uri).then((s) => {
+        if (!equalBytes(s.spki, key.publicKeySpki)) {
+          throw new AttestorError('ERR_KEYS', `the ${key.name} key at ${key.uri} is not the one this verifier's database records: wrong token or key directory?`);
+        }
+        return s;
       });
-      const made = { der, renewAt: now + CRL_VALIDITY_MS / 2, serials, number };
-      // A failed signing is not kept: the next request tries again.
-      der.catch(() => {
-        if (current === made) current = undefined;
-      });
-      current = made;
+      signer.catch(() => signers.delete(key.kid));
+      signers.set(key.kid, signer);
     }
-    return current.der;
+    return signer;
+  };
+
+  const build = async (ring: StoredKeyRing): Promise<Snapshot> => {
+    const active = new Map<KeyRole, ActiveKey>();
+    for (const role of ROLES) {
+      const key = ring.keys.find((k) => k.name === role && k.state === 'active');
+      if (!key) throw new AttestorError('ERR_KEYS', `the keys table has no active ${role} key`);
+      active.set(role, { key, signer: await signerOf(key) });
+    }
+    const published = (name: KeyRole) => ring.keys.filter((k) => k.name === name).sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state]);
+    const cas = published('x509-ca');
+    const ca = active.get('x509-ca')!;
+    const jwtKey = active.get('jwt')!;
+    const jwtKeys = published('jwt').map((k) => ({ kid: k.kid, publicKey: createPublicKey({ key: Buffer.from(k.publicKeySpki), format: 'der', type: 'spki' }) }));
+    const certificates = cas.map((k) => k.certificate!);
+    return {
+      ring,
+      active,
+      // Each CA names its own CRL: a relying party checks a leaf against the CRL of the CA that signed it.
+      x509: createX509SvidIssuer({ caCertificate: ca.key.certificate!, signer: ca.signer, crlUrl: `${deps.publicUrl}/v1/crl/${ca.key.kid}` }),
+      jwt: createJwtSvidIssuer({ signer: jwtKey.signer, kid: jwtKey.key.kid, issuer: deps.publicUrl }),
+      cas,
+      bundlePem: certificates.map((der) => pem('CERTIFICATE', der)).join(''),
+      roots: new Map(certificates.map((der) => [fingerprintOf(der), pem('CERTIFICATE', der)])),
+      jwks: jwtJwks(jwtKeys),
+      spiffeBundle: spiffeBundle({ caCertificates: certificates, jwtKeys, sequence: ring.sequence, refreshHintSeconds: REFRESH_HINT_SECONDS }),
+    };
+  };
+
+  let current = await build(await deps.store.keys.ring());
+  let reading: Promise<void> | undefined;
+  const refresh = async () => {
+    if ((await deps.store.keys.sequence()) === current.ring.sequence) return;
+    // One reading at a time; callers during it wait for it.
+    reading ??= (async () => {
+      current = await build(await deps.store.keys.ring());
+    })().finally(() => (reading = undefined));
+    await reading;
+  };
+  const crls = createCrls(deps.store, (key) => signerOf(key));
+
+  return {
+    keys: () => current.ring.keys,
+    active: (role) => current.active.get(role)!,
+    refresh,
+    get bundlePem() {
+      return current.bundlePem;
+    },
+    get caFingerprint() {
+      return fingerprintOf(current.active.get('x509-ca')!.key.certificate!);
+    },
+    get caNotAfter() {
+      return current.active.get('x509-ca')!.key.notAfter!;
+    },
+    async issueX509Svid(req) {
+      const { x509, active } = current;
+      return { ...(await x509.issue(req)), issuerKid: active.get('x509-ca')!.key.kid };
+    },
+    async issueJwtSvid(claims) {
+      const { jwt, active } = current;
+      return { token: await jwt.sign(claims), kid: active.get('jwt')!.key.kid };
+    },
+    async crl(now, caKid) {
+      const key = caKid === undefined ? current.active.get('x509-ca')!.key : current.cas.find((k) => k.kid === caKid);
+      return key ? crls(key, now) : null;
+    },
+    root: (fingerprint) => current.roots.get(fingerprint),
+    get jwks() {
+      return current.jwks;
+    },
+    get spiffeBundle() {
+      return current.spiffeBundle;
+    },
   };
 }
 
 /**
- * The active key of `name`, recorded on first start (with the certificate `certify` makes).
- * Of replicas starting at once, all end up with the one recorded first; a signer that holds
- * another key than the recorded one is refused (ERR_KEYS).
+ * The CRL of each CA, as the store keeps it for every replica: served as stored while the
+ * revoked serials are the same and half its validity has not passed; otherwise a new one is
+ * made with the next CRL Number and stored, unless another replica stored one first (then
+ * theirs is served). The number never goes back, across restarts and replicas.
  */
-async function activeKey(
-  deps: IssuingKeysDeps,
-  name: KeyRole,
-  signer: Signer,
-  certify?: () => Promise<Uint8Array>,
-): Promise<IssuingKey> {
-  let key = (await deps.store.keys.list(name)).find((k) => k.state === 'active');
-  if (!key) {
-    const certificate = certify ? await certify() : null;
-    key = await deps.store.keys.insertIfNoActive(
-      {
-        name,
-        kid: await kidOf(signer.publicKey),
-        uri: signer.uri,
-        state: 'active',
-        publicKeySpki: signer.spki,
-        certificate,
-        createdAt: deps.now(),
-        notAfter: certificate ? Date.parse(new X509Certificate(certificate).validTo) : null,
-      },
-      { actor: 'system', action: 'key.create', subject: name, details: { uri: signer.uri, software: signer.software } },
-    );
-  }
-  if (!equalBytes(key.publicKeySpki, signer.spki)) {
-    throw new AttestorError(
-      'ERR_KEYS',
-      `the ${name} key at ${signer.uri} is not the one this verifier's database records (${key.uri}): wrong token or key directory?`,
-    );
-  }
-  return key;
+function createCrls(store: Store, signerOf: (key: IssuingKey) => Promise<Signer>) {
+  const making = new Map<string, Promise<Uint8Array>>();
+  const make = async (key: IssuingKey, now: number): Promise<Uint8Array> => {
+    const revoked = await store.attestations.revokedCertificates(now, key.kid);
+    const serialsSha256 = createHash('sha256').update(revoked.map((r) => r.serial).join(',')).digest('hex');
+    const stored = await store.keys.crl(key.kid);
+    if (stored && stored.serialsSha256 === serialsSha256 && now < stored.renewAt) return stored.der;
+    // A CA's first stored CRL is numbered with the time in seconds, as CRLs were numbered
+    // before the number was stored: no relying party sees it go back across the upgrade.
+    const number = stored ? stored.number + 1 : Math.floor(now / 1000);
+    const der = await createCrl({
+      ca: issuingCa(key.certificate!, await signerOf(key)),
+      number,
+      thisUpdate: new Date(now - 10_000),
+      nextUpdate: new Date(now + CRL_VALIDITY_MS),
+      revoked: revoked.map((r) => ({ serial: r.serial, at: new Date(r.revokedAt) })),
+    });
+    const saved = await store.keys.saveCrl({ caKid: key.kid, number, der, serialsSha256, renewAt: now + CRL_VALIDITY_MS / 2 }, stored?.number ?? null);
+    return saved.der;
+  };
+  return (key: IssuingKey, now: number): Promise<Uint8Array> => {
+    // Requests arriving while this process makes a CRL of the CA share it.
+    let crl = making.get(key.kid);
+    if (!crl) {
+      crl = make(key, now).finally(() => making.delete(key.kid));
+      making.set(key.kid, crl);
+    }
+    return crl;
+  };
+}
+
+/**
+ * Records the role's first key as active unless the table has an active key of the role: of
+ * replicas starting at once, all end up with the one recorded first. The CA's comes with its
+ * self-signed certificate.
+ */
+async function recordFirstKey(deps: IssuingKeysDeps, role: KeyRole): Promise<void> {
+  if ((await deps.store.keys.list(role)).some((k) => k.state === 'active')) return;
+  const signer = await deps.keys.signer(role);
+  const certificate = role === 'x509-ca' ? await caCertificateFor(deps, signer) : null;
+  const now = deps.now();
+  await deps.store.keys.insertIfNoActive(
+    { ...recordOf(role, signer, certificate, await kidOf(signer.publicKey), now), activatedAt: now },
+    { actor: 'system', action: 'key.create', subject: role, details: { uri: signer.uri, software: signer.software } },
+  );
+}
+
+/** The self-signed root of the trust domain over `signer`'s key, valid `caLifetimeDays` from now. */
+export function caCertificateFor(deps: Pick<IssuingKeysDeps, 'trustDomain' | 'caLifetimeDays' | 'now'>, signer: Signer): Promise<Uint8Array> {
+  return createCaCertificate({ signer, trustDomain: deps.trustDomain, now: new Date(deps.now()), lifetimeSeconds: deps.caLifetimeDays * 86400 });
+}
+
+/** The keys table row of a key `signer` holds, not yet active. */
+export function recordOf(role: KeyRole, signer: Signer, certificate: Uint8Array | null, kid: string, now: number): IssuingKey {
+  return {
+    name: role,
+    kid,
+    uri: signer.uri,
+    state: 'prepared',
+    publicKeySpki: signer.spki,
+    certificate,
+    createdAt: now,
+    notAfter: certificate ? Date.parse(new X509Certificate(certificate).validTo) : null,
+    activatedAt: null,
+    retiredAt: null,
+  };
+}
+
+/** SHA-256 of a certificate's DER, lowercase hex: what agents pin. */
+export function fingerprintOf(der: Uint8Array): string {
+  return createHash('sha256').update(der).digest('hex');
 }
 
 /**

@@ -15,6 +15,7 @@ export type Scope =
   | 'tokens:write'
   | 'tokens:read'
   | 'audit:read'
+  | 'audit:verify'
   | 'introspect';
 
 const ALL: readonly Scope[] = [
@@ -27,13 +28,14 @@ const ALL: readonly Scope[] = [
   'tokens:write',
   'tokens:read',
   'audit:read',
+  'audit:verify',
   'introspect',
 ];
 
 export const ROLE_SCOPES: Readonly<Record<Role, ReadonlySet<Scope>>> = {
   admin: new Set(ALL),
   operator: new Set<Scope>(['baselines:read', 'baselines:write', 'agents:read', 'agents:write', 'keys:read', 'audit:read']),
-  auditor: new Set<Scope>(['baselines:read', 'agents:read', 'keys:read', 'audit:read', 'tokens:read']),
+  auditor: new Set<Scope>(['baselines:read', 'agents:read', 'keys:read', 'audit:read', 'audit:verify', 'tokens:read']),
   'relying-party': new Set<Scope>(['introspect']),
 };
 

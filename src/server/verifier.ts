@@ -10,6 +10,7 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import type { EkRootStore } from '../tpm/ek-roots.js';
 import { ProblemError, createApp } from './app.js';
+import { createAuditCheckpointer } from './audit-checkpointer.js';
 import { tokenHash } from './auth.js';
 import { createAttestationFlow } from './flows/attestation.js';
 import { createBaselineSelection } from './flows/baseline-selection.js';
@@ -17,13 +18,16 @@ import { createEnrollmentFlow } from './flows/enrollment.js';
 import { createIntrospection } from './flows/introspection.js';
 import { createFreshnessWatchdog } from './freshness-watchdog.js';
 import { listenHttps } from './https.js';
-import { loadCredentialAuthority, selfIssuedTls } from './issuing-keys.js';
+import { openKeyRing, selfIssuedTls } from './issuing-keys.js';
+import { createKeyRotation } from './key-rotation.js';
 import { createMetrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
 import { createRateLimiter } from './rate-limit.js';
 import type { Route } from './route.js';
 import { agentRoutes } from './routes/agent.js';
+import { auditRoutes } from './routes/audit.js';
 import { introspectionRoute } from './routes/introspection.js';
+import { keyRoutes } from './routes/keys.js';
 import { operatorRoutes } from './routes/operator.js';
 import { publicRoutes } from './routes/public.js';
 
@@ -54,6 +58,8 @@ export interface VerifierDeps {
 
 /** How often expired challenges and pending enrollments are removed. */
 const PURGE_INTERVAL_MS = 60_000;
+/** How often the keys table is read for changes, and rotation steps that are due are taken. */
+const KEY_ROUND_MS = 1000;
 
 /**
  * Starts the verifier: store, keys, credential authority, first admin token, routes, HTTPS.
@@ -74,12 +80,26 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     if (keys.software) {
       logger.warn('SOFTWARE ISSUING KEYS: the CA, JWT and audit keys are files, not in an HSM. For development only; use --keys pkcs11:... in production.');
     }
+    // Stopped once the listener has closed (cleanup runs in reverse): the shutdown checkpoint covers the last request.
+    const checkpointer = createAuditCheckpointer({ store, keys, every: config.audit.checkpointEvery, intervalMs: config.audit.checkpointSeconds * 1000, now, logger });
+    cleanup.push(() => checkpointer.stop());
     const { host, port } = listenAddress(config);
     // With port 0 the public URL is only known once listening; JWT issuer and CRL URL need it first.
     const listening = await listenHttps({ host, port, limits: config.limits });
     cleanup.push(() => listening.close());
     const publicUrl = publicUrlOf(config, listening.port);
-    const authority = await loadCredentialAuthority({ store, keys, trustDomain: config.trustDomain, publicUrl, caLifetimeDays: config.ca.lifetimeDays, now });
+    const authority = await openKeyRing({ store, keys, trustDomain: config.trustDomain, publicUrl, caLifetimeDays: config.ca.lifetimeDays, now });
+    const rotation = createKeyRotation({
+      store,
+      keys,
+      ring: authority,
+      trustDomain: config.trustDomain,
+      caLifetimeDays: config.ca.lifetimeDays,
+      activationDelaySeconds: config.keyRotation.activationDelaySeconds,
+      caRotateBeforeDays: config.ca.rotateBeforeDays,
+      now,
+      logger,
+    });
     const adminToken = await firstAdminToken(store, now());
     const metrics = createMetrics();
 
@@ -115,15 +135,17 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
         challengeLimit: createRateLimiter({ perMinute: config.limits.challengesPerMinute, now, what: 'challenges' }),
       }),
       ...operatorRoutes({ store, trustDomain: config.trustDomain, now }),
-      introspectionRoute(createIntrospection({ store, jwks: authority.jwks as JSONWebKeySet, issuer: publicUrl, now })),
+      ...auditRoutes({ store }),
+      ...keyRoutes({ ring: authority, rotation }),
+      introspectionRoute(createIntrospection({ store, jwks: () => authority.jwks as JSONWebKeySet, issuer: publicUrl, now })),
       ...publicRoutes({ store, authority, metrics, publicUrl, now, openapi: () => openApiDocument(routes, { version: API_VERSION, serverUrl: publicUrl }) }),
     );
     const app = createApp({ store, routes, logger, metrics, limits: config.limits });
     const tls = config.tls
       ? { key: readTlsFile(config.tls.key, 'tls.key'), cert: readTlsFile(config.tls.cert, 'tls.cert') }
       : await selfIssuedTls({
-          caCertificate: authority.caCertificate,
-          caSigner: authority.caSigner,
+          caCertificate: authority.active('x509-ca').key.certificate!,
+          caSigner: authority.active('x509-ca').signer,
           names: ['localhost', '127.0.0.1', '::1', ...(host === '0.0.0.0' || host === '::' ? [] : [host]), new URL(publicUrl).hostname.replace(/^\[|\]$/g, ''), ...config.serverNames],
           now: now(),
         });
@@ -137,6 +159,9 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     cleanup.push(async () => clearInterval(purge));
     const watchdog = createFreshnessWatchdog({ store, freshnessSeconds: config.attestation.freshnessSeconds, now, metrics, logger });
     cleanup.push(watchdog.start(config.attestation.watchdogSeconds * 1000));
+    checkpointer.start();
+    // Also how each replica learns of another's rotation: the keys table is polled at every round.
+    cleanup.push(rotation.start(KEY_ROUND_MS));
 
     logger.info({ url: publicUrl, caFingerprint: authority.caFingerprint, database: store.dialect }, 'verifier listening');
     return {

@@ -22,7 +22,8 @@ const SQL = statements('agents', {
   markStale: `UPDATE agents SET stale_at = $2 WHERE id IN (
       SELECT id FROM agents WHERE status = 'active' AND stale_at IS NULL AND COALESCE(last_affirmed_at, created_at) < $1
       ORDER BY COALESCE(last_affirmed_at, created_at) LIMIT $3)
-    AND status = 'active' AND stale_at IS NULL AND COALESCE(last_affirmed_at, created_at) < $1 RETURNING id`,
+    AND status = 'active' AND stale_at IS NULL AND COALESCE(last_affirmed_at, created_at) < $1
+    RETURNING id, COALESCE(last_affirmed_at, created_at) AS fresh_since`,
   get: `SELECT ${COLUMNS} FROM agents WHERE id = $1`,
   list: `SELECT ${COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2`,
   count: 'SELECT COUNT(*) AS n FROM agents',
@@ -77,12 +78,18 @@ export function* changeStatus(id: string, status: AgentStatus, now: number): Bod
 }
 
 function* markStale(cutoff: number, now: number, limit: number, clock: Clock): Body<readonly string[]> {
-  const marked = (yield* rows(SQL.markStale, [cutoff, now, limit])).map((r) => text(r.id));
+  const marked = yield* rows(SQL.markStale, [cutoff, now, limit]);
   yield* appendAudit(
-    marked.map((id) => ({ actor: 'system', action: 'agent.stale', subject: id, details: { since: new Date(cutoff).toISOString() } })),
+    marked.map((r) => ({
+      actor: 'system',
+      action: 'agent.stale',
+      subject: text(r.id),
+      // What the agent was last vouched for at (its last credentials, or its activation).
+      details: { lastAffirmedAt: new Date(int(r.fresh_since)).toISOString() },
+    })),
     clock,
   );
-  return marked;
+  return marked.map((r) => text(r.id));
 }
 
 export function createAgentStore(db: Database, clock: Clock): AgentStore {

@@ -7,7 +7,7 @@ import { changes, row, statements, type Body, type Clock, type Database, type Ro
 import type { AttestationRecord, AttestationStore, Credential, CredentialKind, ImaProgress, StoredClock, Verdict, VerdictStatus } from './store.js';
 
 const VERDICT_COLUMNS = 'id, agent_id, at, status, baseline_id, baseline_version, reasons, claims';
-const CREDENTIAL_COLUMNS = 'id, kind, agent_id, verdict_id, issued_at, expires_at, certificate_sha256, revoked';
+const CREDENTIAL_COLUMNS = 'id, kind, agent_id, verdict_id, issued_at, expires_at, certificate_sha256, revoked, issuer_kid';
 
 const SQL = statements('attestations', {
   // The status check and the row lock in one statement: an agent revoked by a transaction that
@@ -20,9 +20,9 @@ const SQL = statements('attestations', {
     last_affirmed_at = CASE WHEN $6 THEN $5 ELSE last_affirmed_at END, stale_at = CASE WHEN $6 THEN NULL ELSE stale_at END
     WHERE id = $1 AND status = 'active' RETURNING id`,
   agentStatus: 'SELECT status FROM agents WHERE id = $1',
-  lastClock: { forUpdate: 'SELECT last_clock, stale_at FROM agents WHERE id = $1' },
+  lastClock: { forUpdate: 'SELECT last_clock, stale_at, last_attested_at FROM agents WHERE id = $1' },
   insertVerdict: `INSERT INTO verdicts (${VERDICT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-  insertCredential: `INSERT INTO credentials (${CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+  insertCredential: `INSERT INTO credentials (${CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
   saveIma: `INSERT INTO ima_progress (agent_id, reset_count, state) VALUES ($1, $2, $3)
     ON CONFLICT (agent_id) DO UPDATE SET reset_count = excluded.reset_count, state = excluded.state`,
   ima: 'SELECT agent_id, reset_count, state FROM ima_progress WHERE agent_id = $1',
@@ -33,7 +33,8 @@ const SQL = statements('attestations', {
     ORDER BY issued_at DESC, id DESC LIMIT $3`,
   countCredentials: 'SELECT COUNT(*) AS n FROM credentials',
   credential: `SELECT ${CREDENTIAL_COLUMNS} FROM credentials WHERE id = $1`,
-  revokedCertificates: `SELECT id, revoked_at FROM credentials WHERE revoked = TRUE AND expires_at > $1 AND kind = 'x509-svid' ORDER BY revoked_at, id`,
+  revokedCertificates: `SELECT id, revoked_at FROM credentials
+    WHERE revoked = TRUE AND expires_at > $1 AND kind = 'x509-svid' AND issuer_kid = $2 ORDER BY revoked_at, id`,
 });
 
 function* record(r: AttestationRecord, clock: Clock): Body<void> {
@@ -51,7 +52,7 @@ function* record(r: AttestationRecord, clock: Clock): Body<void> {
   }
   yield* changes(SQL.insertVerdict, [v.id, v.agentId, v.at, v.status, v.baselineId, v.baselineVersion, jsonParam(v.reasons), jsonParam(v.claims)]);
   for (const c of r.credentials) {
-    yield* changes(SQL.insertCredential, [c.id, c.kind, c.agentId, c.verdictId, c.issuedAt, c.expiresAt, c.certificateSha256, c.revoked]);
+    yield* changes(SQL.insertCredential, [c.id, c.kind, c.agentId, c.verdictId, c.issuedAt, c.expiresAt, c.certificateSha256, c.revoked, c.issuerKid]);
   }
   if (r.ima) yield* changes(SQL.saveIma, [r.ima.agentId, r.ima.resetCount, jsonParam(r.ima.state)]);
   const audit = [...r.audit];
@@ -59,9 +60,10 @@ function* record(r: AttestationRecord, clock: Clock): Body<void> {
   if (issued && staleAt !== null) {
     audit.push({ actor: 'system', action: 'agent.fresh', subject: v.agentId, details: { staleSince: new Date(staleAt).toISOString() } });
   }
-  if (r.quarantine) {
+  const lastAttestedAt = stored ? intOrNull(stored.last_attested_at) : null;
+  if (r.quarantine && (lastAttestedAt === null || lastAttestedAt < r.quarantine.challengedAt)) {
     yield* changeStatus(v.agentId, 'quarantined', v.at);
-    audit.push(r.quarantine);
+    audit.push(r.quarantine.audit);
   }
   yield* appendAudit(audit, clock);
 }
@@ -100,8 +102,8 @@ export function createAttestationStore(db: Database, clock: Clock): AttestationS
       const found = await db.row(SQL.credential, [id]);
       return found ? toCredential(found) : null;
     },
-    async revokedCertificates(now) {
-      return (await db.rows(SQL.revokedCertificates, [now])).map((r) => ({ serial: text(r.id), revokedAt: int(r.revoked_at) }));
+    async revokedCertificates(now, caKid) {
+      return (await db.rows(SQL.revokedCertificates, [now, caKid])).map((r) => ({ serial: text(r.id), revokedAt: int(r.revoked_at) }));
     },
   };
 }
@@ -129,6 +131,7 @@ function toCredential(r: Row): Credential {
     expiresAt: int(r.expires_at),
     certificateSha256: text(r.certificate_sha256),
     revoked: bool(r.revoked),
+    issuerKid: textOrNull(r.issuer_kid),
   };
 }
 

@@ -178,9 +178,62 @@ export const MIGRATIONS: readonly Migration[] = [
     statements: (dialect) => [
       `ALTER TABLE agents ADD COLUMN last_affirmed_at ${TYPES[dialect].int64}`,
       `ALTER TABLE agents ADD COLUMN stale_at ${TYPES[dialect].int64}`,
+      // Agents enrolled before this version are measured from their last credentials, not from their enrollment.
+      'UPDATE agents SET last_affirmed_at = (SELECT MAX(c.issued_at) FROM credentials c WHERE c.agent_id = agents.id)',
       // What the freshness watchdog looks for: active agents not yet stale, by their last affirmation.
       "CREATE INDEX agents_freshness ON agents (COALESCE(last_affirmed_at, created_at)) WHERE status = 'active' AND stale_at IS NULL",
     ],
+  },
+  {
+    version: 4,
+    description: 'signed checkpoints of the audit chain',
+    statements: (dialect) => {
+      const t = TYPES[dialect];
+      // No foreign key to audit_entries: a checkpoint must outlive a deleted entry, to tell of it.
+      return [
+        `CREATE TABLE audit_checkpoints (
+          seq ${t.int64} PRIMARY KEY CHECK (seq > 0),
+          hash TEXT NOT NULL,
+          at ${t.int64} NOT NULL,
+          kid ${t.key} NOT NULL,
+          signature ${t.bytes} NOT NULL
+        )${t.table}`,
+      ];
+    },
+  },
+  {
+    version: 5,
+    description: 'key rotation: activation and retirement times, one prepared key per name, the issuing key of each credential, CRLs per CA, the key ring sequence',
+    statements: (dialect) => {
+      const t = TYPES[dialect];
+      return [
+        `ALTER TABLE issuing_keys ADD COLUMN activated_at ${t.int64}`,
+        `ALTER TABLE issuing_keys ADD COLUMN retired_at ${t.int64}`,
+        "UPDATE issuing_keys SET activated_at = created_at WHERE state = 'active'",
+        "CREATE UNIQUE INDEX issuing_keys_one_prepared ON issuing_keys (name) WHERE state = 'prepared'",
+        // The kid of the key that signed a credential: its CA's for an X509-SVID, the JWT key's
+        // for a JWT-SVID. What was issued before is the active key's of its kind.
+        `ALTER TABLE credentials ADD COLUMN issuer_kid ${t.key}`,
+        `UPDATE credentials SET issuer_kid = (SELECT kid FROM issuing_keys WHERE name = 'x509-ca' AND state = 'active') WHERE kind = 'x509-svid'`,
+        `UPDATE credentials SET issuer_kid = (SELECT kid FROM issuing_keys WHERE name = 'jwt' AND state = 'active') WHERE kind = 'jwt-svid'`,
+        'CREATE INDEX credentials_by_issuer ON credentials (issuer_kid, expires_at)',
+        // The CRL each CA serves, shared by the replicas: its number only grows.
+        `CREATE TABLE crls (
+          ca_kid ${t.key} PRIMARY KEY,
+          number ${t.int64} NOT NULL CHECK (number > 0),
+          der ${t.bytes} NOT NULL,
+          -- SHA-256 of the revoked serials it lists: another set makes a new CRL.
+          serials_sha256 TEXT NOT NULL,
+          renew_at ${t.int64} NOT NULL
+        )${t.table}`,
+        // Bumped by every change of the keys: the SPIFFE bundle's sequence, and what replicas poll.
+        `CREATE TABLE key_ring (
+          id INTEGER PRIMARY KEY CHECK (id = 1),
+          sequence ${t.int64} NOT NULL
+        )${t.table}`,
+        'INSERT INTO key_ring (id, sequence) VALUES (1, 1)',
+      ];
+    },
   },
 ];
 

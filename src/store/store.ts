@@ -47,6 +47,18 @@ export interface AuditEntry extends AuditInput {
   readonly hash: string;
 }
 
+/** The audit key's signed statement that the chain's entry `seq` has `hash` (src/audit/checkpoint.ts). */
+export interface AuditCheckpoint {
+  readonly seq: number;
+  readonly hash: string;
+  /** When it was signed. */
+  readonly at: number;
+  /** The kid (keys table) of the audit key that signed it. */
+  readonly kid: string;
+  /** ECDSA P-256 with SHA-256 over the checkpoint's bytes: raw r||s. */
+  readonly signature: Uint8Array;
+}
+
 export interface PendingEnrollment {
   readonly id: string;
   readonly agentId: string;
@@ -134,6 +146,8 @@ export interface Credential {
   /** Lowercase hex SHA-256 of the certificate DER (x5t#S256 as hex), or of the JWT's certificate. */
   readonly certificateSha256: string;
   readonly revoked: boolean;
+  /** The kid of the key that signed it (its CA's for an X509-SVID); null only for rows older than key rotation without any key. */
+  readonly issuerKid: string | null;
 }
 
 export interface IssuingKey {
@@ -149,6 +163,29 @@ export interface IssuingKey {
   readonly createdAt: number;
   /** The CA certificate's notAfter; null for keys without a certificate. */
   readonly notAfter: number | null;
+  /** When it became active; null while prepared. */
+  readonly activatedAt: number | null;
+  /** When it became old; null before. */
+  readonly retiredAt: number | null;
+}
+
+/** The keys of every name and state, and the sequence number of that set. */
+export interface KeyRing {
+  /** Increases with every change of the keys table: the SPIFFE bundle's spiffe_sequence. */
+  readonly sequence: number;
+  readonly keys: readonly IssuingKey[];
+}
+
+/** The CRL a CA serves, as every replica serves it. */
+export interface StoredCrl {
+  readonly caKid: string;
+  /** The CRL Number: only ever grows for one CA. */
+  readonly number: number;
+  readonly der: Uint8Array;
+  /** Lowercase hex SHA-256 of the revoked serials it lists (comma-joined, in order). */
+  readonly serialsSha256: string;
+  /** When a fresh one is due even without a change. */
+  readonly renewAt: number;
 }
 
 export interface OperatorToken {
@@ -258,8 +295,12 @@ export interface AttestationRecord {
   /** Saved when the IMA appraisal moved on; absent: left as it was. */
   readonly ima?: ImaProgress;
   readonly audit: readonly AuditInput[];
-  /** Present: the agent is quarantined in the same transaction (a failed appraisal), with this audit entry. */
-  readonly quarantine?: AuditInput;
+  /**
+   * Present: the agent is quarantined in the same transaction (a failed appraisal), with this
+   * audit entry, unless an attestation of it was recorded at or after `challengedAt` (the
+   * answer is a late one to an older challenge: its clock going back is no sign of the host).
+   */
+  readonly quarantine?: { readonly audit: AuditInput; readonly challengedAt: number };
 }
 
 export interface AttestationStore {
@@ -276,8 +317,8 @@ export interface AttestationStore {
   countCredentials(): Promise<number>;
   /** One credential by its id (serial or jti). */
   credential(id: string): Promise<Credential | null>;
-  /** X509-SVIDs revoked and not yet expired at `now`: what the CRL lists. */
-  revokedCertificates(now: number): Promise<readonly { readonly serial: string; readonly revokedAt: number }[]>;
+  /** X509-SVIDs of the CA `caKid` revoked and not yet expired at `now`: what its CRL lists. */
+  revokedCertificates(now: number, caKid: string): Promise<readonly { readonly serial: string; readonly revokedAt: number }[]>;
 }
 
 export interface KeyStore {
@@ -288,6 +329,38 @@ export interface KeyStore {
    * active key either way, so of replicas starting at once all use the one key stored first.
    */
   insertIfNoActive(key: IssuingKey, audit: AuditInput): Promise<IssuingKey>;
+  /** Every key and the ring's sequence (read first: a change in between is seen at the next read). */
+  ring(): Promise<KeyRing>;
+  /** The ring's sequence alone, cheap enough to poll every second. */
+  sequence(): Promise<number>;
+  /**
+   * Inserts `key` as the prepared key of its name (audited `key.prepare`) when none is
+   * prepared and the active key is still `successorOf`: of concurrent rotations one key is
+   * prepared, and none after the rotation it was meant for has happened. Returns the keys of
+   * the name after it.
+   */
+  prepare(key: IssuingKey, successorOf: string, audit: AuditInput): Promise<readonly IssuingKey[]>;
+  /**
+   * The prepared key of `name` becomes active and the active one old (audited `key.activate`
+   * and `key.retire`, by `actor`), if the active key is still `expectedActiveKid`. When it is
+   * not (another replica rotated first) or nothing is prepared, nothing changes. Returns the
+   * keys of `name` after it.
+   */
+  promote(name: KeyName, expectedActiveKid: string, now: number, actor: string): Promise<readonly IssuingKey[]>;
+  /**
+   * Deletes the old x509-ca and jwt keys retired before `retiredBefore` that signed no
+   * credential still valid at `now` (audited `key.prune`); returns them. Active, prepared and
+   * audit keys are never pruned (old audit keys verify the checkpoints they signed).
+   */
+  prune(now: number, retiredBefore: number): Promise<readonly IssuingKey[]>;
+  /** The CRL stored for the CA `caKid`, if any. */
+  crl(caKid: string): Promise<StoredCrl | null>;
+  /**
+   * Stores `crl` if the CA's stored CRL is still number `previous` (null: none), which must be
+   * less than `crl.number` (ERR_STORE); returns the CRL stored after it, this one or another
+   * replica's that came first.
+   */
+  saveCrl(crl: StoredCrl, previous: number | null): Promise<StoredCrl>;
 }
 
 export interface TokenStore {
@@ -310,6 +383,20 @@ export interface TokenStore {
 export interface AuditStore {
   list(page: PageRequest): Promise<Page<AuditEntry>>;
   head(): Promise<AuditEntry | null>;
+  /** The head as the chain's lock row records it (seq 0 and 64 zeros while empty): it moves in the transaction that appends. */
+  recordedHead(): Promise<{ readonly seq: number; readonly hash: string }>;
+  /** Entries with `after` < seq <= `upTo`, in seq order, at most `limit` (1..1000). */
+  range(after: number, upTo: number, limit: number): Promise<readonly AuditEntry[]>;
+  /** The first entry past the recorded head, read with the head in one statement: only a row written around the chain's lock is there. */
+  pastHead(): Promise<AuditEntry | null>;
+  /**
+   * Stores `checkpoint` unless one of its seq exists; returns the stored one either way, so
+   * replicas checkpointing the same seq store one. Not audited: it is about the chain itself.
+   */
+  checkpoint(checkpoint: AuditCheckpoint): Promise<AuditCheckpoint>;
+  /** Checkpoints in seq order; the cursor is a seq. */
+  checkpoints(page: PageRequest): Promise<Page<AuditCheckpoint>>;
+  lastCheckpoint(): Promise<AuditCheckpoint | null>;
 }
 
 export interface Store {

@@ -256,6 +256,68 @@ export const TokenBody = z.strictObject({ id: UUID, role: ROLE, label: z.string(
 /** The token itself appears once, in this response. */
 export const TokenCreateResponse = z.strictObject({ id: UUID, role: ROLE, label: z.string(), token: z.string(), createdAt: TIME });
 
+export const KEY_ROLE = z.enum(['x509-ca', 'jwt', 'audit']);
+export const KEY_STATE = z.enum(['prepared', 'active', 'old']);
+
+/** An issuing key as `GET /v1/keys` lists it: where it lives, never a secret. */
+export const KeyBody = z.strictObject({
+  kid: z.string(),
+  role: KEY_ROLE,
+  state: KEY_STATE,
+  uri: z.string(),
+  createdAt: TIME,
+  activatedAt: TIME.nullable(),
+  retiredAt: TIME.nullable(),
+  /** The CA certificate's notAfter (x509-ca only). */
+  notAfter: TIME.nullable(),
+  /** SHA-256 of the CA certificate's DER, lowercase hex (x509-ca only): what agents pin. */
+  fingerprint: z.string().nullable(),
+});
+export type KeyBody = z.output<typeof KeyBody>;
+
+export const KeyList = z.strictObject({ items: z.array(KeyBody) });
+
+/** Without `now`: prepare, and activate once the prepared key has been published for the activation delay; with it: both at once. */
+export const KeyRotateRequest = z.strictObject({ key: KEY_ROLE, now: z.boolean().optional() });
+
+const HASH = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (SHA-256)');
+
+/** An entry of the audit chain as stored (its hash covers `at` as milliseconds since the epoch). */
+export const AuditEntryBody = z.strictObject({
+  seq: z.number().int().positive(),
+  at: TIME,
+  actor: z.string(),
+  action: z.string(),
+  subject: z.string(),
+  details: z.record(z.string(), z.unknown()),
+  prevHash: z.string(),
+  hash: z.string(),
+});
+
+/** A signed checkpoint: the audit key's ECDSA P-256 signature (raw r||s) over src/audit/checkpoint.ts's bytes. */
+export const AuditCheckpointBody = z.strictObject({ seq: z.number().int().positive(), hash: HASH, at: TIME, kid: z.string(), signature: bytes(64, 64) });
+
+export const AUDIT_PROBLEM_KIND = z.enum(['edited', 'deleted', 'inserted', 'reordered', 'truncated', 'rewritten', 'bad-checkpoint']);
+
+/** GET /v1/audit/verify (and `attestor audit verify --json`): intact, or the first problem found. */
+export const AuditVerificationBody = z.strictObject({
+  ok: z.boolean(),
+  /** Entries verified (before the problem, when there is one). */
+  entries: z.number().int().nonnegative(),
+  /** The chain's last entry, when intact. */
+  head: z.strictObject({ seq: z.number().int().nonnegative(), hash: HASH }).optional(),
+  checkpoints: z.strictObject({
+    stored: z.number().int().nonnegative(),
+    verified: z.number().int().nonnegative(),
+    last: z.strictObject({ seq: z.number().int().positive(), at: TIME, kid: z.string() }).nullable(),
+  }),
+  /** Entries after the last checkpoint, when intact: only the head row vouches for them. */
+  uncheckpointed: z.number().int().nonnegative().optional(),
+  problem: z.strictObject({ kind: AUDIT_PROBLEM_KIND, seq: z.number().int(), detail: z.string(), message: z.string() }).optional(),
+});
+export type AuditEntryBody = z.output<typeof AuditEntryBody>;
+export type AuditVerificationBody = z.output<typeof AuditVerificationBody>;
+
 export const Problem = z.object({
   type: z.string(),
   title: z.string(),

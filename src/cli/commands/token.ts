@@ -1,11 +1,9 @@
 import { Command, Option } from 'commander';
-import { loadConfig } from '../../config/config.js';
 import { createToken, tokenView } from '../../server/routes/operator.js';
-import { openStore } from '../../store/open.js';
-import type { Store } from '../../store/store.js';
 import { UUID } from '../../wire/schemas.js';
 import type { CliIo } from '../io.js';
 import { checkedBy } from '../server-options.js';
+import { withStore, withStoreOptions, type StoreFlags } from '../store-options.js';
 import { formatTable } from '../table.js';
 
 /*
@@ -14,28 +12,6 @@ import { formatTable } from '../table.js';
  * runs; a running verifier reads the change at the token's next use). A token is printed once,
  * on the last line of `create`; only its hash is stored.
  */
-
-interface StoreFlags {
-  dataDir?: string;
-  database?: string;
-  json?: boolean;
-}
-
-function withStoreOptions(cmd: Command): Command {
-  return cmd
-    .option('--data-dir <dir>', 'the verifier data dir (or ATTESTOR_DATA_DIR)')
-    .option('--database <url>', 'the verifier database, when PostgreSQL (or ATTESTOR_DATABASE)');
-}
-
-async function withStore<T>(opts: StoreFlags, use: (store: Store) => Promise<T>): Promise<T> {
-  const config = loadConfig({ env: process.env, flags: { dataDir: opts.dataDir, database: opts.database } });
-  const store = await openStore({ dataDir: config.dataDir, ...(config.database ? { database: config.database } : {}) });
-  try {
-    return await use(store);
-  } finally {
-    await store.close();
-  }
-}
 
 export function tokenCommand(io: CliIo): Command {
   const token = new Command('token').description('operator tokens (offline, against the data dir or database)');

@@ -174,13 +174,18 @@ export function createAttestationFlow(deps: AttestationDeps) {
       };
 
       if (appraisal.status === 'contraindicated' || !appraisal.key || !enforced) {
-        const quarantine = enforced && appraisal.status === 'contraindicated' && appraisal.hostFailed && deps.quarantineOnFailure;
+        // Evidence asked for under another baseline (changed since the challenge) is refused, not held against the host.
+        const quarantine =
+          enforced && appraisal.status === 'contraindicated' && appraisal.hostFailed && deps.quarantineOnFailure && consumed.challenge.baselineId === enforced.id;
         await deps.store.attestations.record({
           ...base,
           credentials: [],
           audit,
           ...(quarantine && {
-            quarantine: { actor: 'system', action: 'agent.quarantine', subject: agentId, details: { reason: 'contraindicated verdict', verdictId: verdict.id } },
+            quarantine: {
+              audit: { actor: 'system', action: 'agent.quarantine', subject: agentId, details: { reason: 'contraindicated verdict', verdictId: verdict.id } },
+              challengedAt: consumed.challenge.createdAt,
+            },
           }),
         });
         deps.metrics.attestations.inc({ result: appraisal.status });
@@ -248,13 +253,23 @@ async function issue(
   });
   const certificateSha256 = createHash('sha256').update(x509.der).digest();
   const records: Credential[] = [
-    { id: x509.serial, kind: 'x509-svid', agentId: agent.id, verdictId, issuedAt: now, expiresAt: notAfter, certificateSha256: certificateSha256.toString('hex'), revoked: false },
+    {
+      id: x509.serial,
+      kind: 'x509-svid',
+      agentId: agent.id,
+      verdictId,
+      issuedAt: now,
+      expiresAt: notAfter,
+      certificateSha256: certificateSha256.toString('hex'),
+      revoked: false,
+      issuerKid: x509.issuerKid,
+    },
   ];
   let jwt: string | undefined;
   if (audience !== undefined) {
     const jwtExp = Math.min(now + Math.min(caps?.jwtTtlSeconds ?? Infinity, deps.ttl.jwtTtlSeconds) * 1000, notAfter);
     const jti = randomUUID();
-    jwt = await deps.authority.issueJwtSvid({
+    const signed = await deps.authority.issueJwtSvid({
       sub: spiffeId,
       aud: audience,
       iat: Math.floor(now / 1000),
@@ -269,7 +284,18 @@ async function issue(
         keyResidence: appraisal.key!.kind,
       },
     });
-    records.push({ id: jti, kind: 'jwt-svid', agentId: agent.id, verdictId, issuedAt: now, expiresAt: Math.floor(jwtExp / 1000) * 1000, certificateSha256: certificateSha256.toString('hex'), revoked: false });
+    jwt = signed.token;
+    records.push({
+      id: jti,
+      kind: 'jwt-svid',
+      agentId: agent.id,
+      verdictId,
+      issuedAt: now,
+      expiresAt: Math.floor(jwtExp / 1000) * 1000,
+      certificateSha256: certificateSha256.toString('hex'),
+      revoked: false,
+      issuerKid: signed.kid,
+    });
   }
   return {
     credentials: {

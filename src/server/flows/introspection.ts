@@ -21,13 +21,19 @@ export interface Introspection {
 
 const INACTIVE: Introspection = { active: false };
 
-export function createIntrospection(deps: { store: Store; jwks: JSONWebKeySet; issuer: string; now: () => number }) {
-  const keys = createLocalJWKSet(deps.jwks);
+export function createIntrospection(deps: { store: Store; jwks: () => JSONWebKeySet; issuer: string; now: () => number }) {
+  // Every published JWT key (prepared, active, old), made again when a rotation changed the set.
+  let published: { jwks: JSONWebKeySet; keys: ReturnType<typeof createLocalJWKSet> } | undefined;
+  const keysNow = () => {
+    const jwks = deps.jwks();
+    if (published?.jwks !== jwks) published = { jwks, keys: createLocalJWKSet(jwks) };
+    return published.keys;
+  };
   return async (token: string): Promise<Introspection> => {
     const now = deps.now();
     let payload;
     try {
-      ({ payload } = await jwtVerify(token, keys, { issuer: deps.issuer, algorithms: ['ES256'], typ: 'JWT', currentDate: new Date(now) }));
+      ({ payload } = await jwtVerify(token, keysNow(), { issuer: deps.issuer, algorithms: ['ES256'], typ: 'JWT', currentDate: new Date(now) }));
     } catch {
       return INACTIVE;
     }

@@ -5,6 +5,11 @@ import type { CredentialAuthority } from '../credential-authority.js';
 import type { Metrics } from '../metrics.js';
 import { route, type Route } from '../route.js';
 
+function crlReply(der: Uint8Array | null) {
+  if (der === null) throw new AttestorError('ERR_NOT_FOUND', 'no published CA has this key id');
+  return { status: 200, body: Buffer.from(der), contentType: 'application/pkix-crl' };
+}
+
 /** What anyone may fetch: discovery, keys, bundles, the root CA, health, metrics, the API description. */
 export function publicRoutes(deps: {
   store: Store;
@@ -53,27 +58,38 @@ export function publicRoutes(deps: {
       method: 'get',
       path: '/v1/crl',
       operationId: 'crl',
-      summary: "The CA's certificate revocation list, DER (the X509-SVIDs' CRL distribution point)",
+      summary: "The active CA's certificate revocation list, DER",
       tag: 'public',
       access: 'public',
       responses: { 200: 'crl' },
-      handle: async () => ({ status: 200, body: Buffer.from(await authority.crl(deps.now())), contentType: 'application/pkix-crl' }),
+      handle: async () => crlReply(await authority.crl(deps.now())),
+    }),
+    route({
+      method: 'get',
+      path: '/v1/crl/:kid',
+      operationId: 'crlOfCa',
+      summary: "The certificate revocation list of a published CA, by its key id, DER (the X509-SVIDs' CRL distribution point)",
+      tag: 'public',
+      access: 'public',
+      params: z.object({ kid: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be a key id (43 base64url characters)') }),
+      responses: { 200: 'crl' },
+      errors: ['ERR_NOT_FOUND'],
+      handle: async ({ params }) => crlReply(await authority.crl(deps.now(), params.kid)),
     }),
     route({
       method: 'get',
       path: '/v1/roots/:fingerprint',
       operationId: 'rootByFingerprint',
-      summary: 'The root CA with this SHA-256 fingerprint, PEM (for pinning clients)',
+      summary: 'The published root CA with this SHA-256 fingerprint, PEM (for pinning clients)',
       tag: 'public',
       access: 'public',
       params: z.object({ fingerprint: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits') }),
       responses: { 200: 'pem' },
       errors: ['ERR_NOT_FOUND'],
       handle: async ({ params }) => {
-        if (params.fingerprint.toLowerCase() !== authority.caFingerprint) {
-          throw new AttestorError('ERR_NOT_FOUND', 'no root CA with this fingerprint');
-        }
-        return { status: 200, body: authority.bundlePem, contentType: 'application/x-pem-file' };
+        const root = authority.root(params.fingerprint.toLowerCase());
+        if (root === undefined) throw new AttestorError('ERR_NOT_FOUND', 'no root CA with this fingerprint');
+        return { status: 200, body: root, contentType: 'application/x-pem-file' };
       },
     }),
     route({

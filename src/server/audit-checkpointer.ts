@@ -1,0 +1,101 @@
+import type { Logger } from 'pino';
+import { checkpointBytes } from '../audit/checkpoint.js';
+import { createChainVerifier } from '../audit/verify-chain.js';
+import { feedEntries } from '../audit/verify-stored-chain.js';
+import { AttestorError } from '../errors.js';
+import type { KeyManager, Signer } from '../issuer/signer.js';
+import { GENESIS_HASH } from '../store/audit-chain.js';
+import type { AuditCheckpoint, Store } from '../store/store.js';
+import { runEvery } from './periodic.js';
+
+/*
+ * Signed checkpoints of the audit chain (SERVICE.md "Audit chain"): the active audit key signs
+ * {seq, hash, at} of the chain's head once `every` entries were appended since the last
+ * checkpoint, or `intervalMs` after it if the chain moved, and at a clean shutdown. Before it
+ * signs, it verifies the entries since the last checkpoint: a key signs only a chain it has
+ * checked, so an edit made between two checkpoints is refused (logged), not sealed. Signing
+ * happens outside any transaction; the store keeps one checkpoint per seq, so replicas that
+ * checkpoint the same head store it once.
+ */
+
+export interface AuditCheckpointerDeps {
+  readonly store: Store;
+  readonly keys: KeyManager;
+  readonly every: number;
+  readonly intervalMs: number;
+  readonly now: () => number;
+  readonly logger: Logger;
+}
+
+export interface AuditCheckpointer {
+  /** Looks every second whether a checkpoint is due, until stop(). */
+  start(): void;
+  /** Stops looking, awaits a checkpoint under way, then (if started) checkpoints the head once more. */
+  stop(): Promise<void>;
+}
+
+/** How often the head is looked at: two one-row reads. */
+const POLL_MS = 1000;
+
+export function createAuditCheckpointer(deps: AuditCheckpointerDeps): AuditCheckpointer {
+  const { store } = deps;
+  const signers = new Map<string, Promise<Signer>>();
+  let sinceMs = deps.now();
+  // After a failure the poll waits an interval before it tries again, so a broken chain is logged, not flooded.
+  let failedAt = Number.NEGATIVE_INFINITY;
+
+  /** The active audit key, asked for at each checkpoint: it may have been rotated meanwhile. */
+  const auditKey = async (): Promise<{ kid: string; signer: Signer }> => {
+    const active = (await store.keys.list('audit')).find((k) => k.state === 'active');
+    if (!active) throw new AttestorError('ERR_KEYS', 'no active audit key is recorded: checkpoints cannot be signed');
+    let signer = signers.get(active.kid);
+    if (!signer) {
+      signer = deps.keys.signerAt(active.uri);
+      signers.set(active.kid, signer);
+      signer.catch(() => signers.delete(active.kid));
+    }
+    return { kid: active.kid, signer: await signer };
+  };
+
+  /** A checkpoint of the head now (when `due`), unless the last one covers it (null); ERR_AUDIT_CHAIN when the entries since it do not verify. */
+  const checkpoint = async (due?: (since: number, lastAt: number) => boolean): Promise<AuditCheckpoint | null> => {
+    const last = await store.audit.lastCheckpoint();
+    const head = await store.audit.recordedHead();
+    const from = last ?? { seq: 0, hash: GENESIS_HASH };
+    if (head.seq <= from.seq || (due && !due(head.seq - from.seq, last?.at ?? sinceMs))) return null;
+    const verifier = createChainVerifier({ from, head, checkpoints: [], keys: [] });
+    await feedEntries(store, verifier, from.seq, head.seq);
+    const verdict = verifier.end();
+    if (!verdict.ok) throw new AttestorError('ERR_AUDIT_CHAIN', `no checkpoint signed: ${verdict.problem.message}`);
+    const { kid, signer } = await auditKey();
+    const statement = { seq: head.seq, hash: head.hash, at: deps.now() };
+    const signature = await signer.sign(checkpointBytes(statement));
+    return store.audit.checkpoint({ ...statement, kid, signature });
+  };
+
+  const due = (since: number, lastAt: number) =>
+    deps.now() - failedAt >= deps.intervalMs && (since >= deps.every || deps.now() - lastAt >= deps.intervalMs);
+
+  const signed = (made: AuditCheckpoint | null) => {
+    // Logs kept off the database's host witness the checkpoints: one deleted from the table is still here.
+    if (made) deps.logger.info({ seq: made.seq, hash: made.hash, kid: made.kid }, 'audit checkpoint signed');
+  };
+  const failed = (e: unknown) => {
+    failedAt = deps.now();
+    deps.logger.error({ err: e }, 'audit checkpoint failed');
+  };
+
+  let stopPolling: (() => Promise<void>) | undefined;
+  return {
+    start() {
+      sinceMs = deps.now();
+      stopPolling = runEvery(POLL_MS, () => checkpoint(due).then(signed), failed);
+    },
+    async stop() {
+      if (!stopPolling) return;
+      await stopPolling();
+      stopPolling = undefined;
+      await checkpoint().then(signed, failed);
+    },
+  };
+}
