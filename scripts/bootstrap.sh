@@ -8,9 +8,10 @@ say() { printf 'bootstrap: %s\n' "$*"; }
 
 # swtpm/tpm2-tools/softhsm2 are for tests and the demo; libtss2-dev + pkg-config + a C++
 # toolchain build the agent's native addon (the verifier runs without it); OpenSSL's tpm2
-# provider, tpm2-abrmd and the PKCS#11 engine let OpenSSL use the agent's TPM or token key.
+# provider, tpm2-abrmd (on a private dbus-daemon bus in the demo) and the PKCS#11 engine let
+# OpenSSL use the agent's TPM or token key.
 packages=(swtpm swtpm-tools tpm2-tools softhsm2 libtss2-dev pkg-config g++ make python3 openssl
-  tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 libengine-pkcs11-openssl)
+  tpm2-openssl tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon libengine-pkcs11-openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
