@@ -31,3 +31,25 @@ function keptFingerprint(pem: Buffer): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * The CA certificates the agent trusts the verifier with: the pinned root, and the certificates
+ * of the last bundle.pem the verifier sent over a channel so trusted. After a CA rotation the
+ * verifier's TLS certificate chains to the new CA, which the bundle published before it signed
+ * anything: the agent follows the rotation without a new fingerprint. Unparsable bundle
+ * entries are left out.
+ */
+export async function verifierTrust(stateDir: string, server: string, fingerprint: string): Promise<string> {
+  const root = await pinnedCa(stateDir, server, fingerprint);
+  const bundle = await readStateFile(stateDir, STATE_FILES.bundle);
+  if (bundle === null) return root;
+  const certificates = bundle.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  const parsed = certificates.filter((pem) => {
+    try {
+      return new X509Certificate(pem).ca;
+    } catch {
+      return false;
+    }
+  });
+  return [root.trimEnd(), ...parsed].join('\n') + '\n';
+}

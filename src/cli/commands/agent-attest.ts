@@ -3,8 +3,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { closeAgentKey, DEFAULT_PKCS11_KEY_LABEL, openAgentKey, parseAgentKeySpec, PKCS11_PIN_ENV, type AgentKeySpec } from '../../agent/agent-key.js';
 import { AttestationRefusedError, attestOnce, type Attested } from '../../agent/attest.js';
 import { DEFAULT_EVENT_LOG, DEFAULT_IMA_LOG, type LogSource, type LogSources } from '../../agent/measurement-logs.js';
-import { pinnedCa } from '../../agent/pinned-ca.js';
-import { readAgentState } from '../../agent/state-files.js';
+import { verifierTrust } from '../../agent/pinned-ca.js';
+import { readAgentState, type AgentState } from '../../agent/state-files.js';
 import { TpmSession } from '../../agent/tpm-session.js';
 import { createApiClient } from '../../client/api-client.js';
 import { isAttestorError } from '../../errors.js';
@@ -17,12 +17,16 @@ import { addAgentOptions, type AgentConnectionFlags } from './agent-options.js';
  * in the state directory. The server and CA fingerprint default to those enroll kept.
  */
 
-interface AttestFlags extends AgentConnectionFlags {
+/** What to attest with, shared by `attest` and `run`. */
+export interface EvidenceFlags extends AgentConnectionFlags {
   key: string;
   audience?: string;
   /** A path, or false for --no-event-log; undefined: the securityfs default when present. */
   eventLog?: string | false;
   imaLog?: string | false;
+}
+
+interface AttestFlags extends EvidenceFlags {
   json?: boolean;
 }
 
@@ -38,9 +42,9 @@ Environment:
   ${PKCS11_PIN_ENV}  the token's user PIN when the --key URI has no pin-source
 `;
 
-export function agentAttestCommand(io: CliIo): Command {
-  const cmd = new Command('attest').description('attest this host to the verifier and keep the credentials it issues in the state directory');
-  addAgentOptions(cmd, false)
+/** The options of the key and the evidence an attestation sends (`attest`, `run`). */
+export function addEvidenceOptions(cmd: Command): Command {
+  return cmd
     .addOption(
       new Option('--key <key>', `the key credentials are issued to: tpm (the TPM identity key) or a PKCS#11 URI, pkcs11:token=T;object=LABEL?module-path=M&pin-source=F (object default: ${DEFAULT_PKCS11_KEY_LABEL})`)
         .default('tpm'),
@@ -50,39 +54,58 @@ export function agentAttestCommand(io: CliIo): Command {
     .option('--no-event-log', 'send no UEFI event log')
     .option('--ima-log <file>', `the IMA measurement list to send (default: ${DEFAULT_IMA_LOG} when present)`)
     .option('--no-ima-log', 'send no IMA measurement list')
+    .addHelpText('after', FILES_HELP);
+}
+
+export function agentAttestCommand(io: CliIo): Command {
+  const cmd = new Command('attest').description('attest this host to the verifier and keep the credentials it issues in the state directory');
+  addEvidenceOptions(addAgentOptions(cmd, false))
     .option('--json', 'print the result as one JSON object')
-    .addHelpText('after', FILES_HELP)
     .action(async (opts: AttestFlags) => {
-      const keySpec = agentKeySpec(opts.key);
-      const logs = logSources(opts);
+      const attest = attestWith(opts);
       const state = await readAgentState(opts.stateDir);
-      const server = opts.server ?? state.server;
-      const caPem = await pinnedCa(opts.stateDir, server, opts.caFingerprint ?? state.caFingerprint);
-      const client = createApiClient({ server, caPem, format: opts.format });
       try {
-        const session = await TpmSession.open({ tcti: opts.tcti, stateDir: opts.stateDir });
-        try {
-          const key = await openAgentKey(keySpec);
-          try {
-            const result = await attestOnce({ client, session, agentId: state.agentId, key, stateDir: opts.stateDir, logs, audience: opts.audience });
-            io.out(opts.json ? `${JSON.stringify({ agentId: state.agentId, ...result })}\n` : describeResult(state.agentId, result));
-          } finally {
-            await closeAgentKey(key);
-          }
-        } finally {
-          await session.close();
-        }
+        const result = await attest(state);
+        io.out(opts.json ? `${JSON.stringify({ agentId: state.agentId, ...result })}\n` : describeResult(state.agentId, result));
       } catch (e) {
         // --json: the refusal is an object on stdout as well, for scripts; the error line still says it on stderr.
         if (opts.json && e instanceof AttestationRefusedError) {
           io.out(`${JSON.stringify({ agentId: state.agentId, refused: e.remoteCode, verdict: e.verdict })}\n`);
         }
         throw e;
-      } finally {
-        client.close();
       }
     });
   return cmd;
+}
+
+/**
+ * One attestation as the flags say, for the enrolled `state`: the options are checked now (a
+ * usage error before anything is touched); each call opens the TPM, the key and a connection
+ * to the verifier (trusting its pinned root and the bundle it sent), and closes them after.
+ */
+export function attestWith(opts: EvidenceFlags): (state: AgentState) => Promise<Attested> {
+  const keySpec = agentKeySpec(opts.key);
+  const logs = logSources(opts);
+  return async (state) => {
+    const server = opts.server ?? state.server;
+    const caPem = await verifierTrust(opts.stateDir, server, opts.caFingerprint ?? state.caFingerprint);
+    const client = createApiClient({ server, caPem, format: opts.format });
+    try {
+      const session = await TpmSession.open({ tcti: opts.tcti, stateDir: opts.stateDir });
+      try {
+        const key = await openAgentKey(keySpec);
+        try {
+          return await attestOnce({ client, session, agentId: state.agentId, key, stateDir: opts.stateDir, logs, audience: opts.audience });
+        } finally {
+          await closeAgentKey(key);
+        }
+      } finally {
+        await session.close();
+      }
+    } finally {
+      client.close();
+    }
+  };
 }
 
 function describeResult(agentId: string, r: Attested): string {

@@ -1,0 +1,114 @@
+import { AttestationRefusedError, describeReason, type Attested, type Verdict } from './attest.js';
+import { backoffMs, classifyFailure, renewalAt, type BackoffSettings, type Recovery } from './renewal-policy.js';
+
+/*
+ * `attestor-agent run`: attest at start, then renew by a fresh attestation at about half the
+ * credentials' lifetime, until stopped. A failure never ends the loop: the host enrolls again
+ * when the verifier does not know it, and otherwise backs off and retries, saying why at each
+ * step. What happened last is recorded (status.json) for `attestor-agent status`.
+ */
+
+/** What `run` records after each attempt (status.json in the state directory). */
+export interface RunStatus {
+  readonly updatedAt: string;
+  readonly lastSuccess: { readonly at: string; readonly spiffeId: string; readonly expiresAt: string; readonly jwt: boolean } | null;
+  readonly lastFailure: { readonly at: string; readonly reason: string; readonly recovery: Recovery } | null;
+  /** The verdict of the last attestation the verifier appraised, affirming or not. */
+  readonly lastVerdict: Verdict | null;
+  readonly nextAttemptAt: string | null;
+}
+
+export interface RenewalLoopDeps {
+  /** One attestation from scratch; throws as attestOnce does. */
+  attest(): Promise<Attested>;
+  /** Enrolls this host again (the verifier did not know it). */
+  enroll(): Promise<void>;
+  /** Runs after each renewal (the operator's command, a signal); its failures are logged, not fatal. */
+  afterRenewal(attested: Attested): Promise<void>;
+  /** Keeps the status for `attestor-agent status`. */
+  record(status: RunStatus): Promise<void>;
+  readonly backoff: BackoffSettings;
+  /** True when there is no usable enrollment yet: enroll first. */
+  readonly enrollFirst: boolean;
+  now(): number;
+  random(): number;
+  /** Resolves after `ms`, or at once when `signal` aborts. */
+  sleep(ms: number, signal: AbortSignal): Promise<void>;
+  info(line: string): void;
+  warn(line: string): void;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/** Human wait: 45s, 12m, 3h. */
+export function describeWait(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+/** Runs until `signal` aborts; an attempt in flight is finished first. */
+export async function runRenewalLoop(deps: RenewalLoopDeps, signal: AbortSignal): Promise<void> {
+  let failures = 0;
+  let enroll = deps.enrollFirst;
+  let last: RunStatus = { updatedAt: iso(deps.now()), lastSuccess: null, lastFailure: null, lastVerdict: null, nextAttemptAt: null };
+  while (!signal.aborted) {
+    let next: number;
+    try {
+      if (enroll) {
+        await deps.enroll();
+        enroll = false;
+        deps.info('enrolled this host with the verifier');
+      }
+      const attested = await deps.attest();
+      failures = 0;
+      const now = deps.now();
+      const expiresAt = Date.parse(attested.expiresAt);
+      next = renewalAt(now, expiresAt, deps.random());
+      const kinds = attested.jwt ? 'X509-SVID and JWT-SVID' : 'X509-SVID';
+      deps.info(`renewed: ${kinds} for ${attested.spiffeId}, verdict ${attested.verdict.status}, valid until ${attested.expiresAt}; next renewal in ${describeWait(next - now)}`);
+      last = {
+        updatedAt: iso(now),
+        lastSuccess: { at: iso(now), spiffeId: attested.spiffeId, expiresAt: attested.expiresAt, jwt: attested.jwt },
+        lastFailure: null,
+        lastVerdict: attested.verdict,
+        nextAttemptAt: iso(next),
+      };
+      await recordSafely(deps, last);
+      try {
+        await deps.afterRenewal(attested);
+      } catch (e) {
+        deps.warn(`after renewal: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    } catch (e) {
+      failures += 1;
+      const failure = classifyFailure(e);
+      if (failure.recovery === 'enroll') enroll = true;
+      const now = deps.now();
+      next = now + backoffMs(failures, deps.backoff, deps.random());
+      const then = failure.recovery === 'enroll' ? 'enrolling again' : 'retrying';
+      deps.warn(`${failure.recovery === 'refused' ? 'refused by the' : 'failed:'} ${failure.reason}; ${then} in ${describeWait(next - now)}`);
+      if (e instanceof AttestationRefusedError) for (const r of e.verdict.reasons) deps.warn(`  ${describeReason(r)}`);
+      if (failures === 1 && last.lastSuccess && Date.parse(last.lastSuccess.expiresAt) > now) {
+        deps.info(`keeping the credentials in hand: valid until ${last.lastSuccess.expiresAt}`);
+      }
+      last = {
+        ...last,
+        updatedAt: iso(now),
+        lastFailure: { at: iso(now), reason: failure.reason, recovery: failure.recovery },
+        lastVerdict: e instanceof AttestationRefusedError ? e.verdict : last.lastVerdict,
+        nextAttemptAt: iso(next),
+      };
+      await recordSafely(deps, last);
+    }
+    await deps.sleep(Math.max(0, next - deps.now()), signal);
+  }
+}
+
+/** A status that cannot be written (a full disk) is said, and the loop goes on: renewing matters more. */
+async function recordSafely(deps: RenewalLoopDeps, status: RunStatus): Promise<void> {
+  try {
+    await deps.record(status);
+  } catch (e) {
+    deps.warn(`cannot record the status: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
