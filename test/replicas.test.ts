@@ -2,19 +2,23 @@
  * Two `attestor serve` processes (the built bin) on one PostgreSQL schema and one SoftHSM
  * token serve one fleet: a swtpm host enrolls at one and attests at the other, a nonce is
  * used once when both receive it at once, a revocation made at one is honoured by the other
- * at once (challenge, introspection, CRL), and both append to one audit chain.
+ * at once (challenge, introspection, CRL), a key rotation asked of both happens once, and both
+ * append to one audit chain that `attestor audit verify` finds intact.
  */
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { z } from 'zod';
 import { buildAttestationRequest } from '../src/agent/evidence.js';
 import { TpmSession } from '../src/agent/tpm-session.js';
 import { ApiError, type ApiClient } from '../src/client/api-client.js';
 import { runAgent } from '../src/cli/agent-program.js';
 import { nextAuditEntry } from '../src/store/audit-chain.js';
-import { AgentDetailBody, AttestationResponse, BaselineBody, ChallengeResponse, TokenCreateResponse, type AttestationRequestInput } from '../src/wire/schemas.js';
+import { AgentDetailBody, AttestationResponse, BaselineBody, ChallengeResponse, KeyList, TokenCreateResponse, type AttestationRequestInput } from '../src/wire/schemas.js';
 import { postForm, refused } from './helpers/api.js';
 import { runCli } from './helpers/cli.js';
 import { crlSerials } from './helpers/crl.js';
@@ -52,10 +56,16 @@ describe('two verifier processes on one PostgreSQL', { timeout: 120_000 }, () =>
     writeFileSync(join(roots, 'intermediate.pem'), host.caCertPem);
     const pinFile = join(tmp, 'pin');
     writeFileSync(pinFile, `${hsm.userPin}\n`, { mode: 0o600 });
-    const args = (name: string) => {
+    // One fleet, one public URL (a load balancer's in production; here the first replica's):
+    // the JWT issuer, the JWKS and CRL URLs are the same whichever replica answers.
+    const ports = [await freePort(), await freePort()];
+    const publicUrl = `https://127.0.0.1:${ports[0]}`;
+    const args = (name: string, port: number) => {
       const dataDir = join(tmp, name);
       mkdirSync(dataDir);
       return [
+        '--listen', `127.0.0.1:${port}`,
+        '--public-url', publicUrl,
         '--data-dir', dataDir,
         '--database', `${TEST_PG_URL}?schema=${schema}`,
         '--keys', `pkcs11:token=attestor?module-path=${hsm.modulePath}&pin-source=${pinFile}`,
@@ -64,9 +74,9 @@ describe('two verifier processes on one PostgreSQL', { timeout: 120_000 }, () =>
     };
     const env = childEnv({ SOFTHSM2_CONF: hsm.conf });
     // The first creates the keys and the first admin token; the second finds them in the database and the token.
-    one = await processes.serve(args('one'), env);
+    one = { ...(await processes.serve(args('one', ports[0]!), env)), url: `https://127.0.0.1:${ports[0]}` };
     const [, token] = await one.waitFor(ADMIN_TOKEN);
-    two = await processes.serve(args('two'), env);
+    two = { ...(await processes.serve(args('two', ports[1]!), env)), url: `https://127.0.0.1:${ports[1]}` };
     expect(two.fingerprint).toBe(one.fingerprint);
     expect(two.out()).not.toMatch(ADMIN_TOKEN);
     caPem = await caPemOf(one.url);
@@ -142,7 +152,54 @@ describe('two verifier processes on one PostgreSQL', { timeout: 120_000 }, () =>
     expect((await challenge(0)).nonce).toHaveLength(32);
   });
 
-  it('both replicas appended to one hash chain, in order, with no gap', async () => {
+  it('a JWT key rotation asked of both replicas at once happens once; both then sign with the new key, and the JWT from before still introspects active', async () => {
+    // The JWT of a fresh attestation (the quarantine above revoked the earlier ones).
+    const before = (await attest(1, await requestFor(0))).credentials!.jwt!;
+    const oldKid = decodeProtectedHeader(before).kid;
+    const answers = await Promise.all([admin[0], admin[1], admin[0], admin[1]].map((c) => c.call('POST', '/v1/keys/rotate', KeyList, { key: 'jwt', now: true })));
+    const jwtKeys = (list: z.output<typeof KeyList>) => list.items.filter((k) => k.role === 'jwt');
+    for (const answer of answers) expect(jwtKeys(answer).map((k) => k.state).sort()).toStrictEqual(['active', 'old']);
+    const listed = jwtKeys(await admin[1].call('GET', '/v1/keys', KeyList));
+    const active = listed.find((k) => k.state === 'active')!;
+    expect(listed.find((k) => k.state === 'old')?.kid).toBe(oldKid);
+    const client = await schemaClient(schema);
+    try {
+      const { rows } = await client.query("SELECT action FROM audit_entries WHERE action LIKE 'key.%' AND subject = 'jwt' AND action <> 'key.create'");
+      expect(rows.map((r) => r.action).sort()).toStrictEqual(['key.activate', 'key.prepare', 'key.retire']);
+    } finally {
+      await client.end();
+    }
+    // Each replica reads the keys table every second: within a few, both publish and sign with the new key.
+    await vi.waitFor(
+      async () => {
+        for (const at of [0, 1] as const) {
+          const jwks = JSON.parse((await anon[at].get('/.well-known/jwks.json')).body.toString()) as { keys: { kid: string }[] };
+          expect(jwks.keys.map((k) => k.kid).sort()).toStrictEqual([active.kid, oldKid].sort());
+        }
+      },
+      { timeout: 5000, interval: 200 },
+    );
+    for (const [challengeAt, answerAt] of [[0, 1], [1, 0]] as const) {
+      const answer = await attest(answerAt, await requestFor(challengeAt));
+      expect(decodeProtectedHeader(answer.credentials!.jwt!).kid).toBe(active.kid);
+    }
+    const rp = await admin[1].call('POST', '/v1/tokens', TokenCreateResponse, { role: 'relying-party', label: 'after rotation' });
+    for (const url of [one.url, two.url]) expect((await postForm(url, caPem, '/v1/introspect', { token: before }, rp.token)).body).toMatchObject({ active: true, jti: decodeJwt(before).jti });
+  });
+
+  it('both replicas appended to one hash chain, which `attestor audit verify` finds intact offline against the database and online at either replica', async () => {
+    const offline = await processes.run(['audit', 'verify', '--database', `${TEST_PG_URL}?schema=${schema}`], childEnv({ SOFTHSM2_CONF: hsm.conf }));
+    expect(offline.code, offline.err).toBe(0);
+    expect(offline.out).toMatch(/^audit chain intact: \d+ entries/);
+    const auditor = await admin[0].call('POST', '/v1/tokens', TokenCreateResponse, { role: 'auditor', label: 'replicas' });
+    for (const s of [one, two]) {
+      const online = await processes.run(['audit', 'verify', '--server', s.url, '--ca-fingerprint', s.fingerprint], childEnv({ ATTESTOR_TOKEN: auditor.token }));
+      expect(online.code, online.err).toBe(0);
+      expect(online.out).toMatch(/^audit chain intact: \d+ entries/);
+    }
+  });
+
+  it('the chain in the database, recomputed here, links every entry in order with no gap', async () => {
     const client = await schemaClient(schema);
     try {
       const { rows } = await client.query('SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM audit_entries ORDER BY seq');
@@ -161,3 +218,15 @@ describe('two verifier processes on one PostgreSQL', { timeout: 120_000 }, () =>
     }
   });
 });
+
+/** A TCP port free now on 127.0.0.1. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}

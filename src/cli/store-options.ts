@@ -20,10 +20,16 @@ export function withStoreOptions(cmd: Command): Command {
     .option('--database <url>', 'the verifier database, when PostgreSQL (or ATTESTOR_DATABASE)');
 }
 
-/** Runs `use` on the store the flags (or the environment) name, closed afterwards. */
+/**
+ * Runs `use` on the store the flags (or the environment) name, closed afterwards. A PostgreSQL
+ * database needs no data dir.
+ */
 export async function withStore<T>(opts: StoreFlags, use: (store: Store) => Promise<T>): Promise<T> {
-  const config = loadConfig({ env: process.env, flags: { dataDir: opts.dataDir, database: opts.database } });
-  const store = await openStore({ dataDir: config.dataDir, ...(config.database ? { database: config.database } : {}) });
+  const database = opts.database ?? process.env.ATTESTOR_DATABASE;
+  const store =
+    database !== undefined && database !== ''
+      ? await openStore({ database })
+      : await openStore({ dataDir: loadConfig({ env: process.env, flags: { dataDir: opts.dataDir } }).dataDir });
   try {
     return await use(store);
   } finally {

@@ -4,15 +4,12 @@ import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 import type { Store } from './store.js';
 
-export interface OpenStoreOptions {
-  /** The data directory: the SQLite database is `<dataDir>/attestor.db`. */
-  readonly dataDir: string;
-  /**
-   * Absent: SQLite in the data directory. A postgres:// or postgresql:// URL: PostgreSQL; its
-   * `schema` query parameter, if any, names the schema of the tables (and is not passed on).
-   */
-  readonly database?: string;
-}
+/**
+ * SQLite in a data directory (`<dataDir>/attestor.db`), or a database: a postgres:// or
+ * postgresql:// URL, whose `schema` query parameter, if any, names the schema of the tables
+ * (and is not passed on).
+ */
+export type OpenStoreOptions = { readonly dataDir: string; readonly database?: undefined } | { readonly dataDir?: string; readonly database: string };
 
 /** The store the configuration names. */
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
