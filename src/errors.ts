@@ -128,6 +128,8 @@ export type ErrorCode =
   // The audit chain does not verify (src/audit)
   | 'ERR_AUDIT_CHAIN'
   // Issuing keys and credentials (src/issuer)
+  /** The keys table names active keys this verifier cannot load (another replica rotated to a key it cannot reach): it issues nothing. */
+  | 'ERR_KEYS_UNAVAILABLE'
   | 'ERR_KEYS_URI'
   | 'ERR_KEYS'
   | 'ERR_ISSUANCE'

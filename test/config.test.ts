@@ -105,6 +105,9 @@ describe('refusals name the key', () => {
     expect(msg).toContain('configuration key "limits"');
     expect(msg).toContain('bodyByte');
     expect(refusal({ file: configFile({ ...base, attestation: { nonceTTL: 10 } }) })).toContain('nonceTTL');
+    // A CA due for rotation as soon as it is active would rotate forever.
+    expect(refusal({ file: configFile({ ...base, ca: { lifetimeDays: 365, rotateBeforeDays: 200 } }) })).toMatch(/ca\.rotateBeforeDays.*at most half of ca\.lifetimeDays/);
+    expect(loadConfig({ file: configFile({ ...base, ca: { lifetimeDays: 365, rotateBeforeDays: 182 } }) }).ca.rotateBeforeDays).toBe(182);
     expect(refusal({ file: configFile({ ...base, tls: { cert: '/c', key: '/k', ca: '/x' } }) })).toContain('"ca"');
   });
 

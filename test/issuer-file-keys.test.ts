@@ -56,21 +56,24 @@ describe('file key manager', () => {
     expect(statSync(next.uri.slice('file:'.length)).mode & 0o777).toBe(0o600);
     expect(Buffer.from(next.spki).equals(Buffer.from(first.spki))).toBe(false);
     expect(await manager.signer('x509-ca')).toBe(first);
-    expect(await manager.signerAt(next.uri)).toBe(next);
+    expect(await manager.signerAt(next.uri, 'x509-ca')).toBe(next);
     await manager.close();
 
     const again = await openFileKeyManager(dir);
-    expect(Buffer.from((await again.signerAt(next.uri)).spki).equals(Buffer.from(next.spki))).toBe(true);
-    expect(Buffer.from((await again.signerAt(first.uri)).spki).equals(Buffer.from(first.spki))).toBe(true);
+    expect(Buffer.from((await again.signerAt(next.uri, 'x509-ca')).spki).equals(Buffer.from(next.spki))).toBe(true);
+    expect(Buffer.from((await again.signerAt(first.uri, 'x509-ca')).spki).equals(Buffer.from(first.spki))).toBe(true);
     // Only key files of its own directory, by the names it gives them.
     const elsewhere = fresh();
     mkdirSync(elsewhere, { mode: 0o700 });
     writeFileSync(join(elsewhere, 'jwt.pem'), readFileSync(next.uri.slice('file:'.length)), { mode: 0o600 });
-    await rejection(again.signerAt(`file:${join(elsewhere, 'jwt.pem')}`), 'ERR_KEYS');
-    await rejection(again.signerAt(`file:${join(dir, '..', 'jwt.pem')}`), 'ERR_KEYS');
-    await rejection(again.signerAt(`file:${join(dir, 'other.pem')}`), 'ERR_KEYS');
-    await rejection(again.signerAt(`file:${join(dir, 'jwt.0123456789abcdef.pem')}`), 'ERR_KEYS');
-    await rejection(again.signerAt('pkcs11:token=attestor;object=jwt'), 'ERR_KEYS');
+    await rejection(again.signerAt(`file:${join(elsewhere, 'jwt.pem')}`, 'jwt'), 'ERR_KEYS');
+    await rejection(again.signerAt(`file:${join(dir, '..', 'jwt.pem')}`, 'jwt'), 'ERR_KEYS');
+    await rejection(again.signerAt(`file:${join(dir, 'other.pem')}`, 'jwt'), 'ERR_KEYS');
+    await rejection(again.signerAt(`file:${join(dir, 'jwt.0123456789abcdef.pem')}`, 'jwt'), 'ERR_KEYS');
+    await rejection(again.signerAt('pkcs11:token=attestor;object=jwt', 'jwt'), 'ERR_KEYS');
+    // A key of one role is no other role's key, whatever a keys table row claims.
+    await rejection(again.signerAt(next.uri, 'jwt'), 'ERR_KEYS');
+    await rejection(again.signerAt(first.uri, 'audit'), 'ERR_KEYS');
     await again.close();
   });
 

@@ -153,8 +153,8 @@ describe('PKCS#11 key manager', () => {
       expect(lines.join('\n')).toContain('generated a non-extractable EC P-256 key in the token');
       // The role's own label still names the first key alone.
       expect(await manager.signer('jwt')).toBe(first);
-      expect(await manager.signerAt(first.uri)).toBe(first);
-      expect(await manager.signerAt(next.uri)).toBe(next);
+      expect(await manager.signerAt(first.uri, 'jwt')).toBe(first);
+      expect(await manager.signerAt(next.uri, 'jwt')).toBe(next);
       const data = Buffer.from('signed by the rotated key');
       expect(verify('sha256', data, { key: next.publicKey, dsaEncoding: 'ieee-p1363' }, await next.sign(data))).toBe(true);
       generated = { uri: next.uri, spki: next.spki };
@@ -163,11 +163,13 @@ describe('PKCS#11 key manager', () => {
     }
     const reopened = await openPkcs11KeyManager(uri);
     try {
-      expect(Buffer.from((await reopened.signerAt(generated.uri)).spki).equals(Buffer.from(generated.spki))).toBe(true);
+      expect(Buffer.from((await reopened.signerAt(generated.uri, 'jwt')).spki).equals(Buffer.from(generated.spki))).toBe(true);
       // Another token's key, a label no rotation gives, a key that is not there: ERR_KEYS or not found.
-      await rejection(reopened.signerAt(generated.uri.replace('token=attestor', 'token=race-1')), 'ERR_KEYS');
-      await rejection(reopened.signerAt(formatPkcs11Uri(uri, 'some-other-object')), 'ERR_KEYS');
-      await rejection(reopened.signerAt(formatPkcs11Uri(uri, 'jwt.0123456789abcdef')), 'ERR_PKCS11_KEY_NOT_FOUND');
+      await rejection(reopened.signerAt(generated.uri.replace('token=attestor', 'token=race-1'), 'jwt'), 'ERR_KEYS');
+      await rejection(reopened.signerAt(formatPkcs11Uri(uri, 'some-other-object'), 'jwt'), 'ERR_KEYS');
+      await rejection(reopened.signerAt(formatPkcs11Uri(uri, 'jwt.0123456789abcdef'), 'jwt'), 'ERR_PKCS11_KEY_NOT_FOUND');
+      // A key of one role is no other role's key, whatever a keys table row claims.
+      await rejection(reopened.signerAt(generated.uri, 'x509-ca'), 'ERR_KEYS');
     } finally {
       await reopened.close();
     }

@@ -105,6 +105,8 @@ for (const [dialect, target] of [
       const bytes = (hex: string) => (dialect === 'sqlite' ? `X'${hex}'` : `'\\x${hex}'`);
       await t.sql(`INSERT INTO agents (id, ek_public, ak_public, labels, status, created_at) VALUES ('old', ${bytes('01')}, ${bytes('02')}, '{}', 'active', ${enrolled})`);
       await t.sql(`INSERT INTO agents (id, ek_public, ak_public, labels, status, created_at) VALUES ('never', ${bytes('03')}, ${bytes('04')}, '{}', 'active', ${enrolled})`);
+      // Credentials exist only once the first start recorded the keys.
+      await t.sql(`INSERT INTO issuing_keys (kid, name, uri, state, public_key_spki, created_at) VALUES ('k', 'jwt', 'file:jwt.pem', 'active', ${bytes('05')}, ${enrolled})`);
       await t.sql(`INSERT INTO verdicts (id, agent_id, at, status, reasons, claims) VALUES ('v', 'old', ${issued}, 'affirming', '[]', '{}')`);
       for (const [id, at] of [['c1', issued - 3_600_000], ['c2', issued]] as const) {
         await t.sql(`INSERT INTO credentials (id, kind, agent_id, verdict_id, issued_at, expires_at, certificate_sha256, revoked) VALUES ('${id}', 'jwt-svid', 'old', 'v', ${at}, ${at + 3_600_000}, 'x', FALSE)`);

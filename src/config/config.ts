@@ -58,6 +58,11 @@ export const ConfigSchema = z.strictObject({
       /** Prepare the next CA this many days before the active one expires; absent: when 1/6 of its lifetime is left. */
       rotateBeforeDays: z.number().int().positive().max(36500).optional(),
     })
+    // A CA due for rotation as soon as it is active would be replaced again and again.
+    .refine((ca) => ca.rotateBeforeDays === undefined || ca.rotateBeforeDays * 2 <= ca.lifetimeDays, {
+      path: ['rotateBeforeDays'],
+      message: 'must be at most half of ca.lifetimeDays',
+    })
     .prefault({}),
   keyRotation: z
     .strictObject({

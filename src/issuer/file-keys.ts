@@ -45,11 +45,11 @@ export async function openFileKeyManager(dir: string, opts: FileKeyManagerOption
       opts.logger?.info({ key: `file:${join(dir, name)}` }, 'generated a software key');
       return cached(name, async (path) => ({ path, privateKey }));
     },
-    signerAt(uri) {
+    signerAt(uri, role) {
       const path = uri.startsWith('file:') ? uri.slice('file:'.length) : undefined;
-      // Only key files of this directory, by the names this manager gives them.
-      if (path === undefined || dirname(resolve(path)) !== resolve(dir) || !KEY_FILE.test(basename(path))) {
-        return Promise.reject(new AttestorError('ERR_KEYS', `${uri} is not a key file of ${dir}: wrong key directory?`));
+      // Only key files of this directory, by the names this manager gives them, of this role.
+      if (path === undefined || dirname(resolve(path)) !== resolve(dir) || KEY_FILE.exec(basename(path))?.[1] !== role) {
+        return Promise.reject(new AttestorError('ERR_KEYS', `${uri} is not a ${role} key file of ${dir}: wrong key directory?`));
       }
       return cached(basename(path), async (p) => {
         const privateKey = await load(p);

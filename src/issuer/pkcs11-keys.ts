@@ -123,12 +123,12 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
         others.set(label, signer);
         return signer;
       },
-      async signerAt(keyUri) {
+      async signerAt(keyUri, keyRole) {
         open();
         const wanted = parsePkcs11Uri(keyUri, 'key URI');
         const label = wanted.object;
-        if (wanted.token !== uri.token || label === undefined || !KEY_LABEL.test(label)) {
-          throw new AttestorError('ERR_KEYS', `${keyUri} is not a key of the token ${JSON.stringify(uri.token)}: wrong token?`);
+        if (wanted.token !== uri.token || label === undefined || KEY_LABEL.exec(label)?.[1] !== keyRole) {
+          throw new AttestorError('ERR_KEYS', `${keyUri} is not a ${keyRole} key of the token ${JSON.stringify(uri.token)}: wrong token?`);
         }
         const role = signers.get(label as KeyRole);
         if (role) return role;

@@ -30,7 +30,10 @@ export interface KeyManager {
   signer(role: KeyRole): Promise<Signer>;
   /** A new key pair for `role`, beside the ones it has (key rotation). */
   generate(role: KeyRole): Promise<Signer>;
-  /** The key whose Signer reported `uri`; ERR_KEYS when this manager holds no such key. */
-  signerAt(uri: string): Promise<Signer>;
+  /**
+   * The key of `role` whose Signer reported `uri`; ERR_KEYS when this manager holds no such key,
+   * or holds it under another role (a keys table row cannot make one role's key sign for another).
+   */
+  signerAt(uri: string, role: KeyRole): Promise<Signer>;
   close(): Promise<void>;
 }

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { checkpointBytes } from '../audit/checkpoint.js';
 import { createChainVerifier } from '../audit/verify-chain.js';
 import { feedEntries } from '../audit/verify-stored-chain.js';
+import { equalBytes } from '../bytes.js';
 import { AttestorError } from '../errors.js';
 import type { KeyManager, Signer } from '../issuer/signer.js';
 import { GENESIS_HASH } from '../store/audit-chain.js';
@@ -50,7 +51,11 @@ export function createAuditCheckpointer(deps: AuditCheckpointerDeps): AuditCheck
     if (!active) throw new AttestorError('ERR_KEYS', 'no active audit key is recorded: checkpoints cannot be signed');
     let signer = signers.get(active.kid);
     if (!signer) {
-      signer = deps.keys.signerAt(active.uri);
+      // Only the key the table records: a row pointing at another key of the manager signs nothing.
+      signer = deps.keys.signerAt(active.uri, 'audit').then((s) => {
+        if (!equalBytes(s.spki, active.publicKeySpki)) throw new AttestorError('ERR_KEYS', `the audit key at ${active.uri} is not the one the keys table records`);
+        return s;
+      });
       signers.set(active.kid, signer);
       signer.catch(() => signers.delete(active.kid));
     }

@@ -13,6 +13,11 @@ export interface CredentialAuthority {
   readonly caFingerprint: string;
   /** The active CA certificate's notAfter (ms): no credential lives past it. */
   readonly caNotAfter: number;
+  /**
+   * Why this verifier cannot issue now (the keys table names active keys it cannot load), or
+   * null. While it is not null, issuing throws ERR_KEYS_UNAVAILABLE and /readyz answers 503.
+   */
+  unavailable(): string | null;
   /** Signed by the active CA; `issuerKid` names it (the credential records it, for its CRL). */
   issueX509Svid(req: { subjectSpki: Uint8Array; spiffeId: string; notBefore: Date; notAfter: Date }): Promise<{ der: Uint8Array; serial: string; issuerKid: string }>;
   /** Signed by the active JWT key, whose kid the header and `kid` carry. */

@@ -1,15 +1,15 @@
-import { createHash, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { isIP } from 'node:net';
+import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
+import type { Logger } from 'pino';
 import { equalBytes } from '../bytes.js';
 import { AttestorError } from '../errors.js';
-import { createCaCertificate, createServerCertificate } from '../issuer/ca-certificate.js';
+import { createCaCertificate } from '../issuer/ca-certificate.js';
 import { createCrl } from '../issuer/crl.js';
 import { issuingCa } from '../issuer/issuing-ca.js';
 import { jwtJwks, kidOf, spiffeBundle, type Jwks, type SpiffeBundle } from '../issuer/jwks.js';
 import { createJwtSvidIssuer, type JwtSvidIssuer } from '../issuer/jwt-svid.js';
 import type { KeyManager, KeyRole, Signer } from '../issuer/signer.js';
 import { createX509SvidIssuer, type X509SvidIssuer } from '../issuer/x509-svid.js';
-import type { IssuingKey, KeyRing as StoredKeyRing, Store } from '../store/store.js';
+import type { IssuingKey, KeyRing as StoredKeyRing, Store, StoredCrl } from '../store/store.js';
 import type { CredentialAuthority } from './credential-authority.js';
 import { pem } from './pem.js';
 
@@ -31,6 +31,7 @@ export interface IssuingKeysDeps {
   readonly publicUrl: string;
   readonly caLifetimeDays: number;
   readonly now: () => number;
+  readonly logger: Logger;
 }
 
 /** How often relying parties are told to refetch the bundle (SPIFFE bundle `spiffe_refresh_hint`). */
@@ -80,7 +81,7 @@ export async function openKeyRing(deps: IssuingKeysDeps): Promise<KeyRing> {
   const signerOf = (key: IssuingKey): Promise<Signer> => {
     let signer = signers.get(key.kid);
     if (!signer) {
-      signer = deps.keys.signerAt(key.uri).then((s) => {
+      signer = deps.keys.signerAt(key.uri, key.name).then((s) => {
         if (!equalBytes(s.spki, key.publicKeySpki)) {
           throw new AttestorError('ERR_KEYS', `the ${key.name} key at ${key.uri} is not the one this verifier's database records: wrong token or key directory?`);
         }
@@ -99,11 +100,27 @@ export async function openKeyRing(deps: IssuingKeysDeps): Promise<KeyRing> {
       if (!key) throw new AttestorError('ERR_KEYS', `the keys table has no active ${role} key`);
       active.set(role, { key, signer: await signerOf(key) });
     }
-    const published = (name: KeyRole) => ring.keys.filter((k) => k.name === name).sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state]);
-    const cas = published('x509-ca');
+    // A published key is one the key manager holds, under its role, and a CA's certificate is
+    // the self-signed root of that key: a row written into the table by someone without the
+    // HSM (a database compromise) publishes nothing.
+    const published = async (name: KeyRole) => {
+      const kept: IssuingKey[] = [];
+      for (const k of ring.keys.filter((r) => r.name === name).sort((a, b) => STATE_ORDER[a.state] - STATE_ORDER[b.state])) {
+        try {
+          await signerOf(k);
+          if (name === 'x509-ca') checkCaCertificate(k);
+          kept.push(k);
+        } catch (e) {
+          if (k.state === 'active') throw e;
+          deps.logger.error({ key: name, kid: k.kid, state: k.state, err: e }, 'a key of the keys table is not published: the key manager does not hold it as recorded');
+        }
+      }
+      return kept;
+    };
+    const cas = await published('x509-ca');
     const ca = active.get('x509-ca')!;
     const jwtKey = active.get('jwt')!;
-    const jwtKeys = published('jwt').map((k) => ({ kid: k.kid, publicKey: createPublicKey({ key: Buffer.from(k.publicKeySpki), format: 'der', type: 'spki' }) }));
+    const jwtKeys = (await published('jwt')).map((k) => ({ kid: k.kid, publicKey: createPublicKey({ key: Buffer.from(k.publicKeySpki), format: 'der', type: 'spki' }) }));
     const certificates = cas.map((k) => k.certificate!);
     return {
       ring,
@@ -120,14 +137,30 @@ export async function openKeyRing(deps: IssuingKeysDeps): Promise<KeyRing> {
   };
 
   let current = await build(await deps.store.keys.ring());
+  /** Set while the table names active keys this replica cannot load: it issues nothing then. */
+  let unusable: AttestorError | undefined;
   let reading: Promise<void> | undefined;
   const refresh = async () => {
-    if ((await deps.store.keys.sequence()) === current.ring.sequence) return;
+    if (unusable === undefined && (await deps.store.keys.sequence()) === current.ring.sequence) return;
     // One reading at a time; callers during it wait for it.
     reading ??= (async () => {
-      current = await build(await deps.store.keys.ring());
+      const ring = await deps.store.keys.ring();
+      try {
+        current = await build(ring);
+        unusable = undefined;
+      } catch (e) {
+        // Signing on with a key the table retired would put credentials outside what every
+        // other replica publishes (and, once pruned, outside every CRL): fail closed instead.
+        const moved = ROLES.some((role) => ring.keys.find((k) => k.name === role && k.state === 'active')?.kid !== current.active.get(role)!.key.kid);
+        if (moved) unusable = new AttestorError('ERR_KEYS_UNAVAILABLE', `this verifier cannot load the active issuing keys: ${e instanceof Error ? e.message : String(e)}`);
+        throw e;
+      }
     })().finally(() => (reading = undefined));
     await reading;
+  };
+  const usable = () => {
+    if (unusable) throw unusable;
+    return current;
   };
   const crls = createCrls(deps.store, (key) => signerOf(key));
 
@@ -144,16 +177,18 @@ export async function openKeyRing(deps: IssuingKeysDeps): Promise<KeyRing> {
     get caNotAfter() {
       return current.active.get('x509-ca')!.key.notAfter!;
     },
+    unavailable: () => unusable?.message ?? null,
     async issueX509Svid(req) {
-      const { x509, active } = current;
+      const { x509, active } = usable();
       return { ...(await x509.issue(req)), issuerKid: active.get('x509-ca')!.key.kid };
     },
     async issueJwtSvid(claims) {
-      const { jwt, active } = current;
+      const { jwt, active } = usable();
       return { token: await jwt.sign(claims), kid: active.get('jwt')!.key.kid };
     },
     async crl(now, caKid) {
-      const key = caKid === undefined ? current.active.get('x509-ca')!.key : current.cas.find((k) => k.kid === caKid);
+      // A prepared CA has signed nothing yet: it has no CRL to sign.
+      const key = caKid === undefined ? current.active.get('x509-ca')!.key : current.cas.find((k) => k.kid === caKid && k.state !== 'prepared');
       return key ? crls(key, now) : null;
     },
     root: (fingerprint) => current.roots.get(fingerprint),
@@ -170,15 +205,20 @@ export async function openKeyRing(deps: IssuingKeysDeps): Promise<KeyRing> {
  * The CRL of each CA, as the store keeps it for every replica: served as stored while the
  * revoked serials are the same and half its validity has not passed; otherwise a new one is
  * made with the next CRL Number and stored, unless another replica stored one first (then
- * theirs is served). The number never goes back, across restarts and replicas.
+ * theirs is served). The number never goes back, across restarts and replicas. A CRL served
+ * lists every revocation committed before the request: one made from an older reading (shared
+ * with an earlier request, or another replica's that won the store) is made again.
  */
 function createCrls(store: Store, signerOf: (key: IssuingKey) => Promise<Signer>) {
-  const making = new Map<string, Promise<Uint8Array>>();
-  const make = async (key: IssuingKey, now: number): Promise<Uint8Array> => {
+  const making = new Map<string, Promise<StoredCrl>>();
+  const revokedSet = async (key: IssuingKey, now: number) => {
     const revoked = await store.attestations.revokedCertificates(now, key.kid);
-    const serialsSha256 = createHash('sha256').update(revoked.map((r) => r.serial).join(',')).digest('hex');
+    return { revoked, serialsSha256: createHash('sha256').update(revoked.map((r) => r.serial).join(',')).digest('hex') };
+  };
+  const make = async (key: IssuingKey, now: number): Promise<StoredCrl> => {
+    const { revoked, serialsSha256 } = await revokedSet(key, now);
     const stored = await store.keys.crl(key.kid);
-    if (stored && stored.serialsSha256 === serialsSha256 && now < stored.renewAt) return stored.der;
+    if (stored && stored.serialsSha256 === serialsSha256 && now < stored.renewAt) return stored;
     // A CA's first stored CRL is numbered with the time in seconds, as CRLs were numbered
     // before the number was stored: no relying party sees it go back across the upgrade.
     const number = stored ? stored.number + 1 : Math.floor(now / 1000);
@@ -189,10 +229,9 @@ function createCrls(store: Store, signerOf: (key: IssuingKey) => Promise<Signer>
       nextUpdate: new Date(now + CRL_VALIDITY_MS),
       revoked: revoked.map((r) => ({ serial: r.serial, at: new Date(r.revokedAt) })),
     });
-    const saved = await store.keys.saveCrl({ caKid: key.kid, number, der, serialsSha256, renewAt: now + CRL_VALIDITY_MS / 2 }, stored?.number ?? null);
-    return saved.der;
+    return store.keys.saveCrl({ caKid: key.kid, number, der, serialsSha256, renewAt: now + CRL_VALIDITY_MS / 2 }, stored?.number ?? null);
   };
-  return (key: IssuingKey, now: number): Promise<Uint8Array> => {
+  const shared = (key: IssuingKey, now: number): Promise<StoredCrl> => {
     // Requests arriving while this process makes a CRL of the CA share it.
     let crl = making.get(key.kid);
     if (!crl) {
@@ -200,6 +239,13 @@ function createCrls(store: Store, signerOf: (key: IssuingKey) => Promise<Signer>
       making.set(key.kid, crl);
     }
     return crl;
+  };
+  return async (key: IssuingKey, now: number): Promise<Uint8Array> => {
+    for (let attempt = 1; ; attempt++) {
+      const crl = await shared(key, now);
+      // Bounded: under a storm of revocations, the latest CRL after three tries.
+      if (attempt === 3 || crl.serialsSha256 === (await revokedSet(key, now)).serialsSha256) return crl.der;
+    }
   };
 }
 
@@ -240,30 +286,23 @@ export function recordOf(role: KeyRole, signer: Signer, certificate: Uint8Array 
   };
 }
 
+/** ERR_KEYS unless the CA key's certificate is a self-signed CA certificate of that very key. */
+function checkCaCertificate(key: IssuingKey): void {
+  const refuse = (why: string) => new AttestorError('ERR_KEYS', `the x509-ca key ${key.kid} in the keys table ${why}: not published`);
+  if (!key.certificate) throw refuse('has no certificate');
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(key.certificate);
+  } catch {
+    throw refuse('has a certificate that does not parse');
+  }
+  const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
+  if (!equalBytes(spki, key.publicKeySpki) || !cert.ca || !cert.checkIssued(cert) || !cert.verify(cert.publicKey)) {
+    throw refuse('has a certificate that is not the self-signed root of its key');
+  }
+}
+
 /** SHA-256 of a certificate's DER, lowercase hex: what agents pin. */
 export function fingerprintOf(der: Uint8Array): string {
   return createHash('sha256').update(der).digest('hex');
-}
-
-/**
- * The verifier's own TLS key and certificate, issued by its CA for the names it is reached at
- * (agents pin the CA, so a fresh key at every start is fine): valid 30 days at most.
- */
-export async function selfIssuedTls(opts: {
-  caCertificate: Uint8Array;
-  caSigner: Signer;
-  names: readonly string[];
-  now: number;
-}): Promise<{ key: string; cert: string }> {
-  const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const names = [...new Set(opts.names)];
-  const der = await createServerCertificate({
-    ca: { certificate: opts.caCertificate, signer: opts.caSigner },
-    subjectSpki: pair.publicKey.export({ type: 'spki', format: 'der' }),
-    dnsNames: names.filter((n) => isIP(n) === 0),
-    ipAddresses: names.filter((n) => isIP(n) !== 0),
-    now: new Date(opts.now),
-    lifetimeSeconds: 30 * 86400,
-  });
-  return { key: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, cert: pem('CERTIFICATE', der) + pem('CERTIFICATE', opts.caCertificate) };
 }

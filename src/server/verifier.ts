@@ -18,7 +18,9 @@ import { createEnrollmentFlow } from './flows/enrollment.js';
 import { createIntrospection } from './flows/introspection.js';
 import { createFreshnessWatchdog } from './freshness-watchdog.js';
 import { listenHttps } from './https.js';
-import { openKeyRing, selfIssuedTls } from './issuing-keys.js';
+import { openKeyRing } from './issuing-keys.js';
+import { runEvery } from './periodic.js';
+import { createSelfIssuedTls, type ServerTls } from './server-tls.js';
 import { createKeyRotation } from './key-rotation.js';
 import { createMetrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
@@ -88,7 +90,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     const listening = await listenHttps({ host, port, limits: config.limits });
     cleanup.push(() => listening.close());
     const publicUrl = publicUrlOf(config, listening.port);
-    const authority = await openKeyRing({ store, keys, trustDomain: config.trustDomain, publicUrl, caLifetimeDays: config.ca.lifetimeDays, now });
+    const authority = await openKeyRing({ store, keys, trustDomain: config.trustDomain, publicUrl, caLifetimeDays: config.ca.lifetimeDays, now, logger });
     const rotation = createKeyRotation({
       store,
       keys,
@@ -141,15 +143,22 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
       ...publicRoutes({ store, authority, metrics, publicUrl, now, openapi: () => openApiDocument(routes, { version: API_VERSION, serverUrl: publicUrl }) }),
     );
     const app = createApp({ store, routes, logger, metrics, limits: config.limits });
-    const tls = config.tls
-      ? { key: readTlsFile(config.tls.key, 'tls.key'), cert: readTlsFile(config.tls.cert, 'tls.cert') }
-      : await selfIssuedTls({
-          caCertificate: authority.active('x509-ca').key.certificate!,
-          caSigner: authority.active('x509-ca').signer,
-          names: ['localhost', '127.0.0.1', '::1', ...(host === '0.0.0.0' || host === '::' ? [] : [host]), new URL(publicUrl).hostname.replace(/^\[|\]$/g, ''), ...config.serverNames],
-          now: now(),
-        });
-    listening.serve(app, tls);
+    if (config.tls) {
+      listening.serve(app, { key: readTlsFile(config.tls.key, 'tls.key'), cert: readTlsFile(config.tls.cert, 'tls.cert') });
+    } else {
+      // Served from the first certificate on; later ones (a CA rotation, renewal) replace it in place.
+      let install = (tls: ServerTls) => listening.serve(app, tls);
+      const serverTls = createSelfIssuedTls({
+        ring: authority,
+        names: ['localhost', '127.0.0.1', '::1', ...(host === '0.0.0.0' || host === '::' ? [] : [host]), new URL(publicUrl).hostname.replace(/^\[|\]$/g, ''), ...config.serverNames],
+        now,
+        install: (tls) => install(tls),
+        logger,
+      });
+      await serverTls.refresh();
+      install = (tls) => listening.server.setSecureContext(tls);
+      cleanup.push(runEvery(KEY_ROUND_MS, () => serverTls.refresh(), (e) => logger.error({ err: e }, 'issuing the TLS certificate again failed')));
+    }
 
     const purge = setInterval(() => {
       const t = now();

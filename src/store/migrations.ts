@@ -216,6 +216,9 @@ export const MIGRATIONS: readonly Migration[] = [
         `ALTER TABLE credentials ADD COLUMN issuer_kid ${t.key}`,
         `UPDATE credentials SET issuer_kid = (SELECT kid FROM issuing_keys WHERE name = 'x509-ca' AND state = 'active') WHERE kind = 'x509-svid'`,
         `UPDATE credentials SET issuer_kid = (SELECT kid FROM issuing_keys WHERE name = 'jwt' AND state = 'active') WHERE kind = 'jwt-svid'`,
+        // A replica still running the previous version (a rolling upgrade on PostgreSQL) cannot
+        // record a credential no CRL would list. (SQLite has one process: nothing to refuse.)
+        ...(dialect === 'postgres' ? ['ALTER TABLE credentials ALTER COLUMN issuer_kid SET NOT NULL'] : []),
         'CREATE INDEX credentials_by_issuer ON credentials (issuer_kid, expires_at)',
         // The CRL each CA serves, shared by the replicas: its number only grows.
         `CREATE TABLE crls (

@@ -106,17 +106,18 @@ export function publicRoutes(deps: {
       method: 'get',
       path: '/readyz',
       operationId: 'ready',
-      summary: 'The database answers: ready for traffic',
+      summary: 'The database answers and the active issuing keys are loaded: ready for traffic',
       tag: 'public',
       access: 'public',
       responses: { 200: 'text', 503: 'text' },
       handle: async () => {
         try {
           await deps.store.ping();
-          return { status: 200, body: 'ready\n', contentType: 'text/plain' };
         } catch {
           return { status: 503, body: 'the database does not answer\n', contentType: 'text/plain' };
         }
+        if (deps.authority.unavailable() !== null) return { status: 503, body: 'the active issuing keys cannot be loaded\n', contentType: 'text/plain' };
+        return { status: 200, body: 'ready\n', contentType: 'text/plain' };
       },
     }),
     route({
