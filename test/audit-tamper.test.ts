@@ -95,6 +95,18 @@ describe.each([
     return seq!;
   };
 
+  /** Entry 2's subject changed and every hash after it recomputed, the head row with them: a consistent chain. */
+  async function rebuildWithSubjectOf2(subject: string) {
+    let prevHash = '0'.repeat(64);
+    for (const r of saved.entries) {
+      const row = Number(r.seq) === 2 ? { ...r, subject } : r;
+      const hash = entryHash(prevHash, row);
+      await sql.run('UPDATE audit_entries SET subject = $1, prev_hash = $2, hash = $3 WHERE seq = $4', [row.subject, prevHash, hash, r.seq]);
+      prevHash = hash;
+    }
+    await sql.run('UPDATE audit_head SET hash = $1', [prevHash]);
+  }
+
   /** Every way of verifying, offline and online, must name the same first problem. */
   async function expectBroken(kind: string, seq: number) {
     const cli = await runCli(runAttestor, ['audit', 'verify', '--json', ...offline()]);
@@ -241,14 +253,7 @@ describe.each([
   });
 
   it('the chain rebuilt with recomputed hashes and head: the first checkpoint it passes tells', async () => {
-    let prevHash = '0'.repeat(64);
-    for (const r of saved.entries) {
-      const row = Number(r.seq) === 2 ? { ...r, subject: 'rewritten' } : r;
-      const hash = entryHash(prevHash, row);
-      await sql.run('UPDATE audit_entries SET subject = $1, prev_hash = $2, hash = $3 WHERE seq = $4', [row.subject, prevHash, hash, r.seq]);
-      prevHash = hash;
-    }
-    await sql.run('UPDATE audit_head SET hash = $1', [prevHash]);
+    await rebuildWithSubjectOf2('rewritten');
     await expectBroken('rewritten', Number(saved.checkpoints[0]!.seq));
   });
 
@@ -261,6 +266,38 @@ describe.each([
     expect(forged.problem?.detail).toContain('signature does not verify');
     await sql.run('UPDATE audit_checkpoints SET signature = $1, kid = $2 WHERE seq = $3', [c.signature, 'not-a-key', c.seq]);
     expect((await expectBroken('bad-checkpoint', Number(c.seq))).problem?.detail).toBe('checkpoint signed by an unknown audit key (kid not-a-key)');
+  });
+
+  it('the chain rebuilt and the checkpoints covering the edit deleted: the checkpointer signs nothing, and a witness kept elsewhere names it', async () => {
+    const before = await v.verifier.store.audit.lastCheckpoint();
+    const first = saved.checkpoints[0]!;
+    await rebuildWithSubjectOf2('rewritten');
+    await sql.run('DELETE FROM audit_checkpoints');
+    // What the database alone shows is now a consistent chain without checkpoints.
+    const offlineOnly = await runCli(runAttestor, ['audit', 'verify', ...offline()]);
+    expect(offlineOnly.code, offlineOnly.err).toBe(0);
+    // More entries make a checkpoint due: the running checkpointer misses the one it signed, and signs nothing.
+    const admin = client(v.adminToken);
+    for (let i = 0; i < 6; i++) await admin.call('POST', '/v1/tokens', TokenCreateResponse, { role: 'relying-party' });
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(await v.verifier.store.audit.lastCheckpoint()).toBeNull();
+    expect(before).not.toBeNull();
+    // The checkpoint's log line, kept off the database's host, is a witness the rewrite cannot meet.
+    const witnessed = await runCli(runAttestor, ['audit', 'verify', ...offline(), '--expect', `${first.seq}:${first.hash}`]);
+    expect(witnessed.code).toBe(1);
+    expect(witnessed.err).toMatch(new RegExp(`^error: ERR_AUDIT_CHAIN: audit chain broken at seq ${first.seq}: entries rewritten \\(the chain up to seq ${first.seq} does not hash to what the witness recorded`));
+    // afterEach restores the chain; the checkpointer trusts the last checkpoint it signed again.
+  });
+
+  it('checkpoints count only by the pinned audit key: a key row added to the table vouches for nothing', async () => {
+    const auditKey = (await v.verifier.store.keys.list('audit')).find((k) => k.state === 'active')!;
+    const pinned = await runCli(runAttestor, ['audit', 'verify', ...offline(), '--audit-key', auditKey.kid]);
+    expect(pinned.code, pinned.err).toBe(0);
+    const other = await runCli(runAttestor, ['audit', 'verify', ...offline(), '--audit-key', 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA']);
+    expect(other.code).toBe(1);
+    expect(other.err).toMatch(/checkpoint signed by an unknown audit key/);
+    const online = await runCli(runAttestor, ['audit', 'verify', '--audit-key', auditKey.kid, '--server', v.url, '--ca-fingerprint', v.caFingerprint]);
+    expect(online.code).toBe(2);
   });
 
   it('the checkpointer signs nothing over a chain tampered with since its last checkpoint', async () => {

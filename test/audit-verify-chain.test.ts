@@ -212,4 +212,21 @@ describe('audit checkpoints', () => {
     const forged = { ...checkpoint(9, audit), kid: old.key.kid };
     expect(verifyAuditChain({ entries: cut, head: headOf(cut), keys, checkpoints: [forged] })).toMatchObject({ ok: false, problem: { kind: 'bad-checkpoint', seq: 9 } });
   });
+
+  it('witnesses kept outside the database: a rebuilt chain is rewritten at the witnessed seq; one past the end is truncated', () => {
+    const rebuilt = chainOf(entries.map((e, i) => (i === 9 ? { ...e, subject: 'forged' } : e)));
+    const witness = { seq: 10, hash: entries[9]!.hash };
+    expect(verifyAuditChain({ entries: entries, head: headOf(entries), keys, checkpoints: [], witnesses: [witness] }).ok).toBe(true);
+    expect(verifyAuditChain({ entries: rebuilt, head: headOf(rebuilt), keys, checkpoints: [], witnesses: [witness] })).toMatchObject({ ok: false, problem: { kind: 'rewritten', seq: 10 } });
+    const cut = entries.slice(0, 7);
+    expect(verifyAuditChain({ entries: cut, head: headOf(cut), keys, checkpoints: [], witnesses: [witness] })).toMatchObject({ ok: false, problem: { kind: 'truncated', seq: 8 } });
+  });
+
+  it('another spelling of a hash is an edit of its own entry; a row past the head after a gap is inserted, not a deletion', () => {
+    const upper = entries.map((e, i) => (i === 4 ? { ...e, prevHash: e.prevHash.toUpperCase() } : e));
+    expect(verifyAuditChain({ entries: upper, head: headOf(entries), keys, checkpoints: [] })).toMatchObject({ ok: false, problem: { kind: 'edited', seq: 5 } });
+    const last = entries[entries.length - 1]!;
+    const beyond = [...entries, { ...last, seq: last.seq + 3 }];
+    expect(verifyAuditChain({ entries: beyond, head: headOf(entries), keys, checkpoints: [] })).toMatchObject({ ok: false, problem: { kind: 'inserted', seq: last.seq + 3 } });
+  });
 });

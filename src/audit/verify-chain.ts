@@ -26,11 +26,15 @@ import { checkpointBytes } from './checkpoint.js';
  *   does not link to prev, and t does not link to prev either: prev was edited and its hash
  *   recomputed (r still links to its old hash).
  * - `truncated` (seq: the first missing seq): the chain ends before the recorded head, or a
- *   checkpoint names a seq past the last entry.
- * - `rewritten` (seq: the checkpoint's or head's seq): every entry up to that seq is
- *   consistent and linked, but the hash there is not the one the checkpoint signed (or the
- *   head recorded): the chain up to it was rebuilt with recomputed hashes. Which entry was
- *   changed first cannot be known: only that it is at or before that seq.
+ *   checkpoint or witness names a seq past the last entry.
+ * - `rewritten` (seq: the checkpoint's, witness's or head's seq): every entry up to that seq
+ *   is consistent and linked, but the hash there is not the one the checkpoint signed (the
+ *   witness or the head recorded): the chain up to it was rebuilt with recomputed hashes.
+ *   Which entry was changed first cannot be known: only that it is at or before that seq.
+ *   Likewise an `edited` seq is where the chain stops being the one written: the first
+ *   changed entry is at or before it when several were re-hashed together.
+ * - A hash or prev_hash that is not 64 lowercase hex digits is `edited` at its entry; an entry
+ *   past the recorded head is `inserted` even when seqs are missing before it.
  * - `bad-checkpoint` (seq: the checkpoint's): its kid is no audit key, or its signature over
  *   src/audit/checkpoint.ts's bytes does not verify. Checked when the walk reaches its seq.
  *
@@ -96,6 +100,11 @@ export interface ChainVerifierInput {
   /** Every checkpoint (any order); read before the head, so none names a seq past it. */
   readonly checkpoints: readonly AuditCheckpoint[];
   readonly keys: readonly AuditPublicKey[];
+  /**
+   * Heads recorded outside the database (the checkpointer's log lines, an auditor's notes):
+   * the entry at each seq must have that hash (`rewritten` otherwise; `truncated` past the end).
+   */
+  readonly witnesses?: readonly ChainHead[];
 }
 
 export interface ChainVerifier {
@@ -111,6 +120,7 @@ export function createChainVerifier(input: ChainVerifierInput): ChainVerifier {
   const { head } = input;
   let prev: ChainHead = input.from ?? { seq: 0, hash: GENESIS_HASH };
   const checkpoints = input.checkpoints.filter((c) => c.seq > prev.seq).sort((a, b) => a.seq - b.seq);
+  const witnesses = new Map((input.witnesses ?? []).map((w) => [w.seq, w.hash]));
   const signed = signatureCheck(input.keys);
   let entries = 0;
   let nextCheckpoint = 0;
@@ -123,8 +133,12 @@ export function createChainVerifier(input: ChainVerifierInput): ChainVerifier {
     return false;
   };
 
-  /** The checkpoints up to `entry`'s seq, now that it is accepted. */
+  /** The checkpoints (and witnesses) up to `entry`'s seq, now that it is accepted. */
   const checkCheckpoints = (entry: ChainHead): boolean => {
+    const witnessed = witnesses.get(entry.seq);
+    if (witnessed !== undefined && witnessed !== entry.hash) {
+      return fail('rewritten', entry.seq, `entries rewritten (the chain up to seq ${entry.seq} does not hash to what the witness recorded, ${witnessed})`);
+    }
     for (; nextCheckpoint < checkpoints.length && checkpoints[nextCheckpoint]!.seq <= entry.seq; nextCheckpoint++) {
       const c = checkpoints[nextCheckpoint]!;
       const bad = signed(c);
@@ -169,6 +183,10 @@ export function createChainVerifier(input: ChainVerifierInput): ChainVerifier {
       if (problem) return false;
       if (pending) return classify(pending, r);
       if (r.seq <= prev.seq) return fail('reordered', r.seq, `entry out of order (seq ${r.seq} read after seq ${prev.seq})`);
+      // Another spelling of a hash (upper case, trailing bytes) is an edit of this entry, not a broken link before it.
+      if (!HASH.test(r.hash) || !HASH.test(r.prevHash)) return fail('edited', r.seq, 'entry edited (its hash or prev_hash is not 64 lowercase hex digits)');
+      // Past the recorded head, a gap is no deletion: rows were put where the chain never reached.
+      if (prev.seq >= head.seq && r.seq > prev.seq + 1) return fail('inserted', r.seq, `entry inserted past the head the chain's lock records (seq ${head.seq})`);
       if (r.seq > prev.seq + 1) {
         return fail('deleted', prev.seq + 1, r.seq === prev.seq + 2 ? 'entry deleted (its seq is missing)' : `entries deleted (seq ${prev.seq + 1} to ${r.seq - 1} are missing)`);
       }
@@ -191,6 +209,9 @@ export function createChainVerifier(input: ChainVerifierInput): ChainVerifier {
         fail('truncated', prev.seq + 1, `entries deleted from the end (the chain's lock records seq ${head.seq} as the head; the chain ends at seq ${prev.seq})`);
       } else if (prev.hash !== head.hash) {
         fail('rewritten', head.seq, `entries rewritten (the chain up to seq ${head.seq} does not hash to the head the chain's lock records)`);
+      } else if ([...witnesses.keys()].some((seq) => seq > prev.seq)) {
+        const seq = Math.min(...[...witnesses.keys()].filter((w) => w > prev.seq));
+        fail('truncated', prev.seq + 1, `entries deleted from the end (a witness records seq ${seq}; the chain ends at seq ${prev.seq})`);
       } else if (nextCheckpoint < checkpoints.length) {
         const c = checkpoints[nextCheckpoint]!;
         const bad = signed(c);
@@ -208,6 +229,8 @@ export function verifyAuditChain(input: ChainVerifierInput & { readonly entries:
   for (const entry of input.entries) if (!verifier.add(entry)) break;
   return verifier.end();
 }
+
+const HASH = /^[0-9a-f]{64}$/;
 
 function hashAt(entry: AuditEntry, prevHash: string, seq: number): string {
   return auditEntryHash(prevHash, { ...entry, seq });

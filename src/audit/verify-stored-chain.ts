@@ -1,5 +1,8 @@
+import { createPublicKey } from 'node:crypto';
+import { kidOf } from '../issuer/jwks.js';
+import type { ChainHead } from '../store/audit-chain.js';
 import type { AuditCheckpoint, Store } from '../store/store.js';
-import { createChainVerifier, type ChainVerdict, type ChainVerifier } from './verify-chain.js';
+import { createChainVerifier, type AuditPublicKey, type ChainVerdict, type ChainVerifier } from './verify-chain.js';
 
 /*
  * The shell around verify-chain.ts: reads a store's chain and verifies it, for the
@@ -19,22 +22,44 @@ export interface StoredChainVerification {
   readonly checkpointsStored: number;
 }
 
-export async function verifyStoredChain(store: Store): Promise<StoredChainVerification> {
+export interface StoredChainOptions {
+  /** Only checkpoints by these audit keys count (kids, each checked to be its key's thumbprint); default every audit key of the table. */
+  readonly auditKeys?: readonly string[];
+  /** Heads recorded outside the database, which the chain must still have. */
+  readonly witnesses?: readonly ChainHead[];
+}
+
+export async function verifyStoredChain(store: Store, options: StoredChainOptions = {}): Promise<StoredChainVerification> {
   const checkpoints: AuditCheckpoint[] = [];
   for (let after: string | null = '0'; after !== null; ) {
     const page = await store.audit.checkpoints({ limit: PAGE, after });
     checkpoints.push(...page.items);
     after = page.next;
   }
-  // Every audit key ever recorded: an old one still verifies what it signed.
-  const keys = (await store.keys.list('audit')).map((k) => ({ kid: k.kid, spki: k.publicKeySpki }));
+  // Every audit key ever recorded: an old one still verifies what it signed. Pinned kids keep
+  // only rows whose key is the one the kid names: a row rewritten in the table matches none.
+  const recorded = (await store.keys.list('audit')).map((k) => ({ kid: k.kid, spki: k.publicKeySpki }));
+  const keys = options.auditKeys ? await pinned(recorded, options.auditKeys) : recorded;
   const head = await store.audit.recordedHead();
-  const verifier = createChainVerifier({ head, checkpoints, keys });
+  const verifier = createChainVerifier({ head, checkpoints, keys, ...(options.witnesses && { witnesses: options.witnesses }) });
   if (await feedEntries(store, verifier, 0, head.seq)) {
     const past = await store.audit.pastHead();
     if (past) verifier.add(past);
   }
   return { verdict: verifier.end(), checkpointsStored: checkpoints.length };
+}
+
+async function pinned(keys: readonly AuditPublicKey[], kids: readonly string[]): Promise<AuditPublicKey[]> {
+  const kept: AuditPublicKey[] = [];
+  for (const k of keys) {
+    if (!kids.includes(k.kid)) continue;
+    try {
+      if ((await kidOf(createPublicKey({ key: Buffer.from(k.spki), format: 'der', type: 'spki' }))) === k.kid) kept.push(k);
+    } catch {
+      // A key that does not parse is no pinned key.
+    }
+  }
+  return kept;
 }
 
 /** Feeds `verifier` the entries with `after` < seq <= `upTo`, page by page, until it wants no more; whether it still does. */

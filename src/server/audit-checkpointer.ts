@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
 import { checkpointBytes } from '../audit/checkpoint.js';
-import { createChainVerifier } from '../audit/verify-chain.js';
+import { createChainVerifier, type AuditPublicKey } from '../audit/verify-chain.js';
 import { feedEntries } from '../audit/verify-stored-chain.js';
 import { equalBytes } from '../bytes.js';
 import { AttestorError } from '../errors.js';
 import type { KeyManager, Signer } from '../issuer/signer.js';
-import { GENESIS_HASH } from '../store/audit-chain.js';
+import { GENESIS_HASH, type ChainHead } from '../store/audit-chain.js';
 import type { AuditCheckpoint, Store } from '../store/store.js';
 import { runEvery } from './periodic.js';
 
@@ -13,8 +13,9 @@ import { runEvery } from './periodic.js';
  * Signed checkpoints of the audit chain (SERVICE.md "Audit chain"): the active audit key signs
  * {seq, hash, at} of the chain's head once `every` entries were appended since the last
  * checkpoint, or `intervalMs` after it if the chain moved, and at a clean shutdown. Before it
- * signs, it verifies the entries since the last checkpoint: a key signs only a chain it has
- * checked, so an edit made between two checkpoints is refused (logged), not sealed. Signing
+ * signs, it verifies the chain since the last checkpoint it signed or checked (the whole chain
+ * and every checkpoint, the first time): a key signs only a chain it has checked, so an edit
+ * is refused (logged), not sealed. Signing
  * happens outside any transaction; the store keeps one checkpoint per seq, so replicas that
  * checkpoint the same head store it once.
  */
@@ -62,20 +63,60 @@ export function createAuditCheckpointer(deps: AuditCheckpointerDeps): AuditCheck
     return { kid: active.kid, signer: await signer };
   };
 
-  /** A checkpoint of the head now (when `due`), unless the last one covers it (null); ERR_AUDIT_CHAIN when the entries since it do not verify. */
+  /**
+   * The audit keys the key manager holds as the table records them: a key row written into the
+   * database by someone without the HSM vouches for no checkpoint here.
+   */
+  const heldKeys = async (): Promise<AuditPublicKey[]> => {
+    const held: AuditPublicKey[] = [];
+    for (const k of await store.keys.list('audit')) {
+      const signer = await deps.keys.signerAt(k.uri, 'audit').catch(() => undefined);
+      if (signer && equalBytes(signer.spki, k.publicKeySpki)) held.push({ kid: k.kid, spki: k.publicKeySpki });
+    }
+    return held;
+  };
+
+  /** The checkpoints after `seq`, in order. */
+  const checkpointsAfter = async (seq: number): Promise<AuditCheckpoint[]> => {
+    const found: AuditCheckpoint[] = [];
+    for (let after: string | null = String(seq); after !== null; ) {
+      const page = await store.audit.checkpoints({ limit: 1000, after });
+      found.push(...page.items);
+      after = page.next;
+    }
+    return found;
+  };
+
+  /**
+   * The last checkpoint this process signed or checked. A key signs only a chain it has
+   * checked from there (from the start of the chain, with every checkpoint's signature, the
+   * first time), so an entry a checkpoint covers cannot be rewritten and sealed again by
+   * deleting that checkpoint: its disappearance is refused.
+   */
+  let trusted: ChainHead | undefined;
+
+  /** A checkpoint of the head now (when `due`), unless the last one covers it (null); ERR_AUDIT_CHAIN when the chain does not verify. */
   const checkpoint = async (due?: (since: number, lastAt: number) => boolean): Promise<AuditCheckpoint | null> => {
+    if (trusted) {
+      const [still] = await checkpointsAfter(trusted.seq - 1);
+      if (still?.seq !== trusted.seq || still.hash !== trusted.hash) {
+        throw new AttestorError('ERR_AUDIT_CHAIN', `no checkpoint signed: the checkpoint of seq ${trusted.seq} this verifier signed or checked is gone or changed`);
+      }
+    }
     const last = await store.audit.lastCheckpoint();
     const head = await store.audit.recordedHead();
-    const from = last ?? { seq: 0, hash: GENESIS_HASH };
-    if (head.seq <= from.seq || (due && !due(head.seq - from.seq, last?.at ?? sinceMs))) return null;
-    const verifier = createChainVerifier({ from, head, checkpoints: [], keys: [] });
+    if (head.seq <= (last?.seq ?? 0) || (due && !due(head.seq - (last?.seq ?? 0), last?.at ?? sinceMs))) return null;
+    const from = trusted ?? { seq: 0, hash: GENESIS_HASH };
+    const verifier = createChainVerifier({ from, head, checkpoints: await checkpointsAfter(from.seq), keys: await heldKeys() });
     await feedEntries(store, verifier, from.seq, head.seq);
     const verdict = verifier.end();
     if (!verdict.ok) throw new AttestorError('ERR_AUDIT_CHAIN', `no checkpoint signed: ${verdict.problem.message}`);
     const { kid, signer } = await auditKey();
     const statement = { seq: head.seq, hash: head.hash, at: deps.now() };
     const signature = await signer.sign(checkpointBytes(statement));
-    return store.audit.checkpoint({ ...statement, kid, signature });
+    const stored = await store.audit.checkpoint({ ...statement, kid, signature });
+    trusted = { seq: stored.seq, hash: stored.hash };
+    return stored;
   };
 
   const due = (since: number, lastAt: number) =>

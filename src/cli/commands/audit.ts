@@ -50,6 +50,15 @@ function verificationText(v: AuditVerificationBody): string {
   return `audit chain intact: ${v.entries} entries, head seq ${v.head?.seq ?? 0} (${v.head?.hash ?? ''}); ${v.checkpoints.verified} checkpoints verified, ${covered}\n`;
 }
 
+const collect = (value: string, all: string[]) => [...all, value];
+
+/** `--expect 42:<64 hex>`. */
+function witness(value: string): { seq: number; hash: string } {
+  const m = /^([1-9][0-9]{0,14}):([0-9a-f]{64})$/.exec(value);
+  if (!m) throw new UsageError(`--expect ${value}: give seq:hash, a seq and 64 lowercase hex digits`);
+  return { seq: Number(m[1]), hash: m[2]! };
+}
+
 export function auditCommand(io: CliIo): Command {
   const audit = new Command('audit').description('the audit chain: list it, verify it (online with ATTESTOR_TOKEN, or offline against the database)');
 
@@ -76,10 +85,18 @@ export function auditCommand(io: CliIo): Command {
   audit.addCommand(
     withStoreOptions(addServerOptions(new Command('verify').description('verify the hash chain and the signed checkpoints; exit 1 naming the first problem')))
       .option('--json', 'print the verification as one JSON object (also when the chain is broken)')
+      .option('--audit-key <kid>', 'offline: only checkpoints by this audit key count (repeat for several; kids as verify and `attestor keys list` print them)', collect, [])
+      .option('--expect <seq:hash>', 'offline: the chain must still have this head, recorded outside the database (a checkpoint log line); repeatable', collect, [])
       .addHelpText('after', WHERE_HELP)
-      .action(async (opts: Flags) => {
+      .action(async (opts: Flags & { auditKey: string[]; expect: string[] }) => {
+        const witnesses = opts.expect.map(witness);
+        if (!offline(opts) && (opts.auditKey.length > 0 || witnesses.length > 0)) {
+          throw new UsageError('--audit-key and --expect check the database itself: give --data-dir or --database');
+        }
         const verification = offline(opts)
-          ? await withStore(opts, async (store) => auditVerificationView(await verifyStoredChain(store)))
+          ? await withStore(opts, async (store) =>
+              auditVerificationView(await verifyStoredChain(store, { ...(opts.auditKey.length > 0 && { auditKeys: opts.auditKey }), witnesses })),
+            )
           : await withServer(opts, (client) => client.call('GET', '/v1/audit/verify', AuditVerificationBody));
         if (opts.json) io.out(`${JSON.stringify(verification)}\n`);
         if (verification.problem) throw new AttestorError('ERR_AUDIT_CHAIN', verification.problem.message);
