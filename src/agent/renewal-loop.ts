@@ -1,5 +1,6 @@
-import { AttestationRefusedError, describeReason, type Attested, type Verdict } from './attest.js';
-import { backoffMs, classifyFailure, renewalAt, type BackoffSettings, type Recovery } from './renewal-policy.js';
+import { AttestationRefusedError, describeReason, type Attested } from './attest.js';
+import { backoffMs, classifyFailure, renewalDelayMs, type BackoffSettings, type Failure } from './renewal-policy.js';
+import type { RunStatus } from './run-status.js';
 
 /*
  * `attestor-agent run`: attest at start, then renew by a fresh attestation at about half the
@@ -7,16 +8,6 @@ import { backoffMs, classifyFailure, renewalAt, type BackoffSettings, type Recov
  * when the verifier does not know it, and otherwise backs off and retries, saying why at each
  * step. What happened last is recorded (status.json) for `attestor-agent status`.
  */
-
-/** What `run` records after each attempt (status.json in the state directory). */
-export interface RunStatus {
-  readonly updatedAt: string;
-  readonly lastSuccess: { readonly at: string; readonly spiffeId: string; readonly expiresAt: string; readonly jwt: boolean } | null;
-  readonly lastFailure: { readonly at: string; readonly reason: string; readonly recovery: Recovery } | null;
-  /** The verdict of the last attestation the verifier appraised, affirming or not. */
-  readonly lastVerdict: Verdict | null;
-  readonly nextAttemptAt: string | null;
-}
 
 export interface RenewalLoopDeps {
   /** One attestation from scratch; throws as attestOnce does. */
@@ -30,6 +21,8 @@ export interface RenewalLoopDeps {
   readonly backoff: BackoffSettings;
   /** True when there is no usable enrollment yet: enroll first. */
   readonly enrollFirst: boolean;
+  /** What an earlier run recorded, if anything: the credentials in hand and the last verdict. */
+  readonly initial: RunStatus | null;
   now(): number;
   random(): number;
   /** Resolves after `ms`, or at once when `signal` aborts. */
@@ -50,7 +43,8 @@ export function describeWait(ms: number): string {
 export async function runRenewalLoop(deps: RenewalLoopDeps, signal: AbortSignal): Promise<void> {
   let failures = 0;
   let enroll = deps.enrollFirst;
-  let last: RunStatus = { updatedAt: iso(deps.now()), lastSuccess: null, lastFailure: null, lastVerdict: null, nextAttemptAt: null };
+  let last: RunStatus = deps.initial ?? { updatedAt: iso(deps.now()), lastSuccess: null, lastFailure: null, lastVerdict: null, nextAttemptAt: null };
+  let expirySaid = false;
   while (!signal.aborted) {
     let next: number;
     try {
@@ -61,9 +55,13 @@ export async function runRenewalLoop(deps: RenewalLoopDeps, signal: AbortSignal)
       }
       const attested = await deps.attest();
       failures = 0;
+      expirySaid = false;
       const now = deps.now();
-      const expiresAt = Date.parse(attested.expiresAt);
-      next = renewalAt(now, expiresAt, deps.random());
+      // The lifetime on the verifier's clock (the verdict's time to the expiry), waited on the host's:
+      // a host clock that is off neither renews at once nor too late. Never sooner than the
+      // first backoff, so credentials that expire at once do not make the host spin.
+      const delay = renewalDelayMs(Date.parse(attested.verdict.at), Date.parse(attested.expiresAt), deps.random());
+      next = now + Math.max(deps.backoff.minMs, delay);
       const kinds = attested.jwt ? 'X509-SVID and JWT-SVID' : 'X509-SVID';
       deps.info(`renewed: ${kinds} for ${attested.spiffeId}, verdict ${attested.verdict.status}, valid until ${attested.expiresAt}; next renewal in ${describeWait(next - now)}`);
       last = {
@@ -82,14 +80,17 @@ export async function runRenewalLoop(deps: RenewalLoopDeps, signal: AbortSignal)
     } catch (e) {
       failures += 1;
       const failure = classifyFailure(e);
-      if (failure.recovery === 'enroll') enroll = true;
+      if (failure.recovery === 'enroll' || failure.recovery === 'revoked') enroll = true;
       const now = deps.now();
-      next = now + backoffMs(failures, deps.backoff, deps.random());
-      const then = failure.recovery === 'enroll' ? 'enrolling again' : 'retrying';
-      deps.warn(`${failure.recovery === 'refused' ? 'refused by the' : 'failed:'} ${failure.reason}; ${then} in ${describeWait(next - now)}`);
+      next = now + backoffMs(failure.recovery === 'revoked' ? Infinity : failures, deps.backoff, deps.random());
+      deps.warn(`${describeFailure(failure)}; ${enroll ? 'enrolling again' : 'retrying'} in ${describeWait(next - now)}`);
       if (e instanceof AttestationRefusedError) for (const r of e.verdict.reasons) deps.warn(`  ${describeReason(r)}`);
-      if (failures === 1 && last.lastSuccess && Date.parse(last.lastSuccess.expiresAt) > now) {
-        deps.info(`keeping the credentials in hand: valid until ${last.lastSuccess.expiresAt}`);
+      const held = last.lastSuccess?.expiresAt;
+      if (held !== undefined && Date.parse(held) > now) {
+        if (failures === 1) deps.info(`keeping the credentials in hand: valid until ${held}`);
+      } else if (held !== undefined && !expirySaid) {
+        deps.warn(`the credentials in hand expired at ${held}: this host has none valid until an attestation succeeds`);
+        expirySaid = true;
       }
       last = {
         ...last,
@@ -102,6 +103,11 @@ export async function runRenewalLoop(deps: RenewalLoopDeps, signal: AbortSignal)
     }
     await deps.sleep(Math.max(0, next - deps.now()), signal);
   }
+}
+
+function describeFailure({ recovery, reason }: Failure): string {
+  if (recovery === 'revoked') return `revoked by the ${reason}; an operator decides whether this host may enroll again`;
+  return `${recovery === 'refused' ? 'refused by the' : 'failed:'} ${reason}`;
 }
 
 /** A status that cannot be written (a full disk) is said, and the loop goes on: renewing matters more. */

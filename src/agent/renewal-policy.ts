@@ -4,7 +4,7 @@ import { isAttestorError } from '../errors.js';
 /*
  * When `attestor-agent run` renews, and what it does after a failure (pure; the loop in
  * renewal-loop.ts does the waiting). Renewal is a fresh attestation at half the credentials'
- * lifetime, spread by +-10 % of the lifetime so that a fleet booted together does not renew
+ * lifetime, spread by +-10 % of that half so that a fleet booted together does not renew
  * together. A failure is retried with an exponential backoff whose wait is drawn between half
  * and all of the step (never zero: a broken verifier is not hammered), and says why.
  */
@@ -16,13 +16,16 @@ export interface BackoffSettings {
   readonly maxMs: number;
 }
 
-/** When to renew credentials valid from `issuedAt` to `expiresAt` (ms); `random` in [0, 1). */
-export function renewalAt(issuedAt: number, expiresAt: number, random: number): number {
-  const lifetime = Math.max(0, expiresAt - issuedAt);
-  return issuedAt + lifetime * (0.4 + 0.2 * random);
+/**
+ * How long after credentials issued at `issuedAt` and expiring at `expiresAt` (ms, both read on
+ * the verifier's clock: the host's may be off) to renew them; `random` in [0, 1).
+ */
+export function renewalDelayMs(issuedAt: number, expiresAt: number, random: number): number {
+  const half = Math.max(0, expiresAt - issuedAt) / 2;
+  return half * (0.9 + 0.2 * random);
 }
 
-/** The wait before retry number `failures` (1 for the first), ms. */
+/** The wait before retry number `failures` (1 for the first; Infinity: at the cap), ms. */
 export function backoffMs(failures: number, settings: BackoffSettings, random: number): number {
   const step = Math.min(settings.maxMs, settings.minMs * 2 ** Math.min(Math.max(failures - 1, 0), 30));
   return Math.round(step / 2 + (step / 2) * random);
@@ -33,11 +36,14 @@ export function backoffMs(failures: number, settings: BackoffSettings, random: n
  * - `enroll`: the verifier does not know this host, or the local enrollment is unusable:
  *   enroll again from scratch, then attest;
  * - `refused`: the verifier heard the host and said no (a contraindicated verdict, no
- *   baseline, a quarantined or revoked agent): only an operator or a change on the host can
+ *   baseline, a quarantined agent): only an operator or a change on the host can
  *   change the answer; the host asks again after the backoff, the credentials in hand kept;
+ * - `revoked`: an operator revoked the host, which is final for its agent id: whether the
+ *   same EK may enroll again is the verifier's decision, so the host enrolls again, but only
+ *   at the longest backoff (the answer is not expected to change soon);
  * - `retry`: the verifier or the TPM could not be reached or failed: back off and retry.
  */
-export type Recovery = 'enroll' | 'refused' | 'retry';
+export type Recovery = 'enroll' | 'refused' | 'revoked' | 'retry';
 
 const ENROLL_AGAIN = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_AGENT_NOT_ENROLLED', 'ERR_AGENT_STATE', 'ERR_ENROLLMENT_NOT_FOUND']);
 const REFUSED = new Set(['ERR_ATTESTATION_REFUSED', 'ERR_NO_BASELINE', 'ERR_AGENT_NOT_ACTIVE', 'ERR_AUDIENCE_NOT_ALLOWED', 'ERR_ENROLLMENT_CONFLICT']);
@@ -50,7 +56,7 @@ export interface Failure {
 
 export function classifyFailure(e: unknown): Failure {
   if (e instanceof ApiError) {
-    const recovery: Recovery = ENROLL_AGAIN.has(e.remoteCode) ? 'enroll' : REFUSED.has(e.remoteCode) ? 'refused' : 'retry';
+    const recovery: Recovery = ENROLL_AGAIN.has(e.remoteCode) ? 'enroll' : isRevoked(e) ? 'revoked' : REFUSED.has(e.remoteCode) ? 'refused' : 'retry';
     // A verifier answering 5xx or 429 is reachable but not serving: the same as unreachable to the host.
     return { recovery, reason: `verifier: ${firstLine(e.message)}` };
   }
@@ -60,6 +66,14 @@ export function classifyFailure(e: unknown): Failure {
     return { recovery: 'retry', reason: `${what}: ${what === e.code ? '' : `${e.code}: `}${firstLine(e.message)}` };
   }
   return { recovery: 'retry', reason: `unexpected: ${e instanceof Error ? firstLine(e.message) : String(e)}` };
+}
+
+/**
+ * ERR_AGENT_NOT_ACTIVE covers quarantined (an operator may release) and revoked (final); the
+ * problem tells them apart only in its detail, "the agent is revoked".
+ */
+function isRevoked(e: ApiError): boolean {
+  return e.remoteCode === 'ERR_AGENT_NOT_ACTIVE' && typeof e.problem.detail === 'string' && /\brevoked\b/.test(e.problem.detail);
 }
 
 function firstLine(text: string): string {

@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { enrollAgent } from '../../agent/enroll.js';
-import { pinnedCa } from '../../agent/pinned-ca.js';
-import { runRenewalLoop, type RunStatus } from '../../agent/renewal-loop.js';
-import { readAgentState, STATE_FILES, writeAgentState, writeStateFile, type AgentState } from '../../agent/state-files.js';
+import { verifierTrust } from '../../agent/pinned-ca.js';
+import { runRenewalLoop } from '../../agent/renewal-loop.js';
+import { readRunStatus, writeRunStatus } from '../../agent/run-status.js';
+import { readAgentState, STATE_FILES, writeAgentState, type AgentState } from '../../agent/state-files.js';
 import { TpmSession } from '../../agent/tpm-session.js';
 import type { Attested } from '../../agent/attest.js';
 import { createApiClient } from '../../client/api-client.js';
@@ -23,7 +24,7 @@ import { addEvidenceOptions, attestWith, type EvidenceFlags } from './agent-atte
  * knows the host; backs off while the verifier or the TPM fails, saying why; after each
  * renewal runs --exec and signals --signal-pid / --pid-file, as step-ca's renewal daemon
  * does, so that a service reloads its certificate. SIGTERM or SIGINT stops it (exit 0) once an
- * attempt in flight has ended.
+ * attempt in flight has ended, or after STOP_GRACE_MS without it.
  */
 
 interface RunFlags extends EvidenceFlags {
@@ -39,14 +40,20 @@ interface RunFlags extends EvidenceFlags {
 /** How long --exec may take before it is killed. */
 const EXEC_TIMEOUT_MS = 60_000;
 
-export const STATUS_FILE = 'status.json';
+/**
+ * How long a stop waits for the attempt in flight (a verifier that accepts but does not answer
+ * would hold it for the HTTP timeout, an --exec command for EXEC_TIMEOUT_MS). Abandoning it is
+ * safe: every file is replaced whole, and the TPM resource manager flushes what the process
+ * loaded when its connection closes.
+ */
+const STOP_GRACE_MS = 10_000;
 
 export function agentRunCommand(io: CliIo): Command {
   const cmd = new Command('run').description('attest now and renew the credentials before they expire, until stopped (the agent as a service)');
   addEvidenceOptions(addAgentOptions(cmd, false))
     .option('--label <name=value>', 'a host label, when run enrolls the host; repeat for several', collectLabel)
     .option('--exec <command>', 'run this shell command after each renewal (e.g. reload the service that uses cert.pem)')
-    .addOption(new Option('--signal-pid <pid>', 'send --signal to this process after each renewal').argParser(positiveInt))
+    .addOption(new Option('--signal-pid <pid>', 'send --signal to this process after each renewal').argParser(positiveInt).conflicts('pidFile'))
     .option('--pid-file <file>', 'send --signal to the process whose pid this file holds, after each renewal')
     .addOption(new Option('--signal <name>', 'the signal for --signal-pid / --pid-file').default('SIGHUP').argParser(signalName))
     .addOption(new Option('--min-backoff <seconds>', 'first wait after a failure').default(2).argParser(positiveInt))
@@ -55,9 +62,15 @@ export function agentRunCommand(io: CliIo): Command {
       if (opts.minBackoff > opts.maxBackoff) throw new UsageError('--min-backoff must not exceed --max-backoff');
       const attest = attestWith(opts);
       const stop = new AbortController();
+      let grace: NodeJS.Timeout | undefined;
       const onSignal = (name: string) => {
+        if (stop.signal.aborted) return;
         io.out(`${name}: stopping once the attempt in flight has ended\n`);
         stop.abort();
+        grace = setTimeout(() => {
+          io.err(`the attempt in flight did not end within ${STOP_GRACE_MS / 1000}s: stopping without it\n`);
+          process.exit(0);
+        }, STOP_GRACE_MS);
       };
       const handlers = { SIGTERM: () => onSignal('SIGTERM'), SIGINT: () => onSignal('SIGINT') };
       for (const [name, handler] of Object.entries(handlers)) process.on(name, handler);
@@ -68,14 +81,13 @@ export function agentRunCommand(io: CliIo): Command {
         await runRenewalLoop(
           {
             enrollFirst: enrolled === null,
+            initial: await readRunStatus(opts.stateDir),
             attest: async () => attest((state ??= await readAgentState(opts.stateDir))),
             enroll: async () => {
               state = await enrollAgain(opts, state);
             },
             afterRenewal: (attested) => afterRenewal(opts, attested, io),
-            record: async (status: RunStatus) => {
-              await writeStateFile(opts.stateDir, STATUS_FILE, `${JSON.stringify(status, null, 2)}\n`);
-            },
+            record: (status) => writeRunStatus(opts.stateDir, status),
             backoff: { minMs: opts.minBackoff * 1000, maxMs: opts.maxBackoff * 1000 },
             now: Date.now,
             random: Math.random,
@@ -87,6 +99,7 @@ export function agentRunCommand(io: CliIo): Command {
         );
         io.out('stopped\n');
       } finally {
+        clearTimeout(grace);
         for (const [name, handler] of Object.entries(handlers)) process.off(name, handler);
       }
     });
@@ -116,7 +129,7 @@ async function enrollAgain(opts: RunFlags, previous: AgentState | null): Promise
   if (server === undefined || fingerprint === undefined) throw new AttestorError('ERR_AGENT_STATE', 'no verifier to enroll with: give --server and --ca-fingerprint');
   const session = await TpmSession.open({ tcti: opts.tcti, stateDir: opts.stateDir });
   try {
-    const client = createApiClient({ server, caPem: await pinnedCa(opts.stateDir, server, fingerprint), format: opts.format });
+    const client = createApiClient({ server, caPem: await verifierTrust(opts.stateDir, server, fingerprint), format: opts.format });
     try {
       const { agentId, spiffeId } = await enrollAgent({ client, session, labels: opts.label ?? {} });
       const state = { agentId, spiffeId, server, caFingerprint: fingerprint.toLowerCase().replace(/:/g, '') };

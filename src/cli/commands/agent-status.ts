@@ -1,14 +1,12 @@
 import { X509Certificate } from 'node:crypto';
 import { Command } from 'commander';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { z } from 'zod';
 import { describeReason } from '../../agent/attest.js';
-import { describeWait, type RunStatus } from '../../agent/renewal-loop.js';
+import { describeWait } from '../../agent/renewal-loop.js';
+import { readRunStatus } from '../../agent/run-status.js';
 import { readAgentState, readStateFile, STATE_FILES } from '../../agent/state-files.js';
-import { VerdictBody } from '../../wire/schemas.js';
 import type { CliIo } from '../io.js';
 import { formatTable } from '../table.js';
-import { STATUS_FILE } from './agent-run.js';
 import { defaultStateDir } from './tpm.js';
 
 /*
@@ -21,14 +19,6 @@ interface StatusFlags {
   stateDir: string;
   json?: boolean;
 }
-
-const RunStatusFile = z.object({
-  updatedAt: z.string(),
-  lastSuccess: z.object({ at: z.string(), spiffeId: z.string(), expiresAt: z.string(), jwt: z.boolean() }).nullable(),
-  lastFailure: z.object({ at: z.string(), reason: z.string(), recovery: z.enum(['enroll', 'refused', 'retry']) }).nullable(),
-  lastVerdict: VerdictBody.nullable(),
-  nextAttemptAt: z.string().nullable(),
-});
 
 interface CredentialView {
   readonly kind: 'x509-svid' | 'jwt-svid';
@@ -49,7 +39,7 @@ export function agentStatusCommand(io: CliIo): Command {
       const state = await readAgentState(opts.stateDir);
       const now = Date.now();
       const credentials = [...(await certificateView(opts.stateDir, now)), ...(await tokenView(opts.stateDir, now))];
-      const run = await runStatus(opts.stateDir);
+      const run = await readRunStatus(opts.stateDir);
       if (opts.json) {
         io.out(`${JSON.stringify({ ...state, credentials, run })}\n`);
         return;
@@ -64,7 +54,7 @@ export function agentStatusCommand(io: CliIo): Command {
       text +=
         credentials.length === 0
           ? '  none\n'
-          : formatTable(credentials.map((c) => ['', c.kind, c.id, c.notAfter, c.expired ? 'EXPIRED' : `${describeWait(Date.parse(c.notAfter) - now)} left`, c.detail]));
+          : formatTable(credentials.map((c) => ['', c.kind, c.id, c.notBefore, c.notAfter, c.expired ? 'EXPIRED' : `${describeWait(Date.parse(c.notAfter) - now)} left`, c.detail]));
       if (run === null) text += 'run: no record (attestor-agent run has not run here)\n';
       else {
         const v = run.lastVerdict;
@@ -114,18 +104,4 @@ async function tokenView(dir: string, now: number): Promise<CredentialView[]> {
       detail: `aud ${[claims.aud ?? []].flat().join(',')}, kid ${kid ?? '-'}`,
     },
   ];
-}
-
-async function runStatus(dir: string): Promise<RunStatus | null> {
-  const bytes = await readStateFile(dir, STATUS_FILE);
-  if (bytes === null) return null;
-  // A status file that does not parse (cut by a crash of an older version, edited) is no record.
-  let value: unknown;
-  try {
-    value = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    return null;
-  }
-  const parsed = RunStatusFile.safeParse(value);
-  return parsed.success ? parsed.data : null;
 }
