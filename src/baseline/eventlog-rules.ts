@@ -66,7 +66,8 @@ export interface EventlogRules {
   /**
    * At least one kernel command line must be proven, and every proven one must be one of
    * these (compared with outer whitespace trimmed); PCR 8 and 12 must hold no event whose
-   * data their digests do not prove.
+   * data their digests do not prove. A multiboot2 (Xen) boot proves one per image: the
+   * hypervisor's and each module's (dom0's kernel, its initrd), each starting with its path.
    */
   readonly kernelCmdlines?: readonly string[];
   /** Allowed values of quoted PCRs, lowercase hex, by bank and index. */
@@ -141,6 +142,8 @@ function pcrValues(value: unknown): EventlogRules['pcrs'] {
   const banks = json.object(value, 'pcrs');
   return Object.fromEntries(
     Object.entries(banks).map(([bank, byIndex]) => {
+      // Quotes and the SHA-1 gate name banks in lowercase: "SHA1" would pass the gate and never be quoted.
+      if (bank !== bank.toLowerCase()) json.fail(`pcrs.${bank.slice(0, 32)}`, 'a bank name is lowercase: sha1, sha256, sha384 or sha512');
       const size = json.digestSize(bank, BANKS, `pcrs.${bank}`);
       const indexes = json.object(byIndex, `pcrs.${bank}`);
       return [

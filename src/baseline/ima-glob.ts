@@ -59,6 +59,11 @@ export class PathGlob {
     this.next = new Uint8Array(this.tokens.length + 1);
   }
 
+  /** Steps matching takes per character of a path past the prefix: the glob's share of the cost per entry. */
+  get cost(): number {
+    return this.tokens.length;
+  }
+
   matches(path: string): boolean {
     if (path.length > MAX_GLOB_PATH || !path.startsWith(this.prefix)) return false;
     const { tokens } = this;

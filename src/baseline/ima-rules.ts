@@ -53,6 +53,12 @@ export interface ImaRules {
 }
 
 const MAX_PATTERNS = 1_000;
+/**
+ * Every entry's path is matched against every pattern, each in steps per character of the
+ * path (MAX_GLOB_PATH at most) times its wildcard part: bounded for all patterns together, or
+ * a thousand long patterns would take seconds per entry of a list an agent sends.
+ */
+const MAX_PATTERN_COST = 2_048;
 const MAX_KEYS = 100;
 const MIN_RSA_BITS = 2048;
 
@@ -71,9 +77,14 @@ export function parseImaRules(value: unknown): ImaRules {
   const signatureKeys = keys(signatures.keys ?? [], 'signatures.keys');
   const signatureRequired = globs(signatures.requiredFor ?? [], 'signatures.requiredFor');
   if (signatureRequired.length > 0 && signatureKeys.size === 0) json.fail('signatures.requiredFor', 'needs at least one key in signatures.keys');
+  const exclude = globs(root.exclude ?? [], 'exclude');
+  const cost = [...exclude, ...signatureRequired].reduce((sum, g) => sum + g.cost, 0);
+  if (cost > MAX_PATTERN_COST) {
+    json.fail('exclude', `and signatures.requiredFor have ${cost} characters after their literal prefixes, more than ${MAX_PATTERN_COST} in all: give longer literal prefixes or fewer patterns`);
+  }
   return {
     allow: allowlist(root.allow ?? {}),
-    exclude: globs(root.exclude ?? [], 'exclude'),
+    exclude,
     signatureKeys,
     signatureRequired,
     allowViolations: violations(root.allowViolations ?? false),

@@ -33,8 +33,10 @@ import type { EventDigest, TcgEvent, TcgLog } from './tcg-log.js';
  *  - in PCR 8 and 12, where command lines are measured, an event whose digests prove none
  *    of its data is reported (unprovenCmdlineEvents): it could be a command line whose text
  *    was replaced, so a rule on command lines must fail while one exists. Proven text is a
- *    command line unless it is one of grub's other forms (PCR 8): all of PCR 12 (systemd),
- *    grub's kernel_cmdline and `linux` command, and any text in no form grub uses.
+ *    command line unless it is one of grub's other commands (PCR 8): all of PCR 12 (systemd),
+ *    grub's kernel_cmdline and module_cmdline (multiboot2 and Xen boots put the hypervisor's
+ *    and dom0's there), its commands that load a kernel or module, and any text in no form
+ *    grub uses.
  * Callers that have no quote (the CLI's `show`) pass every replayed PCR as verified, and
  * then the facts are only what the log claims.
  */
@@ -82,8 +84,9 @@ export interface KernelCmdlineFact {
   readonly event: number;
   readonly pcr: number;
   /**
-   * grub: its "kernel_cmdline:" event (PCR 8); grub-command: grub's `linux` command (PCR 8),
-   * whose measured text names the kernel and its command line whatever the event's tag says;
+   * grub: its "kernel_cmdline:" and "module_cmdline:" events (PCR 8); grub-command: grub's
+   * `linux`, `multiboot2`, `module2` ... commands (PCR 8), whose measured text names the kernel
+   * or module and its command line whatever the event's tag says;
    * systemd: systemd-boot's or -stub's UTF-16 command line (PCR 12, 8 before v251), and any
    * other proven text of PCR 8 or 12 that is in none of grub's forms.
    */
@@ -114,11 +117,19 @@ const DATABASES: ReadonlyArray<{ guid: string; name: SignatureDatabaseFact['name
   { guid: EFI_GUID.IMAGE_SECURITY_DATABASE, name: 'db' },
   { guid: EFI_GUID.IMAGE_SECURITY_DATABASE, name: 'dbx' },
 ];
-const GRUB_KERNEL_CMDLINE_TAG = 'kernel_cmdline';
-/** grub's tags of text that is not a kernel command line (its commands, its modules' arguments). */
-const GRUB_OTHER_TAGS = ['grub_cmd', 'module_cmdline'];
-/** grub's commands that load a Linux kernel: their arguments are its path and command line. */
-const GRUB_LINUX_COMMANDS = ['linux ', 'linuxefi ', 'linux16 '];
+/**
+ * grub's tags of command lines: the kernel's, and (multiboot2, Xen) the modules' (dom0's
+ * kernel is a module of Xen). The tag is not under the digest, so both are judged alike.
+ */
+const GRUB_CMDLINE_TAGS = ['kernel_cmdline', 'module_cmdline'];
+/** grub's tag of its commands: text that is not a command line, unless it loads a kernel or module. */
+const GRUB_COMMAND_TAG = 'grub_cmd';
+/**
+ * grub's commands that load a kernel or a module (Linux, multiboot and multiboot2, Xen on
+ * Arm): their arguments are its path and command line, which grub also measures under a
+ * command-line tag; judging them by their text catches that event retagged as a command.
+ */
+const GRUB_LOADER_COMMANDS = ['linux ', 'linuxefi ', 'linux16 ', 'multiboot ', 'multiboot2 ', 'module ', 'module2 ', 'xen_hypervisor ', 'xen_module '];
 const COMMAND_LINE_PCRS = [8, 12];
 /** grub's tags ("grub_cmd", "kernel_cmdline", "module_cmdline") are short; longer runs are not tags. */
 const MAX_TAG = 32;
@@ -352,17 +363,18 @@ function tagLength(data: Uint8Array): number {
 
 /**
  * The kernel command line an event's proven text states, by what the text is, never by a
- * tag: in PCR 12 (systemd) all of it; in PCR 8 grub's kernel_cmdline and `linux` command,
- * nothing for grub's other commands and module command lines, and any other proven text,
- * which could be a command line in a form this does not know, so a rule must allow it.
+ * tag: in PCR 12 (systemd) all of it; in PCR 8 grub's kernel and module command lines and
+ * its commands that load one, nothing for grub's other commands (whichever tag hides a
+ * command line, the loader command grub measured with it states it), and any other proven
+ * text, which could be a command line in a form this does not know, so a rule must allow it.
  */
 function commandLineOf(pcr: number, measured: MeasuredText): Pick<KernelCmdlineFact, 'source' | 'cmdline'> | undefined {
   if (pcr === 8 && measured.tag !== undefined) {
     const text = utf8Text(measured.content);
-    if (measured.tag === GRUB_KERNEL_CMDLINE_TAG) return { source: 'grub', cmdline: text };
-    const command = GRUB_LINUX_COMMANDS.find((c) => text.startsWith(c));
+    const command = GRUB_LOADER_COMMANDS.find((c) => text.startsWith(c));
     if (command) return { source: 'grub-command', cmdline: text.slice(command.length) };
-    if (GRUB_OTHER_TAGS.includes(measured.tag)) return undefined;
+    if (GRUB_CMDLINE_TAGS.includes(measured.tag)) return { source: 'grub', cmdline: text };
+    if (measured.tag === GRUB_COMMAND_TAG) return undefined;
   }
   return { source: 'systemd', cmdline: provenText(measured.proven) };
 }
