@@ -33,12 +33,13 @@ export interface AttackBed {
 }
 
 /** A verifier trusting the EK roots of one swtpm host; stop() removes all of it. */
-export async function startAttackBed(opts: Omit<TestVerifierOptions, 'ekRootPems'> = {}): Promise<AttackBed> {
+export async function startAttackBed(opts: Omit<TestVerifierOptions, 'ekRootPems'> & { readonly moreEkRootPems?: readonly string[] } = {}): Promise<AttackBed> {
   const host = await startSwtpm();
   const tmp = mkdtempSync(join(tmpdir(), 'attestor-attack-'));
   let v: TestVerifier | undefined;
   try {
-    v = await startTestVerifier({ ...opts, ekRootPems: [host.rootCaCertPem, host.caCertPem] });
+    const { moreEkRootPems = [], ...verifierOptions } = opts;
+    v = await startTestVerifier({ ...verifierOptions, ekRootPems: [host.rootCaCertPem, host.caCertPem, ...moreEkRootPems] });
     const caPem = await bootstrapCa(v.url, v.caFingerprint);
     const admin = createApiClient({ server: v.url, caPem, token: v.adminToken });
     const anon = createApiClient({ server: v.url, caPem });
