@@ -48,6 +48,8 @@ export type ErrorCode =
   | 'ERR_PKCS11_LOGIN'
   | 'ERR_PKCS11_KEY_NOT_FOUND'
   | 'ERR_PKCS11_AMBIGUOUS'
+  /** The token stopped answering (removed, device error): 503 until it is back, then the verifier reconnects. */
+  | 'ERR_PKCS11_UNAVAILABLE'
   | 'ERR_PKCS11'
   // HSM key reports (src/appraisal/hsm-key-report, src/appraisal/verify-hsm-key)
   | 'ERR_HSM_KEY_REPORT_MALFORMED'

@@ -7,7 +7,6 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
@@ -22,6 +21,7 @@ import { AgentDetailBody, AttestationResponse, BaselineBody, ChallengeResponse, 
 import { postForm, refused } from './helpers/api.js';
 import { runCli } from './helpers/cli.js';
 import { crlSerials } from './helpers/crl.js';
+import { freePort } from './helpers/ports.js';
 import { ADMIN_TOKEN, caPemOf, childEnv, createProcessHarness, pinnedClient, type Serving } from './helpers/processes.js';
 import { startSoftHsm, type SoftHsm } from './helpers/softhsm.js';
 import { startSwtpm, type Swtpm } from './helpers/swtpm.js';
@@ -218,15 +218,3 @@ describe('two verifier processes on one PostgreSQL', { timeout: 120_000 }, () =>
     }
   });
 });
-
-/** A TCP port free now on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}

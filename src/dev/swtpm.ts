@@ -41,6 +41,10 @@ export interface Swtpm {
   readonly rootCaCertPath: string;
   /** process.env plus TPM2TOOLS_TCTI pointing at this instance. */
   readonly env: NodeJS.ProcessEnv;
+  /** Kills swtpm at once (SIGKILL), as a crash would: its state stays in the temp dir. */
+  kill(): Promise<void>;
+  /** Starts swtpm again (killing it first if it runs) on the same ports with the same state: a TPM reset. */
+  restart(): Promise<void>;
   /** Kills swtpm and removes the temp dir; safe to call more than once. */
   stop(): Promise<void>;
 }
@@ -149,47 +153,71 @@ async function manufacture(dir: string, setupConf: string, pcrBanks: string): Pr
   }
 }
 
+/** A running swtpm process and its exit. */
+interface Running {
+  readonly child: ChildProcess;
+  readonly exited: Promise<void>;
+}
+
+/** swtpm on `port` and `port + 1` serving the TPM state in `dir`/state, once its port accepts connections. */
+async function spawnSwtpm(dir: string, port: number, ctrlPort: number, logPath: string): Promise<Running> {
+  const log = await open(logPath, 'a');
+  const child = spawn(
+    'swtpm',
+    [
+      'socket',
+      '--tpm2',
+      '--tpmstate',
+      `dir=${join(dir, 'state')}`,
+      '--server',
+      `type=tcp,port=${port},bindaddr=127.0.0.1`,
+      '--ctrl',
+      `type=tcp,port=${ctrlPort},bindaddr=127.0.0.1`,
+      '--flags',
+      'not-need-init,startup-clear',
+    ],
+    { stdio: ['ignore', log.fd, log.fd] },
+  );
+  await log.close();
+  installExitHook();
+  live.set(child, dir);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.once('exit', () => live.delete(child));
+  child.unref();
+  try {
+    await waitForPort(port, exited);
+  } catch (e) {
+    child.kill('SIGKILL');
+    await exited;
+    throw new Error(`swtpm did not start: ${(e as Error).message}\n${await readFile(logPath, 'utf8')}`);
+  }
+  return { child, exited };
+}
+
 /** Starts `swtpm socket` on two free ports, retrying if another process took a port meanwhile. */
 async function launch(dir: string, paths: ConfigPaths): Promise<Swtpm> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const [port, ctrlPort] = await freePortPair();
     const logPath = join(dir, `swtpm-${attempt}.log`);
-    const log = await open(logPath, 'w');
-    const child = spawn(
-      'swtpm',
-      [
-        'socket',
-        '--tpm2',
-        '--tpmstate',
-        `dir=${join(dir, 'state')}`,
-        '--server',
-        `type=tcp,port=${port},bindaddr=127.0.0.1`,
-        '--ctrl',
-        `type=tcp,port=${ctrlPort},bindaddr=127.0.0.1`,
-        '--flags',
-        'not-need-init,startup-clear',
-      ],
-      { stdio: ['ignore', log.fd, log.fd] },
-    );
-    await log.close();
-    installExitHook();
-    live.set(child, dir);
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.once('exit', () => live.delete(child));
-    child.unref();
+    let running: Running;
     try {
-      await waitForPort(port, exited);
+      running = await spawnSwtpm(dir, port, ctrlPort, logPath);
     } catch (e) {
-      child.kill('SIGKILL');
-      await exited;
-      lastError = new Error(`swtpm did not start: ${(e as Error).message}\n${await readFile(logPath, 'utf8')}`);
+      lastError = e;
       continue;
     }
     const tcti = `swtpm:host=127.0.0.1,port=${port}`;
     let stopped: Promise<void> | undefined;
+    const kill = async () => {
+      if (!live.has(running.child)) return;
+      running.child.kill('SIGKILL');
+      await running.exited;
+    };
     return {
-      pid: child.pid!,
+      get pid() {
+        return running.child.pid!;
+      },
       port,
       ctrlPort,
       tcti,
@@ -199,12 +227,17 @@ async function launch(dir: string, paths: ConfigPaths): Promise<Swtpm> {
       rootCaCertPath: paths.rootCaCertPath,
       rootCaCertPem: await readFile(paths.rootCaCertPath, 'utf8'),
       env: { ...process.env, TPM2TOOLS_TCTI: tcti },
+      kill,
+      async restart() {
+        await kill();
+        running = await spawnSwtpm(dir, port, ctrlPort, logPath);
+      },
       stop() {
         stopped ??= (async () => {
-          if (live.has(child)) {
-            const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-            child.kill('SIGTERM');
-            await exited;
+          if (live.has(running.child)) {
+            const timer = setTimeout(() => running.child.kill('SIGKILL'), 3000);
+            running.child.kill('SIGTERM');
+            await running.exited;
             clearTimeout(timer);
           }
           await rm(dir, { recursive: true, force: true });

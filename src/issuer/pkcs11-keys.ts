@@ -2,7 +2,7 @@ import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import pkcs11js from 'pkcs11js';
 import type { Logger } from 'pino';
-import { AttestorError, PolicyError } from '../errors.js';
+import { AttestorError, PolicyError, isAttestorError } from '../errors.js';
 import { ecP256KeyPairTemplates, readEcP256PublicKey } from '../pkcs11/ec-key.js';
 import { Pkcs11Error, Pkcs11Session, attributeValues, findObjects, readUlong, type Pkcs11Handle } from '../pkcs11/module.js';
 import { formatPkcs11Uri, parsePkcs11Uri, readPkcs11Pin, type Pkcs11Uri } from '../pkcs11/uri.js';
@@ -30,6 +30,11 @@ import type { KeyManager, KeyRole, Signer } from './signer.js';
  * progress, or one such leftover) waits and reconnects the same way, then takes the smallest
  * CKA_ID and says so. The reconnect refreshes the view only when no other code in the
  * process holds the module (Cryptoki is initialised once per process).
+ *
+ * A token that goes away while the verifier runs (removed, a device error) makes signing fail
+ * with ERR_PKCS11_UNAVAILABLE; the next signature reconnects the same way (at most once a
+ * second while it stays away) and finds each key again by its label and CKA_ID. A login
+ * refused on such a reconnect is never tried again: the verifier needs a restart.
  */
 
 export interface Pkcs11KeyManagerOptions {
@@ -50,6 +55,25 @@ const ECDSA = { mechanism: pkcs11js.CKM_ECDSA };
 const P256_SIGNATURE_BYTES = 64;
 /** A role's first key is labelled with the role; a key generated for rotation adds a random suffix. */
 const KEY_LABEL = /^(x509-ca|jwt|audit)(\.[0-9a-f]{16})?$/;
+/**
+ * CKR values after which the sessions or the key handles are no longer valid: the token went
+ * away. SoftHSM, for one, answers a vanished token directory with CKR_OBJECT_HANDLE_INVALID
+ * (CKR_GENERAL_ERROR for the slot list), and sees the token back only after a new C_Initialize.
+ */
+const TOKEN_GONE = new Set([
+  'CKR_DEVICE_ERROR',
+  'CKR_DEVICE_REMOVED',
+  'CKR_TOKEN_NOT_PRESENT',
+  'CKR_TOKEN_NOT_RECOGNIZED',
+  'CKR_SESSION_HANDLE_INVALID',
+  'CKR_SESSION_CLOSED',
+  'CKR_USER_NOT_LOGGED_IN',
+  'CKR_OBJECT_HANDLE_INVALID',
+  'CKR_KEY_HANDLE_INVALID',
+  'CKR_GENERAL_ERROR',
+  'CKR_CRYPTOKI_NOT_INITIALIZED',
+]);
+const RECONNECT_INTERVAL_MS = 1000;
 
 /** A private key on the token and its CKA_ID. */
 interface Candidate {
@@ -84,6 +108,7 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
       sessions = await connect();
       found = await listKeys(sessions[0]!);
     }
+    const pool = createSessionPool(uri.token, connect, sessions);
     const signers = new Map<KeyRole, Signer>();
     for (const role of ROLES) {
       const [winner, ...others] = found.get(role)!;
@@ -98,7 +123,7 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
       } else if (others.length > 0) {
         opts.logger?.warn({ key: role, count: others.length + 1 }, 'several keys carry this label; using the one with the smallest CKA_ID');
       }
-      signers.set(role, await pooledSigner(uri, role, winner, sessions));
+      signers.set(role, await pooledSigner(uri, role, winner, pool));
     }
     // Keys generated for rotation, and those found again by their URI, by label.
     const others = new Map<string, Promise<Signer>>();
@@ -117,9 +142,10 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
         open();
         // A label of its own: the role's label keeps naming the role's first key alone.
         const label = `${role}.${randomBytes(8).toString('hex')}`;
-        const id = await generate(sessions[0]!, label);
+        const session = (await pool.current()).sessions[0]!;
+        const id = await generate(session, label);
         opts.logger?.info({ key: label }, 'generated a non-extractable EC P-256 key in the token');
-        const signer = pooledSigner(uri, label, { handle: (await keysLabelled(sessions[0]!, label)).find((c) => c.id.equals(id))!.handle, id }, sessions);
+        const signer = pooledSigner(uri, label, { handle: (await keysLabelled(session, label)).find((c) => c.id.equals(id))!.handle, id }, pool);
         others.set(label, signer);
         return signer;
       },
@@ -134,10 +160,11 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
         if (role) return role;
         let signer = others.get(label);
         if (!signer) {
-          signer = keysLabelled(sessions[0]!, label).then(([key, ...more]) => {
+          signer = pool.current().then(async ({ sessions }) => {
+            const [key, ...more] = await keysLabelled(sessions[0]!, label);
             if (!key) throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `the token has no key labelled ${JSON.stringify(label)}: wrong token?`);
             if (more.length > 0) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${more.length + 1} keys are labelled ${JSON.stringify(label)}`);
-            return pooledSigner(uri, label, key, sessions);
+            return pooledSigner(uri, label, key, pool);
           });
           // Not cached when it failed: another replica's new key may show up later.
           signer.catch(() => others.delete(label));
@@ -146,7 +173,7 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
         return signer;
       },
       close() {
-        closing ??= closeAll(sessions);
+        closing ??= pool.close();
         return closing;
       },
     };
@@ -178,13 +205,67 @@ async function closeAll(sessions: readonly Pkcs11Session[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
+/** The pool's sessions, replaced by a reconnect once a signature found the token gone. */
+interface SessionPool {
+  /** The live sessions and their connection's number; ERR_PKCS11_UNAVAILABLE while the token stays away. */
+  current(): Promise<{ readonly sessions: readonly Pkcs11Session[]; readonly generation: number }>;
+  /** What to throw for `e`, a failure on connection `generation`: a token gone marks it lost. */
+  failed(generation: number, e: unknown): unknown;
+  close(): Promise<void>;
+}
+
+function createSessionPool(token: string, connect: () => Promise<Pkcs11Session[]>, initial: Pkcs11Session[]): SessionPool {
+  let sessions = initial;
+  let generation = 0;
+  let lost: AttestorError | undefined;
+  let loginRefused: AttestorError | undefined;
+  let lastAttempt = 0;
+  let reconnecting: Promise<void> | undefined;
+  const unavailable = (why: string, cause: unknown) =>
+    new AttestorError('ERR_PKCS11_UNAVAILABLE', `the PKCS#11 token ${JSON.stringify(token)} is unavailable: ${why}`, { cause });
+  const reconnect = async () => {
+    lastAttempt = Date.now();
+    // Closing the last session finalises the module, so that connect initialises it anew.
+    await closeAll(sessions).catch(() => undefined);
+    try {
+      sessions = await connect();
+      generation++;
+      lost = undefined;
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      if (isAttestorError(e) && e.code === 'ERR_PKCS11_LOGIN') loginRefused = unavailable(`${why}; not tried again: restart the verifier`, e);
+      lost = unavailable(why, e);
+    }
+  };
+  return {
+    async current() {
+      if (lost && !loginRefused && !reconnecting && Date.now() - lastAttempt >= RECONNECT_INTERVAL_MS) {
+        reconnecting = reconnect().finally(() => (reconnecting = undefined));
+      }
+      await reconnecting;
+      if (loginRefused ?? lost) throw loginRefused ?? lost;
+      return { sessions, generation };
+    },
+    failed(at, e) {
+      if (!(e instanceof Pkcs11Error && e.ckr && TOKEN_GONE.has(e.ckr))) return e;
+      const error = unavailable(e.message, e);
+      if (at === generation) lost ??= error;
+      return error;
+    },
+    close: () => closeAll(sessions),
+  };
+}
+
 /** A Signer over `key` (labelled `label`): each signature on the least busy session of the pool. */
-async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, sessions: readonly Pkcs11Session[]): Promise<Signer> {
-  const publicKeyObject = await findPublicKey(sessions[0]!, label, key);
-  const { publicKey, spki }: { publicKey: KeyObject; spki: Uint8Array } = await sessions[0]!.run('C_GetAttributeValue', (p11, s) =>
+async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, pool: SessionPool): Promise<Signer> {
+  const { sessions: first, generation: firstGeneration } = await pool.current();
+  const publicKeyObject = await findPublicKey(first[0]!, label, key);
+  const { publicKey, spki }: { publicKey: KeyObject; spki: Uint8Array } = await first[0]!.run('C_GetAttributeValue', (p11, s) =>
     readEcP256PublicKey(p11, s, publicKeyObject, label),
   );
-  const inFlight = sessions.map(() => 0);
+  const inFlight = first.map(() => 0);
+  // Handles are valid on one connection only: after a reconnect the key is found again by its CKA_ID.
+  let handle = { generation: firstGeneration, value: key.handle };
   return {
     uri: formatPkcs11Uri(uri, label),
     publicKey,
@@ -192,18 +273,27 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, sessi
     software: false,
     async sign(data) {
       const digest = createHash('sha256').update(data).digest();
+      const { sessions, generation } = await pool.current();
       let i = 0;
       for (let j = 1; j < sessions.length; j++) if (inFlight[j]! < inFlight[i]!) i = j;
       inFlight[i]!++;
       try {
+        if (handle.generation !== generation) {
+          const again = (await keysLabelled(sessions[0]!, label)).find((c) => c.id.equals(key.id));
+          if (!again) throw new Pkcs11Error('ERR_PKCS11_UNAVAILABLE', `the token came back without the key ${JSON.stringify(label)}`);
+          handle = { generation, value: again.handle };
+        }
+        const keyHandle = handle.value;
         const signature = await sessions[i]!.run('C_Sign', (p11, s) => {
-          p11.C_SignInit(s, ECDSA, key.handle);
+          p11.C_SignInit(s, ECDSA, keyHandle);
           return p11.C_SignAsync(s, digest, Buffer.alloc(P256_SIGNATURE_BYTES));
         });
         if (signature.length !== P256_SIGNATURE_BYTES) {
           throw new Pkcs11Error('ERR_PKCS11', `C_Sign returned ${signature.length} bytes for a P-256 key`);
         }
         return signature;
+      } catch (e) {
+        throw pool.failed(generation, e);
       } finally {
         inFlight[i]!--;
       }

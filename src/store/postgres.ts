@@ -96,6 +96,11 @@ function postgresDatabase(pool: pg.Pool, server: string): PostgresDatabase {
     }
     const on: QueryOn = (config) => query(client, what, config);
     let broken: Error | undefined;
+    // A connection that dies while checked out (the server restarts) fails its query and also
+    // emits 'error', which the pool listens to only on idle connections: unheard, it would end
+    // the process. Such a connection is discarded at release.
+    const dead = (e: Error) => (broken ??= e);
+    client.on('error', dead);
     try {
       await on({ text: 'BEGIN' });
       const result = await work(on);
@@ -109,6 +114,7 @@ function postgresDatabase(pool: pg.Pool, server: string): PostgresDatabase {
       }
       throw e;
     } finally {
+      client.off('error', dead);
       // A connection that could not roll back is closed, not handed to the next caller.
       client.release(broken);
     }

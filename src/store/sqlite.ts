@@ -119,5 +119,7 @@ function sqliteError(e: unknown, what: string): unknown {
   const { code } = e;
   if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') return storeError('conflict', what, e.message, e);
   if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return storeError('unavailable', what, `the SQLite database stayed locked by another writer (${code})`, e);
+  // The write is rolled back and reads go on; writes succeed again once space is freed.
+  if (code === 'SQLITE_FULL') return storeError('unavailable', what, `the disk of the SQLite database is full (${code})`, e);
   return storeError('other', what, `${e.message} (${code})`, e);
 }
