@@ -176,6 +176,7 @@ describe('defaults', () => {
         keepAliveTimeoutMs: 5_000,
         enrollmentsPerMinute: 60,
         challengesPerMinute: 600,
+        agentRequestsPerMinute: 60,
         connectionsPerAddress: 256,
         maxConnections: 10_000,
       },

@@ -5,49 +5,23 @@
  * CVE-2023-38200), the public routes, rate limiting; and property tests of the body codec and
  * the wire schemas. The flows end to end are test/e2e-story.ts's.
  */
-import { createECDH, createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import type { IncomingHttpHeaders } from 'node:http';
-import { request } from 'node:https';
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootstrapCa } from '../src/client/api-client.js';
 import { AttestorError } from '../src/errors.js';
 import { agentIdOf } from '../src/tpm/agent-id.js';
-import { TPM_ALG, TPM_ECC, TPMA_OBJECT } from '../src/tpm/constants.js';
-import { TpmWriter } from '../src/tpm/writer.js';
+import { TPMA_OBJECT } from '../src/tpm/constants.js';
 import { CBOR_TYPE, decodeBody, encodeBody, JSON_TYPE, MAX_DEPTH, type BodyFormat } from '../src/wire/codec.js';
-import { AttestationRequest, EnrollmentRequest, EnrollmentResponse, Problem, TokenCreateResponse } from '../src/wire/schemas.js';
-import { softAk } from './helpers/tpm-builders.js';
+import { AttestationRequest, EnrollmentRequest, EnrollmentResponse, TokenCreateResponse } from '../src/wire/schemas.js';
+import { httpsCall, problem, tlsClient as openTls, type Answer, type CallOptions } from './helpers/https-call.js';
+import { softAk, softEkPublic } from './helpers/tpm-builders.js';
 import { startTestVerifier, type TestVerifier } from './helpers/verifier.js';
 
 // ---- a software EK and AK: enrollment without a TPM, through registeredEkHashes -------------
-
-const EK_ATTRIBUTES =
-  TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.adminWithPolicy | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt;
-
-/** TPM2B_PUBLIC of an ECC P-256 storage EK (AES-128-CFB), as a TPM without an EK certificate would report it. */
-function softEkPublic(): Uint8Array {
-  const point = createECDH('prime256v1').generateKeys();
-  const area = new TpmWriter()
-    .u16(TPM_ALG.ECC)
-    .u16(TPM_ALG.SHA256)
-    .u32(EK_ATTRIBUTES)
-    .tpm2b(new Uint8Array())
-    .u16(TPM_ALG.AES)
-    .u16(128)
-    .u16(TPM_ALG.CFB)
-    .u16(TPM_ALG.NULL)
-    .u16(TPM_ECC.NIST_P256)
-    .u16(TPM_ALG.NULL)
-    .tpm2b(point.subarray(1, 33))
-    .tpm2b(point.subarray(33))
-    .finish();
-  return new TpmWriter().tpm2b(area).finish();
-}
 
 const ekPublic = softEkPublic();
 const akPublic = softAk('ecc').public;
@@ -57,52 +31,13 @@ const malformedEk = { ekPublic: Buffer.from('00040102030405', 'hex'), akPublic }
 
 // ---- HTTP -----------------------------------------------------------------------------------
 
-interface Answer {
-  readonly status: number;
-  readonly headers: IncomingHttpHeaders;
-  readonly body: Buffer;
-}
-
-interface CallOptions {
-  readonly method?: string;
-  readonly headers?: Readonly<Record<string, string>>;
-  readonly body?: Buffer | string;
-  /** Send the body in this many chunks without a Content-Length (chunked transfer coding). */
-  readonly chunks?: number;
-  /** The client address to connect from (any of 127/8 reaches the loopback listener). */
-  readonly localAddress?: string;
-}
-
 let v: TestVerifier;
 let caPem: string;
 /** The root CA each verifier's clients pin (fetched by fingerprint). */
 const pinned = new Map<TestVerifier, string>();
 
 /** One HTTPS request, verified against the target's pinned CA. */
-function call(target: TestVerifier, path: string, opts: CallOptions = {}): Promise<Answer> {
-  const body = typeof opts.body === 'string' ? Buffer.from(opts.body) : opts.body;
-  const headers = { ...(body && !opts.chunks ? { 'content-length': String(body.length) } : {}), ...opts.headers };
-  return new Promise((resolve, reject) => {
-    const req = request(
-      new URL(path, target.url),
-      { method: opts.method ?? (body ? 'POST' : 'GET'), headers, ca: pinned.get(target), agent: false, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    if (body && opts.chunks) {
-      const size = Math.ceil(body.length / opts.chunks);
-      for (let i = 0; i < body.length; i += size) req.write(body.subarray(i, i + size));
-      req.end();
-    } else {
-      req.end(body);
-    }
-  });
-}
+const call = (target: TestVerifier, path: string, opts: CallOptions = {}): Promise<Answer> => httpsCall(target.url, pinned.get(target), path, opts);
 
 const get = (path: string, headers: Record<string, string> = {}) => call(v, path, { headers });
 const postJsonTo = (target: TestVerifier, path: string, value: unknown, headers: Record<string, string> = {}) =>
@@ -113,35 +48,6 @@ const postCbor = (path: string, value: unknown, headers: Record<string, string> 
 const post = (format: BodyFormat, path: string, value: unknown, headers: Record<string, string> = {}) =>
   format === 'json' ? postJson(path, value, headers) : postCbor(path, value, headers);
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-
-const TITLES: Readonly<Record<number, string>> = {
-  400: 'Bad request',
-  401: 'Unauthenticated',
-  403: 'Forbidden',
-  404: 'Not found',
-  413: 'Payload too large',
-  415: 'Unsupported media type',
-  429: 'Too many requests',
-  500: 'Internal error',
-};
-const PROBLEM_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'code', 'requestId', 'verdict']);
-
-/** Checks an answer is the problem+json of `status` and `code` (RFC 9457 members, our code and request id) and returns it. */
-function problem(a: Answer, status: number, code: string): Problem {
-  expect(a.status, a.body.toString()).toBe(status);
-  expect(a.headers['content-type']).toBe('application/problem+json; charset=utf-8');
-  expect(a.headers['cache-control']).toBe('no-store');
-  const p = Problem.parse(JSON.parse(a.body.toString('utf8')));
-  expect(p).toMatchObject({
-    type: `urn:attestor:problem:${code.replace(/^ERR_/, '').toLowerCase().replace(/_/g, '-')}`,
-    title: TITLES[status],
-    status,
-    code,
-    requestId: a.headers['x-request-id'],
-  });
-  expect(Object.keys(JSON.parse(a.body.toString('utf8'))).filter((k) => !PROBLEM_MEMBERS.has(k))).toEqual([]);
-  return p;
-}
 
 /** A value nested `depth` levels deep: arrays (`[[...]]`) or objects (`{"a":{...}}`). */
 function nested(depth: number, kind: 'array' | 'object'): unknown {
@@ -387,15 +293,7 @@ describe('request ids', () => {
 
 describe('slow and idle clients (Keylime CVE-2023-38200)', () => {
   /** A TLS connection to the verifier, verified against the pinned CA. */
-  async function tlsClient(): Promise<{ socket: ReturnType<typeof tlsConnect>; received: () => string; closed: Promise<unknown> }> {
-    const socket = tlsConnect({ host: '127.0.0.1', port: v.verifier.port, ca: caPem });
-    let received = '';
-    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
-    socket.on('error', () => undefined);
-    const closed = once(socket, 'close');
-    await once(socket, 'secureConnect');
-    return { socket, received: () => received, closed };
-  }
+  const tlsClient = () => openTls(v.verifier.port, caPem);
 
   /** A plain TCP connection (no TLS at all). */
   async function tcpClient(): Promise<{ socket: Socket; closed: Promise<unknown> }> {

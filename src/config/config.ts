@@ -81,8 +81,10 @@ export const ConfigSchema = z.strictObject({
       keepAliveTimeoutMs: z.number().int().positive().default(5_000),
       /** Enrollment and activation attempts per client address and minute. */
       enrollmentsPerMinute: z.number().int().positive().default(60),
-      /** Challenges per client address and minute (each is a durable write; an agent needs one per attestation). */
+      /** Challenges, and attestations, per client address and minute (each is a durable write; an agent needs one per attestation). */
       challengesPerMinute: z.number().int().positive().default(600),
+      /** Enrollments, challenges and attestations for one agent and minute, from all addresses together (each counted apart). */
+      agentRequestsPerMinute: z.number().int().positive().default(60),
       /** Open connections per client address: one address cannot take every slot. */
       connectionsPerAddress: z.number().int().positive().default(256),
       maxConnections: z.number().int().positive().default(10_000),

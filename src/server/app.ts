@@ -75,7 +75,7 @@ export function createApp(deps: AppDeps): express.Express {
     app[r.method](r.path, (_req, res, next) => {
       res.locals.route = r.path;
       next();
-    }, raw, (req, res, next) => {
+    }, declaredLengthWithin(limit), raw, (req, res, next) => {
       handle(deps, r, req, res).catch(next);
     });
   }
@@ -83,6 +83,18 @@ export function createApp(deps: AppDeps): express.Express {
   app.use((_req, _res, next) => next(new AttestorError('ERR_NOT_FOUND', 'no such route')));
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => sendProblem(deps.logger, req, res, err));
   return app;
+}
+
+/**
+ * Refuses a body whose declared length is over `limit` before reading any of it: body-parser
+ * would read such a body to its end before answering, and for a compressed body it caps the
+ * inflated size only, never the bytes sent. Node discards the rest of the body itself.
+ */
+function declaredLengthWithin(limit: number): express.RequestHandler {
+  return (req, _res, next) => {
+    const declared = Number(req.get('content-length') ?? 0);
+    next(declared > limit ? new AttestorError('ERR_BODY_TOO_LARGE', 'the request body is larger than this route takes') : undefined);
+  };
 }
 
 async function handle(deps: AppDeps, r: Route, req: Request, res: Response): Promise<void> {

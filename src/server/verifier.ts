@@ -24,7 +24,7 @@ import { createSelfIssuedTls, type ServerTls } from './server-tls.js';
 import { createKeyRotation } from './key-rotation.js';
 import { createMetrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
-import { createRateLimiter } from './rate-limit.js';
+import { createAgentRouteLimits } from './rate-limit.js';
 import type { Route } from './route.js';
 import { agentRoutes } from './routes/agent.js';
 import { auditRoutes } from './routes/audit.js';
@@ -133,8 +133,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
         enrollment,
         attestation,
         trustDomain: config.trustDomain,
-        enrollmentLimit: createRateLimiter({ perMinute: config.limits.enrollmentsPerMinute, now, what: 'enrollment requests' }),
-        challengeLimit: createRateLimiter({ perMinute: config.limits.challengesPerMinute, now, what: 'challenges' }),
+        limits: createAgentRouteLimits(config.limits, now),
       }),
       ...operatorRoutes({ store, trustDomain: config.trustDomain, now }),
       ...auditRoutes({ store }),

@@ -3,7 +3,7 @@
  * chosen defect (wrong magic, wrong type, ...): a software key plays the AK. Real TPM output
  * comes from swtpm fixtures and the shared vectors; these cover what a TPM would never emit.
  */
-import { constants, createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { constants, createECDH, createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { TpmWriter } from '../../src/tpm/writer.js';
 import { TPMA_OBJECT, TPM_ALG, TPM_ECC, TPM_GENERATED_VALUE, TPM_ST, hashByName } from '../../src/tpm/constants.js';
 
@@ -145,4 +145,27 @@ export function buildCertify(spec: { extraData: Uint8Array; name: Uint8Array; ma
     .tpm2b(spec.name)
     .tpm2b(spec.name)
     .finish();
+}
+
+export const EK_ATTRIBUTES =
+  TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.adminWithPolicy | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt;
+
+/** TPM2B_PUBLIC of an ECC P-256 storage EK (AES-128-CFB), as a TPM without an EK certificate would report it. */
+export function softEkPublic(): Uint8Array {
+  const point = createECDH('prime256v1').generateKeys();
+  const area = new TpmWriter()
+    .u16(TPM_ALG.ECC)
+    .u16(TPM_ALG.SHA256)
+    .u32(EK_ATTRIBUTES)
+    .tpm2b(new Uint8Array())
+    .u16(TPM_ALG.AES)
+    .u16(128)
+    .u16(TPM_ALG.CFB)
+    .u16(TPM_ALG.NULL)
+    .u16(TPM_ECC.NIST_P256)
+    .u16(TPM_ALG.NULL)
+    .tpm2b(point.subarray(1, 33))
+    .tpm2b(point.subarray(33))
+    .finish();
+  return new TpmWriter().tpm2b(area).finish();
 }

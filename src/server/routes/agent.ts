@@ -12,6 +12,8 @@ import {
 } from '../../wire/schemas.js';
 import type { AttestationFlow } from '../flows/attestation.js';
 import type { EnrollmentFlow } from '../flows/enrollment.js';
+import { agentIdOf } from '../../tpm/agent-id.js';
+import type { AgentRouteLimits } from '../rate-limit.js';
 import { route, type Route } from '../route.js';
 import { spiffeIdOf } from '../spiffe.js';
 
@@ -20,9 +22,7 @@ export function agentRoutes(deps: {
   enrollment: EnrollmentFlow;
   attestation: AttestationFlow;
   trustDomain: string;
-  /** Per client address. */
-  enrollmentLimit: (address: string) => void;
-  challengeLimit: (address: string) => void;
+  limits: AgentRouteLimits;
 }): Route[] {
   const formats = ['json', 'cbor'] as const;
   const iso = (ms: number) => new Date(ms).toISOString();
@@ -39,7 +39,8 @@ export function agentRoutes(deps: {
       responses: { 201: EnrollmentResponse },
       errors: ['ERR_EK_CERT_CHAIN', 'ERR_EK_CERT_KEY_MISMATCH', 'ERR_AK_ATTRIBUTES', 'ERR_ENROLLMENT_CONFLICT', 'ERR_RATE_LIMITED'],
       handle: async ({ body, ip }) => {
-        deps.enrollmentLimit(ip);
+        deps.limits.enrollment.address(ip);
+        deps.limits.enrollment.agent(agentIdOf(body.ekPublic));
         const e = await deps.enrollment.enroll(body);
         return { status: 201, body: { enrollmentId: e.enrollmentId, agentId: e.agentId, credentialBlob: e.credentialBlob, encryptedSecret: e.encryptedSecret, expiresAt: iso(e.expiresAt) } };
       },
@@ -57,7 +58,8 @@ export function agentRoutes(deps: {
       responses: { 200: ActivationResponse },
       errors: ['ERR_ENROLLMENT_NOT_FOUND', 'ERR_ACTIVATION_FAILED', 'ERR_ENROLLMENT_CONFLICT', 'ERR_RATE_LIMITED'],
       handle: async ({ params, body, ip }) => {
-        deps.enrollmentLimit(ip);
+        // Activation names no agent until its enrollment is read: the address budget only.
+        deps.limits.enrollment.address(ip);
         const agent = await deps.enrollment.activate(params.id, body.secret);
         return { status: 200, body: { agentId: agent.id, spiffeId: spiffeIdOf(deps.trustDomain, agent.id) } };
       },
@@ -74,7 +76,8 @@ export function agentRoutes(deps: {
       responses: { 201: ChallengeResponse },
       errors: ['ERR_AGENT_NOT_FOUND', 'ERR_AGENT_NOT_ACTIVE', 'ERR_RATE_LIMITED'],
       handle: async ({ params, ip }) => {
-        deps.challengeLimit(ip);
+        deps.limits.challenge.address(ip);
+        deps.limits.challenge.agent(params.id);
         const c = await deps.attestation.challenge(params.id);
         return { status: 201, body: { nonce: c.nonce, expiresAt: iso(c.expiresAt), pcrSelection: c.pcrSelection } };
       },
@@ -101,8 +104,13 @@ export function agentRoutes(deps: {
         'ERR_AUDIENCE_NOT_ALLOWED',
         'ERR_AGENT_NOT_FOUND',
         'ERR_AGENT_NOT_ACTIVE',
+        'ERR_RATE_LIMITED',
       ],
-      handle: async ({ params, body }) => ({ status: 200, body: await deps.attestation.attest(params.id, body) }),
+      handle: async ({ params, body, ip }) => {
+        deps.limits.attestation.address(ip);
+        deps.limits.attestation.agent(params.id);
+        return { status: 200, body: await deps.attestation.attest(params.id, body) };
+      },
     }),
   ];
 }

@@ -1,0 +1,420 @@
+/**
+ * The HTTP edge under attack, against the real verifier (HTTPS on a free port): hostile bodies
+ * (oversized, deeply nested, truncated, CBOR tags and indefinite lengths, compression bombs),
+ * slow and idle connections (slowloris, slow bodies, half-open, idle keep-alives; Keylime
+ * CVE-2023-38200) and rate limits per client address and per agent. Each case asserts its
+ * status and code; while a connection attack runs, a well-behaved client from another address
+ * is served and its latency measured. test/server-edge.test.ts has the single-request cases
+ * (one slow client, the body limits with and without a Content-Length, the depth limit).
+ */
+import { once } from 'node:events';
+import { connect as netConnect, type Socket } from 'node:net';
+import { brotliCompressSync, constants as zlibConstants, deflateSync, gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootstrapCa } from '../../src/client/api-client.js';
+import { agentIdOf } from '../../src/tpm/agent-id.js';
+import { CBOR_TYPE, encodeBody, JSON_TYPE, MAX_DEPTH, MAX_ENTRIES } from '../../src/wire/codec.js';
+import { httpsCall, problem, tlsClient, type Answer, type CallOptions } from '../helpers/https-call.js';
+import { softAk, softEkPublic } from '../helpers/tpm-builders.js';
+import { startTestVerifier, type TestVerifier } from '../helpers/verifier.js';
+import { expectNothingRecorded, recordOf } from './harness.js';
+
+const BODY_LIMIT = 8 * 1024;
+const ATTESTATION_LIMIT = 64 * 1024;
+const HEADERS_DEADLINE_MS = 1_000;
+const REQUEST_DEADLINE_MS = 2_000;
+const KEEP_ALIVE_MS = 1_000;
+const PER_ADDRESS = 48;
+/** What a well-behaved client may wait, at most, for an answer while an attack runs. */
+const SERVED_WITHIN_MS = 2_000;
+/** The attacker's address; the well-behaved client uses 127.0.0.1. */
+const ATTACKER = '127.0.0.2';
+
+const ekPublic = softEkPublic();
+const akPublic = softAk('ecc').public;
+const goodEnrollment = { ekPublic, akPublic };
+const someAgent = 'ab'.repeat(32);
+/** Well-formed for the schema (an unknown agent's nonce): decoded and validated in full, then refused by the flow. */
+const attestationBody = {
+  nonce: Buffer.alloc(32, 7),
+  quote: Buffer.alloc(64, 1),
+  signature: Buffer.alloc(64, 2),
+  pcrs: { sha256: { '0': Buffer.alloc(32) } },
+  key: { kind: 'tpm', public: Buffer.alloc(8, 3), certifyInfo: Buffer.alloc(8, 4), signature: Buffer.alloc(8, 5) },
+};
+
+let v: TestVerifier;
+let caPem: string;
+
+const call = (path: string, opts: CallOptions = {}): Promise<Answer> => httpsCall(v.url, caPem, path, opts);
+const postBytes = (path: string, type: string, body: Buffer, headers: Record<string, string> = {}) =>
+  call(path, { body, headers: { 'content-type': type, ...headers } });
+
+beforeAll(async () => {
+  v = await startTestVerifier({
+    config: {
+      registeredEkHashes: [agentIdOf(ekPublic)],
+      limits: {
+        bodyBytes: BODY_LIMIT,
+        attestationBodyBytes: ATTESTATION_LIMIT,
+        headersTimeoutMs: HEADERS_DEADLINE_MS,
+        requestTimeoutMs: REQUEST_DEADLINE_MS,
+        keepAliveTimeoutMs: KEEP_ALIVE_MS,
+        connectionsPerAddress: PER_ADDRESS,
+        enrollmentsPerMinute: 100_000,
+        challengesPerMinute: 100_000,
+        agentRequestsPerMinute: 100_000,
+      },
+    },
+  });
+  caPem = await bootstrapCa(v.url, v.caFingerprint);
+});
+
+afterAll(async () => {
+  await v?.stop();
+});
+
+// ---- bodies ---------------------------------------------------------------------------------
+
+/** CBOR head of major type `major` with argument `n` (n < 2^32). */
+function cborHead(major: number, n: number): Buffer {
+  if (n < 24) return Buffer.of((major << 5) | n);
+  if (n < 0x100) return Buffer.of((major << 5) | 24, n);
+  if (n < 0x10000) return Buffer.of((major << 5) | 25, n >> 8, n & 0xff);
+  const b = Buffer.alloc(5);
+  b[0] = (major << 5) | 26;
+  b.writeUInt32BE(n, 1);
+  return b;
+}
+
+/** The enrollment as a CBOR map of indefinite length (0xbf ... 0xff). */
+function indefiniteMap(): Buffer {
+  const members = Object.entries(goodEnrollment).flatMap(([k, x]) => [encodeBody(k, 'cbor'), encodeBody(x, 'cbor')]);
+  return Buffer.concat([Buffer.of(0xbf), ...members, Buffer.of(0xff)]);
+}
+
+describe('hostile bodies: status and code', () => {
+  it('oversized JSON and CBOR on the enrollment and the attestation route: 413 ERR_BODY_TOO_LARGE, with or without a Content-Length', async () => {
+    const cases: Array<[string, number]> = [
+      ['/v1/enrollments', BODY_LIMIT],
+      [`/v1/agents/${someAgent}/attestations`, ATTESTATION_LIMIT],
+    ];
+    for (const [path, limit] of cases) {
+      const json = Buffer.from(JSON.stringify({ ...goodEnrollment, pad: 'a'.repeat(limit) }));
+      const cbor = encodeBody({ ...attestationBody, pad: Buffer.alloc(limit) }, 'cbor');
+      for (const [type, body] of [[JSON_TYPE, json], [CBOR_TYPE, cbor]] as const) {
+        for (const chunks of [undefined, 8]) {
+          problem(await call(path, { body, headers: { 'content-type': type }, ...(chunks ? { chunks } : {}) }), 413, 'ERR_BODY_TOO_LARGE');
+        }
+      }
+    }
+  });
+
+  it('a declared Content-Length over the limit is refused before any byte of the body is sent', { timeout: 10_000 }, async () => {
+    const { socket, received } = await tlsClient(v.verifier.port, caPem);
+    socket.write(`POST /v1/enrollments HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${1024 ** 4}\r\n\r\n`);
+    const started = performance.now();
+    while (!received().includes('ERR_BODY_TOO_LARGE')) await once(socket, 'data');
+    expect(performance.now() - started).toBeLessThan(HEADERS_DEADLINE_MS);
+    expect(received()).toMatch(/^HTTP\/1\.1 413 /);
+    socket.destroy();
+  });
+
+  it.each(['json', 'cbor'] as const)('%s nested deeper than %d levels, on the attestation route too: 400 ERR_DECODE', async (format) => {
+    const type = format === 'json' ? JSON_TYPE : CBOR_TYPE;
+    let deep: unknown = [];
+    for (let i = 0; i < MAX_DEPTH; i++) deep = [deep];
+    for (const path of ['/v1/enrollments', `/v1/agents/${someAgent}/attestations`]) {
+      const p = problem(await postBytes(path, type, encodeBody({ ...attestationBody, pcrs: { sha256: deep } }, format)), 400, 'ERR_DECODE');
+      expect(p.detail).toBe(`the body is nested deeper than ${MAX_DEPTH} levels`);
+    }
+  });
+
+  it.each(['json', 'cbor'] as const)('%s: a list or map wider than an agent body may have is 400 ERR_DECODE, before the schema walks it', async (format) => {
+    const type = format === 'json' ? JSON_TYPE : CBOR_TYPE;
+    const wide = Object.fromEntries(Array.from({ length: MAX_ENTRIES.agent + 1 }, (_, i) => [String(i), Buffer.alloc(32)]));
+    const p = problem(await postBytes(`/v1/agents/${someAgent}/attestations`, type, encodeBody({ ...attestationBody, pcrs: { sha256: wide } }, format)), 400, 'ERR_DECODE');
+    expect(p.detail).toBe(`the body has a list or map of more than ${MAX_ENTRIES.agent} entries`);
+  });
+
+  it.each(['json', 'cbor'] as const)('%s truncated anywhere: 400 ERR_DECODE, and nothing is recorded', async (format) => {
+    const type = format === 'json' ? JSON_TYPE : CBOR_TYPE;
+    const whole = encodeBody(goodEnrollment, format);
+    const before = await recordOf(v);
+    const cuts = Array.from({ length: 16 }, (_, i) => Math.floor((i * whole.length) / 16));
+    for (const cut of [...cuts, whole.length - 1]) {
+      problem(await postBytes('/v1/enrollments', type, whole.subarray(0, cut)), 400, 'ERR_DECODE');
+    }
+    await expectNothingRecorded(v, before);
+  });
+
+  it('CBOR tags of any number (self-described, embedded CBOR, typed arrays, dates) around or inside a valid body: 400 ERR_DECODE', async () => {
+    const body = encodeBody(goodEnrollment, 'cbor');
+    const ek = encodeBody(ekPublic, 'cbor');
+    const tagged = [
+      Buffer.concat([Buffer.of(0xd9, 0xd9, 0xf7), body]), // 55799: self-described CBOR
+      Buffer.concat([Buffer.of(0xd8, 24), cborHead(2, body.length), body]), // 24: embedded CBOR
+      Buffer.concat([Buffer.of(0xa2), encodeBody('ekPublic', 'cbor'), Buffer.of(0xd8, 64), ek, encodeBody('akPublic', 'cbor'), encodeBody(akPublic, 'cbor')]), // 64: uint8 typed array
+      Buffer.concat([Buffer.of(0xa2), encodeBody('ekPublic', 'cbor'), Buffer.of(0xc1, 0x1a, 0x65, 0, 0, 0), encodeBody('akPublic', 'cbor'), encodeBody(akPublic, 'cbor')]), // 1: epoch date
+    ];
+    for (const b of tagged) {
+      const p = problem(await postBytes('/v1/enrollments', CBOR_TYPE, b), 400, 'ERR_DECODE');
+      expect(p.detail).toBe('the body is not CBOR this API takes: tags are not used by this API');
+    }
+  });
+
+  it('CBOR indefinite lengths (map, array, byte and text string) and lengths past the body: 400 ERR_DECODE', async () => {
+    const indefinite = [
+      indefiniteMap(),
+      Buffer.of(0x9f, 0x01, 0x02, 0xff), // [_ 1, 2]
+      Buffer.of(0xa1, 0x61, 0x61, 0x5f, 0x42, 0x01, 0x02, 0xff), // {"a": (_ h'0102')}
+      Buffer.of(0xa1, 0x61, 0x61, 0x7f, 0x61, 0x62, 0xff), // {"a": (_ "b")}
+    ];
+    for (const b of indefinite) {
+      const p = problem(await postBytes('/v1/enrollments', CBOR_TYPE, b), 400, 'ERR_DECODE');
+      expect(p.detail).toBe('the body is not CBOR this API takes: indefinite lengths are not used by this API');
+    }
+    // A byte string, an array and a map claiming 2^32-1 and 2^64-1 items in a 12-byte body: refused without allocating.
+    for (const b of [Buffer.of(0x5a, 0xff, 0xff, 0xff, 0xff), Buffer.of(0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), Buffer.of(0xba, 0xff, 0xff, 0xff, 0xff)]) {
+      problem(await postBytes('/v1/enrollments', CBOR_TYPE, Buffer.concat([b, Buffer.alloc(7)])), 400, 'ERR_DECODE');
+    }
+  });
+});
+
+// ---- compression bombs ----------------------------------------------------------------------
+
+/** Bytes of memory the process holds (the verifier runs in this process). */
+const heldBytes = () => {
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+};
+
+describe('compression bombs: refused with 413 ERR_BODY_TOO_LARGE at the limit, never inflated in full', () => {
+  const INFLATED = 1024 ** 3;
+  // gzip members concatenate: 64 members of 16 MiB of zeros inflate to 1 GiB (about 1 MB sent).
+  const gzipBomb = () => {
+    const member = gzipSync(Buffer.alloc(16 * 1024 ** 2));
+    return Buffer.concat(Array.from({ length: INFLATED / (16 * 1024 ** 2) }, () => member));
+  };
+  const bombs: Array<[string, () => Buffer]> = [
+    ['gzip', gzipBomb],
+    ['deflate', () => deflateSync(Buffer.alloc(256 * 1024 ** 2), { level: 1 })],
+    ['br', () => brotliCompressSync(Buffer.alloc(INFLATED), { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 1 } })],
+  ];
+
+  it.each(bombs)('%s: 413 within the well-behaved bound, holding far less memory than the body inflates to', { timeout: 30_000 }, async (encoding, make) => {
+    const bomb = make();
+    const before = heldBytes();
+    const started = performance.now();
+    // Chunked, without a Content-Length: only the inflated size can stop it.
+    const answer = await call('/v1/enrollments', { body: bomb, chunks: 16, headers: { 'content-type': JSON_TYPE, 'content-encoding': encoding } });
+    const ms = performance.now() - started;
+    problem(answer, 413, 'ERR_BODY_TOO_LARGE');
+    expect(ms).toBeLessThan(SERVED_WITHIN_MS);
+    // The bomb and the answer are held by the test itself; what the verifier inflated is bounded by the limit and a zlib window or two.
+    expect(heldBytes() - before).toBeLessThan(64 * 1024 ** 2);
+    expect((await call('/healthz')).status).toBe(200);
+  });
+
+  it('a compressed body larger than the limit that inflates to nothing (empty gzip members): 413 ERR_BODY_TOO_LARGE by its declared length', async () => {
+    // body-parser caps only the inflated size: without the declared length, this would be read and inflated to its end.
+    const empty = gzipSync(Buffer.alloc(0));
+    const body = Buffer.concat(Array.from({ length: Math.ceil((4 * BODY_LIMIT) / empty.length) }, () => empty));
+    problem(await postBytes('/v1/enrollments', JSON_TYPE, body, { 'content-encoding': 'gzip' }), 413, 'ERR_BODY_TOO_LARGE');
+  });
+});
+
+// ---- slow and idle connections -----------------------------------------------------------------
+
+/** A TLS connection from `localAddress`, handshake done. */
+const tlsFrom = (localAddress: string) => tlsClient(v.verifier.port, caPem, localAddress);
+
+/** A plain TCP connection from `localAddress` that has not started TLS. */
+async function tcpFrom(localAddress: string): Promise<{ socket: Socket; closed: Promise<unknown> }> {
+  const socket = netConnect({ host: '127.0.0.1', port: v.verifier.port, localAddress });
+  socket.on('error', () => undefined);
+  const closed = once(socket, 'close');
+  await once(socket, 'connect');
+  return { socket, closed };
+}
+
+/**
+ * A well-behaved client (127.0.0.1) enrolling and asking /healthz again and again for as long as
+ * any of `sockets` is open: the latencies it saw. At least two rounds, the first while every
+ * attacking connection is still open.
+ */
+async function servedMeanwhile(sockets: ReadonlyArray<{ destroyed: boolean }>): Promise<number[]> {
+  const latencies: number[] = [];
+  expect(sockets.every((s) => !s.destroyed)).toBe(true);
+  while (latencies.length < 4 || sockets.some((s) => !s.destroyed)) {
+    for (const request of [() => call('/healthz'), () => postBytes('/v1/enrollments', JSON_TYPE, encodeBody(goodEnrollment, 'json'))]) {
+      const started = performance.now();
+      const a = await request();
+      latencies.push(performance.now() - started);
+      expect(a.status).toBeLessThan(300);
+    }
+  }
+  return latencies;
+}
+
+/** The time from now until every one of `closed` settled. */
+async function closedWithin(closed: ReadonlyArray<Promise<unknown>>): Promise<number> {
+  const started = performance.now();
+  await Promise.all(closed);
+  return performance.now() - started;
+}
+
+describe('slow and idle connections do not starve a well-behaved client (Keylime CVE-2023-38200)', () => {
+  const N = 40;
+
+  it.each([
+    [`slowloris: ${N} connections trickling their headers are answered 408 at the headers deadline`, 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: ', 'a', HEADERS_DEADLINE_MS],
+    [
+      `slow bodies: ${N} requests whose body trickles in are answered 408 at the request deadline`,
+      `POST /v1/enrollments HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${BODY_LIMIT}\r\n\r\n{"ekPublic":"`,
+      'AAAA',
+      REQUEST_DEADLINE_MS,
+    ],
+  ] as const)('%s; meanwhile another client is served', { timeout: 20_000 }, async (_title, start, piece, deadline) => {
+    const slow = await Promise.all(Array.from({ length: N }, () => tlsFrom(ATTACKER)));
+    for (const s of slow) s.socket.write(start);
+    const trickle = setInterval(() => {
+      for (const s of slow) if (s.socket.writable) s.socket.write(piece);
+    }, 100);
+    try {
+      const latencies = await servedMeanwhile(slow.map((s) => s.socket));
+      expect(Math.max(...latencies)).toBeLessThan(SERVED_WITHIN_MS);
+      expect(await closedWithin(slow.map((s) => s.closed))).toBeLessThan(deadline + 2_000);
+    } finally {
+      clearInterval(trickle);
+    }
+    for (const s of slow) expect(s.received()).toMatch(/^HTTP\/1\.1 408 /);
+  });
+
+  it(`half-open: ${N} connections that never start TLS, and ${N} that send part of a body and go silent, are closed; meanwhile another client is served`, { timeout: 20_000 }, async () => {
+    const silent = await Promise.all(Array.from({ length: N / 2 }, () => tcpFrom(ATTACKER)));
+    const partial = await Promise.all(Array.from({ length: N / 2 }, () => tlsFrom('127.0.0.3')));
+    for (const s of partial) s.socket.write(`POST /v1/enrollments HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 1000\r\n\r\n{"ekPublic":`);
+    const latencies = await servedMeanwhile([...silent, ...partial].map((s) => s.socket));
+    expect(Math.max(...latencies)).toBeLessThan(SERVED_WITHIN_MS);
+    expect(await closedWithin([...silent, ...partial].map((s) => s.closed))).toBeLessThan(REQUEST_DEADLINE_MS + 2_000);
+    for (const s of partial) expect(s.received()).toMatch(/^HTTP\/1\.1 408 /);
+  });
+
+  it('a client that half-closes inside its body gets a 400 from the HTTP parser, and the service goes on', { timeout: 20_000 }, async () => {
+    const s = await tlsFrom(ATTACKER);
+    s.socket.end(`POST /v1/enrollments HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 1000\r\n\r\n{"ekPublic":`);
+    await s.closed;
+    // Node's HTTP parser refuses it (a bare 400, no problem+json): the request never reaches the app.
+    expect(s.received()).toMatch(/^HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n\r\n$/);
+    expect((await call('/healthz')).status).toBe(200);
+  });
+
+  it(`${N} idle keep-alive connections are closed after the keep-alive timeout; meanwhile another client is served`, { timeout: 20_000 }, async () => {
+    const idle = await Promise.all(Array.from({ length: N }, () => tlsFrom(ATTACKER)));
+    for (const s of idle) s.socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n');
+    await Promise.all(idle.map((s) => (s.received().includes('ok\n') ? undefined : once(s.socket, 'data'))));
+    const latencies = await servedMeanwhile(idle.map((s) => s.socket));
+    expect(Math.max(...latencies)).toBeLessThan(SERVED_WITHIN_MS);
+    expect(await closedWithin(idle.map((s) => s.closed))).toBeLessThan(KEEP_ALIVE_MS + 2_000);
+    for (const s of idle) expect(s.received()).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
+  it(`one address opening more than ${PER_ADDRESS} connections has the extra ones dropped at once; another client is served`, { timeout: 20_000 }, async () => {
+    const held = await Promise.all(Array.from({ length: PER_ADDRESS }, () => tcpFrom(ATTACKER)));
+    const extra = await tcpFrom(ATTACKER);
+    expect(await closedWithin([extra.closed])).toBeLessThan(500);
+    const latencies = await servedMeanwhile(held.map((s) => s.socket));
+    expect(Math.max(...latencies)).toBeLessThan(SERVED_WITHIN_MS);
+    await Promise.all(held.map((s) => s.closed));
+  });
+});
+
+// ---- rate limits ----------------------------------------------------------------------------
+
+describe('rate limits per client address and per agent: 429 ERR_RATE_LIMITED, others served', () => {
+  const PER_ADDRESS_MINUTE = 3;
+  const PER_AGENT_MINUTE = 4;
+  const limitedEk = softEkPublic();
+  let t: TestVerifier;
+  let tCa: string;
+
+  beforeAll(async () => {
+    // A clock that stands still: the rate window cannot roll over during the test.
+    const frozen = Date.now();
+    t = await startTestVerifier({
+      config: {
+        registeredEkHashes: [agentIdOf(limitedEk)],
+        limits: { enrollmentsPerMinute: PER_ADDRESS_MINUTE, challengesPerMinute: PER_ADDRESS_MINUTE, agentRequestsPerMinute: PER_AGENT_MINUTE },
+      },
+      now: () => frozen,
+    });
+    tCa = await bootstrapCa(t.url, t.caFingerprint);
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  /** A fresh client address for each use: 127.0.1.x. */
+  let nextHost = 1;
+  const freshAddress = () => `127.0.1.${nextHost++}`;
+  const post = (path: string, value: unknown, localAddress: string) =>
+    httpsCall(t.url, tCa, path, { body: encodeBody(value, 'json'), headers: { 'content-type': JSON_TYPE }, localAddress });
+  const agentId = (i: number) => i.toString(16).padStart(64, '0');
+
+  it('enrollment per agent: the same EK from many addresses is limited, with nothing recorded; another EK is not', async () => {
+    const body = { ekPublic: limitedEk, akPublic };
+    for (let i = 0; i < PER_AGENT_MINUTE; i++) expect((await post('/v1/enrollments', body, freshAddress())).status).toBe(201);
+    const before = await recordOf(t);
+    const p = problem(await post('/v1/enrollments', body, freshAddress()), 429, 'ERR_RATE_LIMITED');
+    expect(p.detail).toBe(`more than ${PER_AGENT_MINUTE} enrollment requests a minute for this agent; wait and retry`);
+    await expectNothingRecorded(t, before);
+    // Another EK (not registered here: refused by the flow, past the limiter).
+    problem(await post('/v1/enrollments', { ekPublic: softEkPublic(), akPublic }, freshAddress()), 403, 'ERR_EK_CERT_CHAIN');
+  });
+
+  for (const [what, path] of [
+    ['challenges', (id: string) => `/v1/agents/${id}/challenges`],
+    ['attestations', (id: string) => `/v1/agents/${id}/attestations`],
+  ] as const) {
+    const body = what === 'challenges' ? {} : attestationBody;
+
+    it(`${what} per address: one address asking for many agents is limited; another address is served`, async () => {
+      const address = freshAddress();
+      for (let i = 0; i < PER_ADDRESS_MINUTE; i++) problem(await post(path(agentId(1000 + i)), body, address), 404, 'ERR_AGENT_NOT_FOUND');
+      const p = problem(await post(path(agentId(2000)), body, address), 429, 'ERR_RATE_LIMITED');
+      expect(p.detail).toBe(`more than ${PER_ADDRESS_MINUTE} ${what} a minute from this address; wait and retry`);
+      problem(await post(path(agentId(2000)), body, freshAddress()), 404, 'ERR_AGENT_NOT_FOUND');
+    });
+
+    it(`${what} per agent: many addresses asking for one agent are limited together; another agent is served`, async () => {
+      const target = agentId(what === 'challenges' ? 3000 : 4000);
+      for (let i = 0; i < PER_AGENT_MINUTE; i++) problem(await post(path(target), body, freshAddress()), 404, 'ERR_AGENT_NOT_FOUND');
+      const p = problem(await post(path(target), body, freshAddress()), 429, 'ERR_RATE_LIMITED');
+      expect(p.detail).toBe(`more than ${PER_AGENT_MINUTE} ${what} a minute for this agent; wait and retry`);
+      problem(await post(path(agentId(5000)), body, freshAddress()), 404, 'ERR_AGENT_NOT_FOUND');
+    });
+  }
+
+  it('a flood of limited requests from one address does not slow a client from another address', { timeout: 20_000 }, async () => {
+    const flooder = freshAddress();
+    let flooding = true;
+    const statuses: number[] = [];
+    // Four lanes asking back to back for as long as the other client is measured.
+    const lane = async (n: number) => {
+      for (let i = 0; flooding; i++) statuses.push((await post(`/v1/agents/${agentId(6000 + n * 1000 + i)}/challenges`, {}, flooder)).status);
+    };
+    const lanes = Promise.all([0, 1, 2, 3].map(lane));
+    const latencies: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const started = performance.now();
+      problem(await post(`/v1/agents/${agentId(7000 + i)}/challenges`, {}, freshAddress()), 404, 'ERR_AGENT_NOT_FOUND');
+      latencies.push(performance.now() - started);
+    }
+    flooding = false;
+    await lanes;
+    expect(Math.max(...latencies)).toBeLessThan(SERVED_WITHIN_MS);
+    expect(statuses.length).toBeGreaterThan(PER_ADDRESS_MINUTE);
+    expect(statuses.filter((s) => s !== 429)).toHaveLength(PER_ADDRESS_MINUTE);
+  });
+});
