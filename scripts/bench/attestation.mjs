@@ -85,7 +85,7 @@ export async function benchAttestation(root) {
 }
 
 /** Runs clean-up steps last first, each even when an earlier one failed; failures are reported, not thrown over the bench's own error. */
-async function undoAll(steps) {
+export async function undoAll(steps) {
   for (const step of steps.reverse()) await step().catch((e) => console.error(`clean-up failed: ${e.message}`));
 }
 
@@ -169,7 +169,7 @@ async function attestOnce({ client, session, agentId, audience }) {
  * `attestor serve` in a child process with SoftHSM's config in its environment; resolves once
  * it printed its URL, CA fingerprint and first admin token.
  */
-function startVerifierProcess(root, args, env) {
+export function startVerifierProcess(root, args, env) {
   const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'attestor.js'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
@@ -203,9 +203,9 @@ function startVerifierProcess(root, args, env) {
   });
 }
 
-/** A private schema in the PostgreSQL, and a connection to look up the verifier's backends with. */
-async function postgresSchema() {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 10_000 });
+/** A private schema in the PostgreSQL at `url`, and a connection to look up the verifier's backends with. */
+export async function postgresSchema(url = PG_URL) {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
   await client.connect();
   const schema = `attestor_bench_${randomBytes(8).toString('hex')}`;
   await client.query(`CREATE SCHEMA ${schema}`);
@@ -253,14 +253,14 @@ function tcpPortsTo(pid, remotePort) {
 const TICK_MS = 1000 / (Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100);
 
 /** CPU time (user + system, every thread) a process has used, in ms; 10 ms resolution. */
-function cpuMsOf(pid) {
+export function cpuMsOf(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // Fields 14 and 15 of proc(5), utime and stime; `fields` starts at field 3.
   return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
 }
 
-function ownCpuMs() {
+export function ownCpuMs() {
   const { user, system } = process.cpuUsage();
   return (user + system) / 1000;
 }
@@ -289,7 +289,7 @@ function cpuPerAttestation(before, after, n) {
   };
 }
 
-function percentile(sorted, p) {
+export function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 }
 
