@@ -96,7 +96,7 @@ async function benchStore(setup, store) {
     const dataDir = join(setup.work, `verifier-${store}`);
     // One client attesting back to back is the load measured here, not an abuse: no per-address challenge limit.
     const config = join(setup.work, `config-${store}.json`);
-    writeFileSync(config, JSON.stringify({ limits: { challengesPerMinute: 1_000_000 } }));
+    writeFileSync(config, JSON.stringify({ limits: { challengesPerMinute: 1_000_000, agentRequestsPerMinute: 1_000_000 } }));
     const args = ['serve', '--data-dir', dataDir, '--config', config, '--listen', '127.0.0.1:0', '--ek-roots', setup.ekRoots, '--keys', setup.keys, '--log-level', 'warn'];
     let db;
     if (store === 'postgres') {

@@ -195,7 +195,7 @@ export function fleetArgs(dir: string, hosts: readonly Swtpm[]): string[] {
     writeFileSync(join(roots, `intermediate-${i}.pem`), h.caCertPem);
   });
   const config = join(dir, 'load-config.json');
-  writeFileSync(config, JSON.stringify({ limits: { enrollmentsPerMinute: 100_000, challengesPerMinute: 100_000 } }));
+  writeFileSync(config, JSON.stringify({ limits: { enrollmentsPerMinute: 100_000, challengesPerMinute: 100_000, agentRequestsPerMinute: 100_000 } }));
   return ['--ek-roots', roots, '--config', config];
 }
 
