@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ApiError } from '../src/client/api-client.js';
 import { ActivationResponse, AgentDetailBody, AttestationResponse, BaselineBody, EnrollmentResponse } from '../src/wire/schemas.js';
-import { challenge, enrollOverApi, evidenceFor, reasonCodes, refused, softwareKeyAnswer, startAttackBed, withSession, type AttackBed } from './attack-harness.js';
+import { challenge, enforceBaseline, enrollOverApi, evidenceFor, reasonCodes, refused, softwareKeyAnswer, startAttackBed, withSession, type AttackBed } from './attack-harness.js';
 
 /** The swtpm's sha256 PCR 15 as it starts (never extended here), and a value it never has. */
 const PCR15_NOW = '00'.repeat(32);
@@ -36,10 +36,8 @@ afterAll(async () => {
 });
 
 /** Adds and enforces a baseline pinning sha256 PCR 15; its id. */
-async function enforce(name: string, extra: Record<string, unknown>, pcr15 = PCR15_NOW): Promise<string> {
-  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, { name, document: { version: 1, pcrs: { sha256: { '15': [pcr15] } }, ...extra } });
-  await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
-  return b.id;
+function enforce(name: string, extra: Record<string, unknown>, pcr15 = PCR15_NOW): Promise<string> {
+  return enforceBaseline(bed, name, { pcrs: { sha256: { '15': [pcr15] } }, ...extra });
 }
 
 async function retire(...ids: string[]): Promise<void> {

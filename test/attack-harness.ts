@@ -17,7 +17,7 @@ import { CKK_EC, keyEvidenceMessage, type HsmKeyEvidence } from '../src/appraisa
 import { quoteQualifyingData } from '../src/appraisal/key-binding.js';
 import { wirePcrs } from './helpers/api.js';
 import { bootstrapCa, createApiClient, type ApiClient } from '../src/client/api-client.js';
-import { ActivationResponse, ChallengeResponse, EnrollmentResponse, type AttestationRequestInput, type ChallengeResponse as Challenge } from '../src/wire/schemas.js';
+import { ActivationResponse, BaselineBody, ChallengeResponse, EnrollmentResponse, type AttestationRequestInput, type ChallengeResponse as Challenge } from '../src/wire/schemas.js';
 import { startSwtpm, type Swtpm } from './helpers/swtpm.js';
 import { startTestVerifier, type TestVerifierOptions, type TestVerifier } from './helpers/verifier.js';
 
@@ -90,6 +90,13 @@ export async function enrollOverApi(bed: AttackBed, labels: Record<string, strin
     const a = await bed.anon.call('POST', `/v1/enrollments/${e.enrollmentId}/activation`, ActivationResponse, { secret });
     return a.agentId;
   });
+}
+
+/** Adds a baseline (version 1 of `document`) and enforces it; its id. */
+export async function enforceBaseline(bed: AttackBed, name: string, document: Record<string, unknown>): Promise<string> {
+  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, { name, document: { version: 1, ...document } });
+  await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
+  return b.id;
 }
 
 export function challenge(bed: AttackBed, agentId: string): Promise<Challenge> {

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAttestor } from '../src/cli/program.js';
-import { AgentDetailBody, AttestationResponse, BaselineBody, KeyList, TokenCreateResponse, type KeyBody } from '../src/wire/schemas.js';
-import { enrollOverApi, evidenceFor, startAttackBed, type AttackBed } from './attack-harness.js';
+import { AgentDetailBody, AttestationResponse, KeyList, TokenCreateResponse, type KeyBody } from '../src/wire/schemas.js';
+import { enforceBaseline, enrollOverApi, evidenceFor, startAttackBed, type AttackBed } from './attack-harness.js';
 import { postForm } from './helpers/api.js';
 import { crlSerials, spawnText } from './helpers/crl.js';
 import { runCli } from './helpers/cli.js';
@@ -40,11 +40,7 @@ for (const store of ['sqlite', 'postgres'] as const) {
       });
       tmp = mkdtempSync(join(tmpdir(), 'attestor-rotation-'));
       agentId = await enrollOverApi(bed, { role: 'rotation' });
-      const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, {
-        name: 'rotation',
-        document: { version: 1, pcrs: { sha256: { '15': ['00'.repeat(32)] } }, audiences: [AUDIENCE] },
-      });
-      await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
+      await enforceBaseline(bed, 'rotation', { pcrs: { sha256: { '15': ['00'.repeat(32)] } }, audiences: [AUDIENCE] });
       relyingParty = (await bed.admin.call('POST', '/v1/tokens', TokenCreateResponse, { role: 'relying-party', label: 'rotation' })).token;
     }, 120_000);
 

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentDetailBody, AttestationResponse, BaselineBody, type AttestationRequestInput } from '../src/wire/schemas.js';
-import { enrollOverApi, evidenceFor, reasonCodes, refused, softwareKeyAnswer, startAttackBed, type AttackBed } from './attack-harness.js';
+import { enforceBaseline, enrollOverApi, evidenceFor, reasonCodes, refused, softwareKeyAnswer, startAttackBed, type AttackBed } from './attack-harness.js';
 
 const PCR_ZERO = '00'.repeat(32);
 
@@ -20,11 +20,7 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(async () => bed?.stop());
 
-async function enforce(name: string, document: Record<string, unknown>): Promise<string> {
-  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, { name, document: { version: 1, ...document } });
-  await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
-  return b.id;
-}
+const enforce = (name: string, document: Record<string, unknown>) => enforceBaseline(bed, name, document);
 const retire = (id: string) => bed.admin.call('POST', `/v1/baselines/${id}/retire`, BaselineBody, {});
 const attest = (body: AttestationRequestInput) => bed.anon.call('POST', `/v1/agents/${agentId}/attestations`, AttestationResponse, body);
 const agent = () => bed.admin.call('GET', `/v1/agents/${agentId}`, AgentDetailBody);

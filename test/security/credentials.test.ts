@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, SignJWT, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { AttestationResponse, BaselineBody, KeyList, TokenCreateResponse } from '../../src/wire/schemas.js';
-import { challenge, enrollOverApi, evidenceFor, refused, startAttackBed, type AttackBed } from '../attack-harness.js';
+import { AttestationResponse, KeyList, TokenCreateResponse } from '../../src/wire/schemas.js';
+import { challenge, enforceBaseline, enrollOverApi, evidenceFor, refused, startAttackBed, type AttackBed } from '../attack-harness.js';
 import { postForm } from '../helpers/api.js';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm.js';
 import { expectNothingRecorded, recordOf } from './harness.js';
@@ -41,11 +41,7 @@ beforeAll(async () => {
   other = { ...bed, host: otherHost, stateDir: join(tmp, 'other') };
   agentA = await enrollOverApi(bed, { role: 'security' });
   agentB = await enrollOverApi(other, { role: 'security' });
-  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, {
-    name: 'credentials-security',
-    document: { version: 1, pcrs: { sha256: { '15': ['00'.repeat(32)] } }, audiences: [AUDIENCE] },
-  });
-  await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
+  await enforceBaseline(bed, 'credentials-security', { pcrs: { sha256: { '15': ['00'.repeat(32)] } }, audiences: [AUDIENCE] });
   relyingParty = (await bed.admin.call('POST', '/v1/tokens', TokenCreateResponse, { role: 'relying-party', label: 'security' })).token;
 }, 120_000);
 

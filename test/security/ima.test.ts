@@ -12,8 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAttestationRequest } from '../../src/agent/evidence.js';
 import { imaHashByName } from '../../src/eventlog/ima/hash-algos.js';
 import { buildImaEntry, formatImaAscii } from '../../src/eventlog/ima/serialize.js';
-import { AttestationResponse, BaselineBody } from '../../src/wire/schemas.js';
-import { challenge, enrollOverApi, reasonCodes, refused, startAttackBed, withSession, type AttackBed } from '../attack-harness.js';
+import { AttestationResponse } from '../../src/wire/schemas.js';
+import { challenge, enforceBaseline, enrollOverApi, reasonCodes, refused, startAttackBed, withSession, type AttackBed } from '../attack-harness.js';
 import { referenceDigests } from '../helpers/ima.js';
 import { tpm2 } from '../helpers/swtpm.js';
 import { expectRefusedVerdictOnly, recordOf } from './harness.js';
@@ -32,11 +32,7 @@ beforeAll(async () => {
   bed = await startAttackBed({ store: 'sqlite', config: { attestation: { quarantineOnFailure: false } } });
   tmp = mkdtempSync(join(tmpdir(), 'attestor-security-ima-'));
   agentId = await enrollOverApi(bed, { role: 'ima' });
-  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, {
-    name: 'ima-security',
-    document: { version: 1, ima: { allow: Object.fromEntries(files.map((f) => [f.path, [`sha256:${f.digest.toString('hex')}`]])) } },
-  });
-  await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
+  await enforceBaseline(bed, 'ima-security', { ima: { allow: Object.fromEntries(files.map((f) => [f.path, [`sha256:${f.digest.toString('hex')}`]])) } });
 }, 120_000);
 
 afterAll(async () => {

@@ -9,7 +9,7 @@ import { TPM_ALG, TPM_ECC } from '../../src/tpm/constants.js';
 import { parseSignature } from '../../src/tpm/signature.js';
 import { TpmWriter } from '../../src/tpm/writer.js';
 import { AgentDetailBody, AttestationResponse, BaselineBody, EnrollmentResponse } from '../../src/wire/schemas.js';
-import { enrollOverApi, evidenceFor, reasonCodes, refused, startAttackBed, withSession, type AttackBed } from '../attack-harness.js';
+import { enforceBaseline, enrollOverApi, evidenceFor, reasonCodes, refused, startAttackBed, withSession, type AttackBed } from '../attack-harness.js';
 import { AK_ATTRIBUTES, softAk } from '../helpers/tpm-builders.js';
 import { tpm2 } from '../helpers/swtpm.js';
 import { TPMA_OBJECT } from '../../src/tpm/constants.js';
@@ -26,8 +26,7 @@ beforeAll(async () => {
   bed = await startAttackBed({ store: 'sqlite', config: { attestation: { quarantineOnFailure: false } } });
   agentId = await enrollOverApi(bed, { role: 'security' });
   // The swtpm's sha256 PCR 15 as it starts: never extended here.
-  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, { name: 'quote-security', document: { version: 1, pcrs: { sha256: { '15': ['00'.repeat(32)] } } } });
-  await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
+  await enforceBaseline(bed, 'quote-security', { pcrs: { sha256: { '15': ['00'.repeat(32)] } } });
 }, 120_000);
 
 afterAll(async () => {
