@@ -74,6 +74,8 @@ const TOKEN_GONE = new Set([
   'CKR_CRYPTOKI_NOT_INITIALIZED',
 ]);
 const RECONNECT_INTERVAL_MS = 1000;
+const CHECK_INTERVAL_MS = 1000;
+const PROBE_MESSAGE = new TextEncoder().encode('attestor readiness probe: signs nothing anyone verifies');
 
 /** A private key on the token and its CKA_ID. */
 interface Candidate {
@@ -266,7 +268,8 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, pool:
   const inFlight = first.map(() => 0);
   // Handles are valid on one connection only: after a reconnect the key is found again by its CKA_ID.
   let handle = { generation: firstGeneration, value: key.handle };
-  return {
+  let checkedAt = -Infinity;
+  const signer: Signer = {
     uri: formatPkcs11Uri(uri, label),
     publicKey,
     spki,
@@ -298,7 +301,16 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, pool:
         inFlight[i]!--;
       }
     },
+    async check() {
+      // Only a signature reaches the key material: SoftHSM, for one, answers finding and reading
+      // a key whose token went away from memory. The probe's message can be no certificate's or
+      // token's, and its signature is dropped; at most one a second, as /readyz is public.
+      if (performance.now() - checkedAt < CHECK_INTERVAL_MS) return;
+      await signer.sign(PROBE_MESSAGE);
+      checkedAt = performance.now();
+    },
   };
+  return signer;
 }
 
 /** Each role's EC private keys, smallest CKA_ID first. */

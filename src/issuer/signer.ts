@@ -14,6 +14,11 @@ export interface Signer {
   readonly software: boolean;
   /** ECDSA P-256 over SHA-256(data): the raw r||s (64 bytes, the JOSE form; DER-encode it for X.509). */
   sign(data: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Resolves when the key could sign now (its token answers and still holds it), without
+   * signing: what readiness asks. Throws what sign would (ERR_PKCS11_UNAVAILABLE).
+   */
+  check(): Promise<void>;
 }
 
 /** The verifier's three keys (SERVICE.md "Keys"). */

@@ -18,6 +18,8 @@ export interface CredentialAuthority {
    * null. While it is not null, issuing throws ERR_KEYS_UNAVAILABLE and /readyz answers 503.
    */
   unavailable(): string | null;
+  /** Resolves when the active keys could sign now (their token answers), signing nothing: /readyz. */
+  checkKeys(): Promise<void>;
   /** Signed by the active CA; `issuerKid` names it (the credential records it, for its CRL). */
   issueX509Svid(req: { subjectSpki: Uint8Array; spiffeId: string; notBefore: Date; notAfter: Date }): Promise<{ der: Uint8Array; serial: string; issuerKid: string }>;
   /** Signed by the active JWT key, whose kid the header and `kid` carry. */

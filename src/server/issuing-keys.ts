@@ -178,6 +178,9 @@ export async function openKeyRing(deps: IssuingKeysDeps): Promise<KeyRing> {
       return current.active.get('x509-ca')!.key.notAfter!;
     },
     unavailable: () => unusable?.message ?? null,
+    async checkKeys() {
+      for (const { signer } of usable().active.values()) await signer.check();
+    },
     async issueX509Svid(req) {
       const { x509, active } = usable();
       return { ...(await x509.issue(req)), issuerKid: active.get('x509-ca')!.key.kid };

@@ -72,6 +72,9 @@ describe('the PKCS#11 token gone and back', { timeout: 90_000 }, () => {
     const dir = tokenDir();
     renameSync(dir, away);
     try {
+      // Readiness finds it before any signature does: a load balancer takes this replica out.
+      const notReady = await v.anon.get('/readyz');
+      expect([notReady.status, notReady.body.toString()]).toStrictEqual([503, 'the issuing keys cannot sign: their token does not answer\n']);
       for (let i = 0; i < 3; i++) {
         const e = await refused(attest(), 'ERR_PKCS11_UNAVAILABLE');
         expect(e.status).toBe(503);
@@ -98,6 +101,7 @@ describe('the PKCS#11 token gone and back', { timeout: 90_000 }, () => {
     }
     expect(answer.verdict.status).toBe('affirming');
     expect(answer.credentials!.jwt).toBeDefined();
+    expect((await v.anon.get('/readyz')).status).toBe(200);
     for (let i = 0; i < 2; i++) expect((await attest()).verdict.status).toBe('affirming');
     // The same CA key signs as before the outage.
     const ca = new X509Certificate((await v.anon.get('/v1/ca.pem')).body);
@@ -125,6 +129,7 @@ describe('the PKCS#11 token gone and back', { timeout: 90_000 }, () => {
     for (let i = 0; i < 3; i++) {
       await new Promise((r) => setTimeout(r, 600));
       await refused(attest(), 'ERR_PKCS11_UNAVAILABLE');
+      expect((await v.anon.get('/readyz')).status).toBe(503);
     }
 
     // Restarted, the verifier logs in once and signs with the same keys.

@@ -106,7 +106,7 @@ export function publicRoutes(deps: {
       method: 'get',
       path: '/readyz',
       operationId: 'ready',
-      summary: 'The database answers and the active issuing keys are loaded: ready for traffic',
+      summary: 'The database answers and the active issuing keys are loaded and their token answers: ready for traffic',
       tag: 'public',
       access: 'public',
       responses: { 200: 'text', 503: 'text' },
@@ -117,6 +117,11 @@ export function publicRoutes(deps: {
           return { status: 503, body: 'the database does not answer\n', contentType: 'text/plain' };
         }
         if (deps.authority.unavailable() !== null) return { status: 503, body: 'the active issuing keys cannot be loaded\n', contentType: 'text/plain' };
+        try {
+          await deps.authority.checkKeys();
+        } catch {
+          return { status: 503, body: 'the issuing keys cannot sign: their token does not answer\n', contentType: 'text/plain' };
+        }
         return { status: 200, body: 'ready\n', contentType: 'text/plain' };
       },
     }),
