@@ -88,12 +88,19 @@ export function createApp(deps: AppDeps): express.Express {
 /**
  * Refuses a body whose declared length is over `limit` before reading any of it: body-parser
  * would read such a body to its end before answering, and for a compressed body it caps the
- * inflated size only, never the bytes sent. Node discards the rest of the body itself.
+ * inflated size only, never the bytes sent. So a compressed body must declare its length: sent
+ * chunked, one that inflates to little (empty gzip members) would be read for as long as the
+ * client sends. Node discards the rest of the body itself.
  */
 function declaredLengthWithin(limit: number): express.RequestHandler {
   return (req, _res, next) => {
-    const declared = Number(req.get('content-length') ?? 0);
-    next(declared > limit ? new AttestorError('ERR_BODY_TOO_LARGE', 'the request body is larger than this route takes') : undefined);
+    const length = req.get('content-length');
+    const encoding = req.get('content-encoding');
+    if (length === undefined && encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+      next(new AttestorError('ERR_LENGTH_REQUIRED', 'a compressed request body must declare its Content-Length'));
+      return;
+    }
+    next(Number(length ?? 0) > limit ? new AttestorError('ERR_BODY_TOO_LARGE', 'the request body is larger than this route takes') : undefined);
   };
 }
 

@@ -77,6 +77,7 @@ const TITLES: Readonly<Record<number, string>> = {
   401: 'Unauthenticated',
   403: 'Forbidden',
   404: 'Not found',
+  411: 'Length required',
   413: 'Payload too large',
   415: 'Unsupported media type',
   429: 'Too many requests',
