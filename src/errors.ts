@@ -162,6 +162,19 @@ export class VerificationError extends AttestorError {}
 /** Evidence that is valid but refused by policy (SHA-1 not allowed, key attributes, ...). */
 export class PolicyError extends AttestorError {}
 
+/**
+ * An agent that may not be challenged or attest now. Its status says which: quarantined (an
+ * operator may release it) or revoked (final); the HTTP problem carries it as `agentStatus`.
+ */
+export class AgentNotActiveError extends AttestorError {
+  constructor(
+    readonly agentStatus: 'quarantined' | 'revoked',
+    message: string,
+  ) {
+    super('ERR_AGENT_NOT_ACTIVE', message);
+  }
+}
+
 export function isAttestorError(e: unknown): e is AttestorError {
   return e instanceof AttestorError;
 }

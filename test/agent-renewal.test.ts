@@ -39,10 +39,12 @@ describe('renewal policy', () => {
   });
 
   it('classifies: unknown to the verifier -> enroll, revoked -> revoked, refusals -> refused, unreachable and TPM -> retry, with the reason', () => {
-    const api = (status: number, code: string, detail = 'why') => new ApiError(status, code, { code, detail });
+    const api = (status: number, code: string, detail = 'why', more: object = {}) => new ApiError(status, code, { code, detail, ...more });
     expect(classifyFailure(api(404, 'ERR_AGENT_NOT_FOUND'))).toStrictEqual({ recovery: 'enroll', reason: 'verifier: ERR_AGENT_NOT_FOUND: why' });
-    expect(classifyFailure(api(403, 'ERR_AGENT_NOT_ACTIVE', 'the agent is quarantined')).recovery).toBe('refused');
-    expect(classifyFailure(api(403, 'ERR_AGENT_NOT_ACTIVE', 'the agent is revoked'))).toStrictEqual({
+    expect(classifyFailure(api(403, 'ERR_AGENT_NOT_ACTIVE', 'the agent is quarantined', { agentStatus: 'quarantined' })).recovery).toBe('refused');
+    // The status decides, not the words of the detail.
+    expect(classifyFailure(api(403, 'ERR_AGENT_NOT_ACTIVE', 'the agent is revoked')).recovery).toBe('refused');
+    expect(classifyFailure(api(403, 'ERR_AGENT_NOT_ACTIVE', 'the agent is revoked', { agentStatus: 'revoked' }))).toStrictEqual({
       recovery: 'revoked',
       reason: 'verifier: ERR_AGENT_NOT_ACTIVE: the agent is revoked',
     });
@@ -191,7 +193,7 @@ describe('renewal loop', () => {
 
   it('a revoked host says so, enrolls again and waits the longest backoff each time, not the shortest', async () => {
     const revoked = async (): Promise<Attested> => {
-      throw new ApiError(403, 'ERR_AGENT_NOT_ACTIVE', { detail: 'the agent is revoked' });
+      throw new ApiError(403, 'ERR_AGENT_NOT_ACTIVE', { detail: 'the agent is revoked', agentStatus: 'revoked' });
     };
     const h = harness([revoked, revoked, async () => ATTESTED]);
     await runRenewalLoop(h.deps, h.stop.signal);

@@ -500,7 +500,7 @@ export function e2eStory(store: 'sqlite' | 'postgres'): void {
     const r = await runCliWithEnv(operatorEnv, () => runCli(runAttestor, ['agent', 'revoke', agentA, '--json']));
     expect(r.code, r.err).toBe(0);
     expect(JSON.parse(r.out)).toMatchObject({ id: agentA, status: 'revoked' });
-    await refused(challenge(agentA), 'ERR_AGENT_NOT_ACTIVE');
+    expect((await refused(challenge(agentA), 'ERR_AGENT_NOT_ACTIVE')).problem.agentStatus).toBe('revoked');
     await refused(admin.call('POST', `/v1/agents/${agentA}/release`, AgentDetailBody, {}), 'ERR_AGENT_NOT_ACTIVE');
     expect(await issued()).toBe(before);
   });

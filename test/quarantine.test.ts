@@ -53,7 +53,8 @@ describe('quarantine on failure', () => {
       expect(a.credentials.length).toBeGreaterThan(0);
       expect(a.credentials.every((c) => c.revoked)).toBe(true);
       expect(await quarantines()).toBe(before + 1);
-      await refused(bed.anon.call('POST', `/v1/agents/${agentId}/challenges`, AttestationResponse, {}), 'ERR_AGENT_NOT_ACTIVE');
+      const notActive = await refused(bed.anon.call('POST', `/v1/agents/${agentId}/challenges`, AttestationResponse, {}), 'ERR_AGENT_NOT_ACTIVE');
+      expect(notActive.problem.agentStatus).toBe('quarantined');
     });
   });
 

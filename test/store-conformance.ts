@@ -365,7 +365,7 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         expect((await store.attestations.credential(jwt!.id))?.revoked).toBe(true);
         // Expired serials leave the CRL.
         expect(await store.attestations.revokedCertificates(x509!.expiresAt, CA_KID)).toStrictEqual([]);
-        await rejection(store.attestations.record(attestation(agent.id)), 'ERR_AGENT_NOT_ACTIVE');
+        expect(await rejection(store.attestations.record(attestation(agent.id)), 'ERR_AGENT_NOT_ACTIVE')).toMatchObject({ agentStatus: 'quarantined' });
 
         expect((await store.agents.setStatus(agent.id, 'active', NOW + 30, audit('agent.release', agent.id))).status).toBe('active');
         expect((await store.agents.setStatus(agent.id, 'active', NOW + 31, audit('agent.release', agent.id))).status).toBe('active');

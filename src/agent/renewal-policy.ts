@@ -68,12 +68,9 @@ export function classifyFailure(e: unknown): Failure {
   return { recovery: 'retry', reason: `unexpected: ${e instanceof Error ? firstLine(e.message) : String(e)}` };
 }
 
-/**
- * ERR_AGENT_NOT_ACTIVE covers quarantined (an operator may release) and revoked (final); the
- * problem tells them apart only in its detail, "the agent is revoked".
- */
+/** ERR_AGENT_NOT_ACTIVE covers quarantined (an operator may release) and revoked (final): the problem's `agentStatus` says which. */
 function isRevoked(e: ApiError): boolean {
-  return e.remoteCode === 'ERR_AGENT_NOT_ACTIVE' && typeof e.problem.detail === 'string' && /\brevoked\b/.test(e.problem.detail);
+  return e.remoteCode === 'ERR_AGENT_NOT_ACTIVE' && e.problem.agentStatus === 'revoked';
 }
 
 function firstLine(text: string): string {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { AttestorError, isAttestorError, type ErrorCode } from '../errors.js';
+import { AgentNotActiveError, AttestorError, isAttestorError, type ErrorCode } from '../errors.js';
 import type { Store, OperatorToken } from '../store/store.js';
 import { CBOR_TYPE, JSON_TYPE, MAX_ENTRIES, PROBLEM_TYPE, decodeBody, encodeBody, formatOf, type BodyFormat } from '../wire/codec.js';
 import { authenticate } from './auth.js';
@@ -192,6 +192,8 @@ function sendProblem(logger: Logger, req: Request, res: Response, err: unknown):
     code = err.code;
     detail = err.message;
     if (err instanceof ProblemError) extra = err.extra;
+    // The agent backs off for good on revoked, and waits for an operator on quarantined.
+    if (err instanceof AgentNotActiveError) extra = { agentStatus: err.agentStatus };
   } else if (bodyError) {
     code = bodyError;
     detail = bodyError === 'ERR_BODY_TOO_LARGE' ? 'the request body is larger than this route takes' : 'the request body could not be read';

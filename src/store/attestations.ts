@@ -1,10 +1,10 @@
-import { AttestorError } from '../errors.js';
+import { AgentNotActiveError, AttestorError } from '../errors.js';
 import { changeStatus } from './agents.js';
 import { appendAudit } from './audit.js';
 import { bool, int, intOrNull, json, jsonOrNull, jsonParam, text, textOrNull } from './columns.js';
 import { pageLimit, toPage } from './page.js';
 import { changes, row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
-import type { AttestationRecord, AttestationStore, Credential, CredentialKind, ImaProgress, StoredClock, Verdict, VerdictStatus } from './store.js';
+import type { AgentStatus, AttestationRecord, AttestationStore, Credential, CredentialKind, ImaProgress, StoredClock, Verdict, VerdictStatus } from './store.js';
 
 const VERDICT_COLUMNS = 'id, agent_id, at, status, baseline_id, baseline_version, reasons, claims';
 const CREDENTIAL_COLUMNS = 'id, kind, agent_id, verdict_id, issued_at, expires_at, certificate_sha256, revoked, issuer_kid';
@@ -48,7 +48,8 @@ function* record(r: AttestationRecord, clock: Clock): Body<void> {
   if (!updated) {
     const agent = yield* row(SQL.agentStatus, [v.agentId]);
     if (!agent) throw new AttestorError('ERR_AGENT_NOT_FOUND', `no agent ${v.agentId}`);
-    throw new AttestorError('ERR_AGENT_NOT_ACTIVE', `agent ${v.agentId} is ${text(agent.status)}`);
+    const status = text(agent.status) as Exclude<AgentStatus, 'active'>;
+    throw new AgentNotActiveError(status, `agent ${v.agentId} is ${status}`);
   }
   yield* changes(SQL.insertVerdict, [v.id, v.agentId, v.at, v.status, v.baselineId, v.baselineVersion, jsonParam(v.reasons), jsonParam(v.claims)]);
   for (const c of r.credentials) {

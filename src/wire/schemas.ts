@@ -326,6 +326,7 @@ export const Problem = z.object({
   code: z.string(),
   requestId: z.string().optional(),
   verdict: VerdictBody.optional(),
+  agentStatus: z.enum(['quarantined', 'revoked']).optional(),
 });
 
 export type BaselineBody = z.output<typeof BaselineBody>;

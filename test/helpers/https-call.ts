@@ -83,7 +83,7 @@ const TITLES: Readonly<Record<number, string>> = {
   429: 'Too many requests',
   500: 'Internal error',
 };
-const PROBLEM_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'code', 'requestId', 'verdict']);
+const PROBLEM_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'code', 'requestId', 'verdict', 'agentStatus']);
 
 /** Checks an answer is the problem+json of `status` and `code` (RFC 9457 members, our code and request id) and returns it. */
 export function problem(a: Answer, status: number, code: string): Problem {

@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { appraise, type Appraisal, type ImaProgressState } from '../../appraisal/appraise.js';
 import { DEFAULT_PCR_SELECTION, pcrSelectionOf } from '../../baseline/document.js';
 import { equalBytes } from '../../bytes.js';
-import { AttestorError } from '../../errors.js';
+import { AgentNotActiveError, AttestorError } from '../../errors.js';
 import { parseTpm2bPublic, type TpmPublic } from '../../tpm/public.js';
 import type { PcrValues } from '../../tpm/pcr-selection.js';
 import type { Agent, AuditInput, Credential, Json, Store, StoredClock, Verdict } from '../../store/store.js';
@@ -90,7 +90,7 @@ export function createAttestationFlow(deps: AttestationDeps) {
   const activeAgent = async (agentId: string): Promise<Agent> => {
     const agent = await deps.store.agents.get(agentId);
     if (!agent) throw new AttestorError('ERR_AGENT_NOT_FOUND', 'no enrolled agent with this id');
-    if (agent.status !== 'active') throw new AttestorError('ERR_AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
+    if (agent.status !== 'active') throw new AgentNotActiveError(agent.status, `the agent is ${agent.status}`);
     return agent;
   };
 
