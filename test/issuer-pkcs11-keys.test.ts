@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash, generateKeyPairSync, verify, X509Certificate } from 'node:crypto';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -26,8 +26,10 @@ const TOKEN = 'attestor';
 /** Tokens of their own for the tests that need an empty one; SoftHSM lists tokens at C_Initialize, so all are made first. */
 const RACE_TOKENS = ['race-1', 'race-2', 'race-3', 'race-4', 'race-5', 'race-6'];
 const DUPLICATES_TOKEN = 'duplicates';
+const RECONNECT_TOKEN = 'reconnect';
 
 let hsm: SoftHsm;
+let reconnectTokenDir: string;
 let pinFile: string;
 let uri: Pkcs11Uri;
 const uriOf = (token: string) => parsePkcs11Uri(`pkcs11:token=${token}?module-path=${hsm.modulePath}&pin-source=${pinFile}`);
@@ -35,6 +37,9 @@ const uriOf = (token: string) => parsePkcs11Uri(`pkcs11:token=${token}?module-pa
 beforeAll(async () => {
   hsm = await startSoftHsm({ tokenLabel: TOKEN });
   for (const token of [...RACE_TOKENS, DUPLICATES_TOKEN]) await hsm.initToken(token);
+  const before = new Set(readdirSync(join(hsm.dir, 'tokens')));
+  await hsm.initToken(RECONNECT_TOKEN);
+  reconnectTokenDir = join(hsm.dir, 'tokens', readdirSync(join(hsm.dir, 'tokens')).find((d) => !before.has(d))!);
   pinFile = join(hsm.dir, 'pin');
   writeFileSync(pinFile, `${hsm.userPin}\n`, { mode: 0o600 });
   uri = uriOf(TOKEN);
@@ -280,6 +285,80 @@ describe('PKCS#11 key manager', () => {
       expect(complete).toBe(2);
     } finally {
       children.remove();
+    }
+  });
+});
+
+describe('a token put in the place of ours while the verifier runs', () => {
+  const RECONNECT_INTERVAL_MS = 1_100;
+  const later = () => new Promise((r) => setTimeout(r, RECONNECT_INTERVAL_MS));
+
+  it('check() (readiness) signs at most one probe at a time and one a second, however many ask at once', async () => {
+    const manager = await openPkcs11KeyManager(uriOf(RECONNECT_TOKEN), { env: { ATTESTOR_PKCS11_PIN: hsm.userPin } });
+    try {
+      const ca = await manager.signer('x509-ca');
+      const sign = ca.sign.bind(ca);
+      let probes = 0;
+      Object.assign(ca, { sign: (data: Uint8Array) => (probes++, sign(data)) });
+      await Promise.all(Array.from({ length: 50 }, () => ca.check()));
+      await Promise.all(Array.from({ length: 50 }, () => ca.check()));
+      expect(probes).toBe(1);
+      await later();
+      await Promise.all(Array.from({ length: 50 }, () => ca.check()));
+      expect(probes).toBe(2);
+    } finally {
+      await manager.close();
+    }
+  });
+
+  it('is refused: another serial before the PIN is sent, the same serial with other keys at the first signature; ours back, signing goes on', async () => {
+    const manager = await openPkcs11KeyManager(uriOf(RECONNECT_TOKEN), { env: { ATTESTOR_PKCS11_PIN: hsm.userPin } });
+    const away = join(hsm.dir, 'reconnect-away');
+    try {
+      const ca = await manager.signer('x509-ca');
+      const message = Buffer.from('to be signed');
+      const verifies = (signature: Uint8Array) => verify('sha256', message, { key: ca.publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+      expect(verifies(await ca.sign(message))).toBe(true);
+
+      // Another token under the same label, with the same PIN: its serial differs.
+      renameSync(reconnectTokenDir, away);
+      await rejection(ca.sign(message), 'ERR_PKCS11_UNAVAILABLE');
+      const tokens = new Set(readdirSync(join(hsm.dir, 'tokens')));
+      await hsm.initToken(RECONNECT_TOKEN);
+      const impostor = join(hsm.dir, 'tokens', readdirSync(join(hsm.dir, 'tokens')).find((d) => !tokens.has(d))!);
+      await later();
+      const otherSerial = await rejection(ca.sign(message), 'ERR_PKCS11_UNAVAILABLE');
+      expect(otherSerial.message).toMatch(/the token labelled "reconnect" has serial "\w+", not "\w+" as when the verifier started: another token/);
+      rmSync(impostor, { recursive: true });
+
+      // A copy of ours (its serial) whose CA key was replaced under the same label and CKA_ID.
+      cpSync(away, reconnectTokenDir, { recursive: true });
+      await withSession(RECONNECT_TOKEN, async (session) => {
+        const [privateKey] = await privateKeysLabelled(session, 'x509-ca');
+        const [id] = await session.attributes(privateKey!, [pkcs11js.CKA_ID]);
+        const [publicKey] = await session.find([{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }, { type: pkcs11js.CKA_ID, value: id! }]);
+        const t = ecP256KeyPairTemplates('x509-ca', id!);
+        await session.run('C_GenerateKeyPair', (p11, s) => {
+          p11.C_DestroyObject(s, privateKey!);
+          p11.C_DestroyObject(s, publicKey!);
+          p11.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, t.publicKey, t.privateKey);
+        });
+      });
+      await later();
+      for (let i = 0; i < 2; i++) {
+        const otherKey = await rejection(ca.sign(message), 'ERR_PKCS11_UNAVAILABLE');
+        expect(otherKey.message).toMatch(/the token came back with another key labelled "x509-ca": not the token this verifier started with/);
+        await later();
+      }
+
+      // Ours back: the next signature after the interval reconnects, is verified once, and is returned.
+      rmSync(reconnectTokenDir, { recursive: true });
+      renameSync(away, reconnectTokenDir);
+      await later();
+      expect(verifies(await ca.sign(message))).toBe(true);
+      expect(verifies(await ca.sign(message))).toBe(true);
+    } finally {
+      await manager.close().catch(() => undefined);
     }
   });
 });

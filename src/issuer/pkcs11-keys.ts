@@ -1,4 +1,4 @@
-import { createHash, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import pkcs11js from 'pkcs11js';
 import type { Logger } from 'pino';
@@ -95,7 +95,13 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
     throw new AttestorError('ERR_KEYS', `the PKCS#11 session pool holds 1..${MAX_POOL_SIZE} sessions, not ${poolSize}`);
   }
   const pin = readPkcs11Pin(uri, PKCS11_PIN_ENV, opts.env);
-  const connect = () => openPool(uri, pin, poolSize);
+  // Reconnects go to the token of the first connection only: the PIN is sent to no other.
+  let serial: string | undefined;
+  const connect = async () => {
+    const sessions = await openPool(uri, pin, poolSize, serial);
+    serial ??= sessions[0]!.token.serial;
+    return sessions;
+  };
   let sessions = await connect();
   let closing: Promise<void> | undefined;
   try {
@@ -186,8 +192,8 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
 }
 
 /** The session that logs in (once: a wrong PIN tried again counts towards locking the token), and siblings sharing its login. */
-async function openPool(uri: Pkcs11Uri, pin: string, size: number): Promise<Pkcs11Session[]> {
-  const primary = await Pkcs11Session.open({ modulePath: uri.modulePath, tokenLabel: uri.token, pin });
+async function openPool(uri: Pkcs11Uri, pin: string, size: number, serial: string | undefined): Promise<Pkcs11Session[]> {
+  const primary = await Pkcs11Session.open({ modulePath: uri.modulePath, tokenLabel: uri.token, pin, ...(serial === undefined ? {} : { serial }) });
   const sessions = [primary];
   try {
     while (sessions.length < size) sessions.push(await primary.openSibling());
@@ -249,7 +255,8 @@ function createSessionPool(token: string, connect: () => Promise<Pkcs11Session[]
       return { sessions, generation };
     },
     failed(at, e) {
-      if (!(e instanceof Pkcs11Error && e.ckr && TOKEN_GONE.has(e.ckr))) return e;
+      // Our own ERR_PKCS11_UNAVAILABLE (the key missing or another key in its place) counts too: a reconnect may find ours again.
+      if (!(e instanceof Pkcs11Error && (e.code === 'ERR_PKCS11_UNAVAILABLE' || (e.ckr && TOKEN_GONE.has(e.ckr))))) return e;
       const error = unavailable(e.message, e);
       if (at === generation) lost ??= error;
       return error;
@@ -266,9 +273,12 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, pool:
     readEcP256PublicKey(p11, s, publicKeyObject, label),
   );
   const inFlight = first.map(() => 0);
-  // Handles are valid on one connection only: after a reconnect the key is found again by its CKA_ID.
-  let handle = { generation: firstGeneration, value: key.handle };
+  // Handles are valid on one connection only: after a reconnect the key is found again by its
+  // CKA_ID, and its first signature is verified with the key it had: a token put in place of
+  // ours could hold another key under the same label and CKA_ID.
+  let handle = { generation: firstGeneration, value: key.handle, verified: true };
   let checkedAt = -Infinity;
+  let probing: Promise<void> | undefined;
   const signer: Signer = {
     uri: formatPkcs11Uri(uri, label),
     publicKey,
@@ -284,7 +294,7 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, pool:
         if (handle.generation !== generation) {
           const again = (await keysLabelled(sessions[0]!, label)).find((c) => c.id.equals(key.id));
           if (!again) throw new Pkcs11Error('ERR_PKCS11_UNAVAILABLE', `the token came back without the key ${JSON.stringify(label)}`);
-          handle = { generation, value: again.handle };
+          handle = { generation, value: again.handle, verified: false };
         }
         const keyHandle = handle.value;
         const signature = await sessions[i]!.run('C_Sign', (p11, s) => {
@@ -293,6 +303,12 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, pool:
         });
         if (signature.length !== P256_SIGNATURE_BYTES) {
           throw new Pkcs11Error('ERR_PKCS11', `C_Sign returned ${signature.length} bytes for a P-256 key`);
+        }
+        if (!handle.verified) {
+          if (!verify('sha256', data, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)) {
+            throw new Pkcs11Error('ERR_PKCS11_UNAVAILABLE', `the token came back with another key labelled ${JSON.stringify(label)}: not the token this verifier started with`);
+          }
+          if (handle.generation === generation) handle.verified = true;
         }
         return signature;
       } catch (e) {
@@ -305,9 +321,14 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, pool:
       // Only a signature reaches the key material: SoftHSM, for one, answers finding and reading
       // a key whose token went away from memory. The probe's message can be no certificate's or
       // token's, and its signature is dropped; at most one a second, as /readyz is public.
+      // Checks arriving while a probe is in flight share it.
       if (performance.now() - checkedAt < CHECK_INTERVAL_MS) return;
-      await signer.sign(PROBE_MESSAGE);
-      checkedAt = performance.now();
+      probing ??= signer.sign(PROBE_MESSAGE).then(
+        () => {
+          checkedAt = performance.now();
+        },
+      ).finally(() => (probing = undefined));
+      await probing;
     },
   };
   return signer;

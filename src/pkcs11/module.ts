@@ -41,6 +41,11 @@ export interface OpenTokenOptions {
   tokenLabel: string;
   /** User PIN; only passed to C_Login. */
   pin: string;
+  /**
+   * The token's serial number, when it must be the token an earlier session opened: a token
+   * put in its place under the same label is refused before the PIN is sent to it.
+   */
+  serial?: string;
 }
 
 /**
@@ -161,6 +166,12 @@ export class Pkcs11Session {
     let handle: Pkcs11Handle | undefined;
     try {
       const { slot, token } = findToken(p11, opts.tokenLabel);
+      if (opts.serial !== undefined && token.serial !== opts.serial) {
+        throw new Pkcs11Error(
+          'ERR_PKCS11_TOKEN_NOT_FOUND',
+          `the token labelled ${JSON.stringify(opts.tokenLabel)} has serial ${JSON.stringify(token.serial)}, not ${JSON.stringify(opts.serial)} as when the verifier started: another token`,
+        );
+      }
       try {
         handle = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
       } catch (e) {
