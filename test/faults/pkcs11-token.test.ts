@@ -20,6 +20,21 @@ import { startSwtpm, type Swtpm } from '../helpers/swtpm.js';
 import { attestOnce, createVerifierProcess, enrollAndEnforce, fleetArgs, type LoadHost } from './load.js';
 
 const execFileAsync = promisify(execFile);
+/** C_SetPIN on a token from a process of its own: node -e SET_PIN <module> <label> <old PIN> <new PIN>. */
+const SET_PIN = `
+import pkcs11js from 'pkcs11js';
+const [modulePath, label, from, to] = process.argv.slice(1);
+const p11 = new pkcs11js.PKCS11();
+p11.load(modulePath);
+p11.C_Initialize();
+const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === label);
+const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+p11.C_Login(session, pkcs11js.CKU_USER, from);
+p11.C_SetPIN(session, from, to);
+p11.C_Logout(session);
+p11.C_CloseSession(session);
+p11.C_Finalize();
+`;
 
 describe('the PKCS#11 token gone and back', { timeout: 90_000 }, () => {
   const processes = createProcessHarness();
@@ -108,24 +123,51 @@ describe('the PKCS#11 token gone and back', { timeout: 90_000 }, () => {
     expect(new X509Certificate(answer.credentials!.certificate).verify(ca.publicKey)).toBe(true);
   });
 
-  it('a login refused when it reconnects is never tried again, also once the right token is back: a restart is needed', async () => {
-    const away = join(hsm.dir, 'away');
-    const dir = tokenDir();
-    renameSync(dir, away);
-    // Another token under the same label, with another PIN: the verifier's PIN is refused there.
-    await execFileAsync('softhsm2-util', ['--init-token', '--free', '--label', 'attestor', '--so-pin', hsm.soPin, '--pin', `${hsm.userPin}x`], { env: hsm.env });
-    const impostor = tokenDir();
-    const logged = v.serving.err().length;
-    const refusedLogin = /login to token \\"attestor\\" refused: CKR_PIN_INCORRECT; not tried again: restart the verifier/;
+  /** Waits until the verifier's log, past `from`, matches `pattern`, attesting (refused) meanwhile. */
+  const loggedWhileRefused = async (pattern: RegExp, from: number) => {
     const deadline = Date.now() + 10_000;
-    while (!refusedLogin.test(v.serving.err().slice(logged))) {
-      if (Date.now() > deadline) throw new Error(`no refused login logged:\n${v.serving.err().slice(logged)}`);
+    while (!pattern.test(v.serving.err().slice(from))) {
+      if (Date.now() > deadline) throw new Error(`not logged: ${pattern}\n${v.serving.err().slice(from)}`);
       await refused(attest(), 'ERR_PKCS11_UNAVAILABLE');
       await new Promise((r) => setTimeout(r, 200));
     }
-    // The right token back: a login would now succeed, yet none is tried, past the reconnect interval too.
+  };
+
+  it('another token under our label and PIN (another serial) is refused before the PIN is sent, and tried again; ours back, signing goes on', async () => {
+    const away = join(hsm.dir, 'away');
+    const dir = tokenDir();
+    renameSync(dir, away);
+    await execFileAsync('softhsm2-util', ['--init-token', '--free', '--label', 'attestor', '--so-pin', hsm.soPin, '--pin', hsm.userPin], { env: hsm.env });
+    const impostor = tokenDir();
+    await loggedWhileRefused(/the token labelled \\"attestor\\" has serial \\"\w+\\", not \\"\w+\\" as when the verifier started: another token/, v.serving.err().length);
+    expect((await v.anon.get('/readyz')).status).toBe(503);
     rmSync(impostor, { recursive: true });
     renameSync(away, dir);
+    const deadline = Date.now() + 10_000;
+    while ((await v.anon.get('/readyz')).status !== 200) {
+      if (Date.now() > deadline) throw new Error('not ready again with its own token back');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect((await attest()).verdict.status).toBe('affirming');
+  });
+
+  it('a login refused when it reconnects (the PIN changed on our token) is never tried again, also once the PIN is back: a restart is needed', async () => {
+    const setPin = (from: string, to: string) =>
+      execFileAsync(
+        process.execPath,
+        ['--input-type=module', '-e', SET_PIN, hsm.modulePath, 'attestor', from, to],
+        { env: { ...process.env, SOFTHSM2_CONF: hsm.conf }, cwd: process.cwd() },
+      );
+    await setPin(hsm.userPin, `${hsm.userPin}x`);
+    // The sessions logged in before stay so until the token goes away and comes back.
+    const away = join(hsm.dir, 'away');
+    const dir = tokenDir();
+    renameSync(dir, away);
+    await refused(attest(), 'ERR_PKCS11_UNAVAILABLE');
+    renameSync(away, dir);
+    await loggedWhileRefused(/login to token \\"attestor\\" refused: CKR_PIN_INCORRECT; not tried again: restart the verifier/, v.serving.err().length);
+    // The PIN back: a login would now succeed, yet none is tried, past the reconnect interval too.
+    await setPin(`${hsm.userPin}x`, hsm.userPin);
     for (let i = 0; i < 3; i++) {
       await new Promise((r) => setTimeout(r, 600));
       await refused(attest(), 'ERR_PKCS11_UNAVAILABLE');
