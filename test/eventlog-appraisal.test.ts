@@ -524,10 +524,16 @@ describe('rules', () => {
     });
     const result = appraise(log, quoteWith(log, cmdlinePcrs), { kernelCmdlines: [allowedCmdline] });
     expect(result.facts.unprovenCmdlineEvents).toEqual([]);
-    // The `linux` command's text is covered by its digest: whatever its tag, it states the real command line.
-    expect(result.reasons).toEqual([expect.objectContaining({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: 8, event: 100 })]);
+    // The `linux` command's text is covered by its digest: whatever its tag, it states the real
+    // command line; and the command line retagged grub_cmd starts with the kernel's path, which
+    // no grub command does: judged too.
+    expect(result.reasons).toEqual([
+      expect.objectContaining({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: 8, event: 100 }),
+      expect.objectContaining({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: 8, event: 102 }),
+    ]);
     expect(result.facts.kernelCmdlines.map((k) => [k.event, k.source])).toEqual([
       [100, 'grub-command'],
+      [102, 'grub-command'],
       [112, 'grub'],
     ]);
   });

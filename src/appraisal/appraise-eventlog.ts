@@ -1,4 +1,4 @@
-import { rulePcrs, type DigestRule, type EventlogRules } from '../baseline/eventlog-rules.js';
+import { rulePcrs, trimCmdline, type DigestRule, type EventlogRules } from '../baseline/eventlog-rules.js';
 import { equalBytes, hex } from '../bytes.js';
 import { deriveEventlogFacts, formatDigests, type Digests, type EventlogFacts, type VerifiedPcrs } from '../eventlog/facts.js';
 import { bankGaps, initialPcrValue, isExtended, replayPcrHistory, replayTcgLog } from '../eventlog/replay.js';
@@ -258,8 +258,9 @@ function checkKernelCmdlines(rules: EventlogRules, facts: EventlogFacts, verifie
     reasons.push({ code: 'KERNEL_CMDLINE_UNPROVEN', message: 'kernel command lines are ruled but none is proven by a verified PCR (8 or 12)' });
   }
   for (const k of facts.kernelCmdlines) {
-    if (allowed.includes(k.cmdline.trim())) continue;
-    const message = `kernel command line ${JSON.stringify(k.cmdline.trim().slice(0, MAX_SHOWN_CMDLINE))} (event ${k.event}, ${k.source}) is not allowed`;
+    const cmdline = trimCmdline(k.cmdline);
+    if (allowed.includes(cmdline)) continue;
+    const message = `kernel command line ${JSON.stringify(cmdline.slice(0, MAX_SHOWN_CMDLINE))} (event ${k.event}, ${k.source}) is not allowed`;
     reasons.push({ code: 'KERNEL_CMDLINE_NOT_ALLOWED', pcr: k.pcr, event: k.event, message });
   }
 }

@@ -104,11 +104,22 @@ export function parseEventlogRules(value: unknown): EventlogRules {
   if (root.kernelCmdlines !== undefined) {
     rules.kernelCmdlines = json.nonEmptyList(root.kernelCmdlines, 'kernelCmdlines', MAX_LIST).map((c, i) => {
       if (typeof c !== 'string') json.fail(`kernelCmdlines[${i}]`, 'must be a string');
-      return c.trim();
+      // U+FFFD is what bytes that are not UTF-8 decode to: allowing it would allow any such bytes.
+      if (c.includes('\ufffd')) json.fail(`kernelCmdlines[${i}]`, 'must not contain U+FFFD (the replacement character)');
+      return trimCmdline(c);
     });
   }
   if (root.pcrs !== undefined) rules.pcrs = pcrValues(root.pcrs);
   return rules;
+}
+
+/**
+ * A command line without its outer ASCII blanks. Only those: the kernel splits parameters at
+ * ASCII whitespace, so a no-break or ideographic space (which String.prototype.trim also
+ * removes) is part of a parameter, and a line ending in one is another line.
+ */
+export function trimCmdline(cmdline: string): string {
+  return cmdline.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
 }
 
 /** PCR indexes the rules depend on: a quote for this baseline must cover them. */

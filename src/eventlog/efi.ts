@@ -37,7 +37,7 @@ export function readGuid(r: TpmReader, field: string): string {
   return `${littleEndian(0, 4)}-${littleEndian(4, 6)}-${littleEndian(6, 8)}-${hex(b.subarray(8, 10))}-${hex(b.subarray(10, 16))}`;
 }
 
-const utf16 = new TextDecoder('utf-16le');
+const utf16 = new TextDecoder('utf-16le', { ignoreBOM: true });
 
 /** UTF-16LE text without its trailing NULs (some firmware counts the terminator). */
 export function ucs2Text(bytes: Uint8Array): string {

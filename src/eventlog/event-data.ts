@@ -246,7 +246,8 @@ export interface TextData {
   readonly text: string;
 }
 
-const utf8 = new TextDecoder('utf-8');
+// A leading BOM is kept: text is compared as measured, and the kernel would see it as part of a parameter.
+const utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 
 /**
  * Strings in event data: ASCII/UTF-8 (grub, EV_EFI_ACTION) or UTF-16LE (systemd-boot's

@@ -35,8 +35,10 @@ import type { EventDigest, TcgEvent, TcgLog } from './tcg-log.js';
  *    was replaced, so a rule on command lines must fail while one exists. Proven text is a
  *    command line unless it is one of grub's other commands (PCR 8): all of PCR 12 (systemd),
  *    grub's kernel_cmdline and module_cmdline (multiboot2 and Xen boots put the hypervisor's
- *    and dom0's there), its commands that load a kernel or module, and any text in no form
- *    grub uses.
+ *    and dom0's there), its commands that load a kernel or module (grub-legacy's
+ *    legacy_kernel too), grub_cmd text that does not look like a command (a command-line
+ *    event retagged: it starts with the image's path), and any text in no form grub uses.
+ *    Text is compared as measured: a BOM or a Unicode blank is part of it.
  * Callers that have no quote (the CLI's `show`) pass every replayed PCR as verified, and
  * then the facts are only what the log claims.
  */
@@ -85,8 +87,9 @@ export interface KernelCmdlineFact {
   readonly pcr: number;
   /**
    * grub: its "kernel_cmdline:" and "module_cmdline:" events (PCR 8); grub-command: grub's
-   * `linux`, `multiboot2`, `module2` ... commands (PCR 8), whose measured text names the kernel
-   * or module and its command line whatever the event's tag says;
+   * `linux`, `multiboot2`, `module2`, `legacy_kernel` ... commands (PCR 8), whose measured text
+   * names the kernel or module and its command line whatever the event's tag says, and any
+   * grub_cmd text that is not shaped like a command (judged whole);
    * systemd: systemd-boot's or -stub's UTF-16 command line (PCR 12, 8 before v251), and any
    * other proven text of PCR 8 or 12 that is in none of grub's forms.
    */
@@ -126,10 +129,21 @@ const GRUB_CMDLINE_TAGS = ['kernel_cmdline', 'module_cmdline'];
 const GRUB_COMMAND_TAG = 'grub_cmd';
 /**
  * grub's commands that load a kernel or a module (Linux, multiboot and multiboot2, Xen on
- * Arm): their arguments are its path and command line, which grub also measures under a
- * command-line tag; judging them by their text catches that event retagged as a command.
+ * Arm, grub-legacy configurations, the BSDs, XNU): their arguments are its path and command
+ * line, which grub also measures under a command-line tag; judging them by their text
+ * catches that event retagged as a command.
  */
-const GRUB_LOADER_COMMANDS = ['linux ', 'linuxefi ', 'linux16 ', 'multiboot ', 'multiboot2 ', 'module ', 'module2 ', 'xen_hypervisor ', 'xen_module '];
+const GRUB_LOADER_COMMANDS = [
+  'linux', 'linuxefi', 'linux16', 'multiboot', 'multiboot2', 'module', 'module2', 'xen_hypervisor', 'xen_module',
+  'legacy_kernel', 'kfreebsd', 'knetbsd', 'kopenbsd', 'xnu_kernel', 'xnu_kernel64',
+];
+/**
+ * What grub_cmd text is a command that loads nothing with a command line: a command or
+ * function name (`set`, `insmod`, `load_video`, ...), `[`, or a variable assignment. A
+ * loader's command-line event starts with the image's path (`/` or `(`): retagged grub_cmd,
+ * it does not look like this and is judged. Any other text is judged too.
+ */
+const GRUB_COMMAND = /^(?:\[|[A-Za-z_][\w.-]*=|[A-Za-z_][\w.-]*(?: |$))/;
 const COMMAND_LINE_PCRS = [8, 12];
 /** grub's tags ("grub_cmd", "kernel_cmdline", "module_cmdline") are short; longer runs are not tags. */
 const MAX_TAG = 32;
@@ -364,17 +378,17 @@ function tagLength(data: Uint8Array): number {
 /**
  * The kernel command line an event's proven text states, by what the text is, never by a
  * tag: in PCR 12 (systemd) all of it; in PCR 8 grub's kernel and module command lines and
- * its commands that load one, nothing for grub's other commands (whichever tag hides a
- * command line, the loader command grub measured with it states it), and any other proven
- * text, which could be a command line in a form this does not know, so a rule must allow it.
+ * its commands that load one, nothing for grub's other commands, and any other proven text,
+ * which could be a command line in a form this does not know (retagged grub_cmd, a command
+ * line still starts with its image's path), so a rule must allow it.
  */
 function commandLineOf(pcr: number, measured: MeasuredText): Pick<KernelCmdlineFact, 'source' | 'cmdline'> | undefined {
   if (pcr === 8 && measured.tag !== undefined) {
     const text = utf8Text(measured.content);
-    const command = GRUB_LOADER_COMMANDS.find((c) => text.startsWith(c));
-    if (command) return { source: 'grub-command', cmdline: text.slice(command.length) };
+    const word = text.slice(0, text.indexOf(' ') + 1 || text.length);
+    if (GRUB_LOADER_COMMANDS.includes(word.trimEnd()) && word.endsWith(' ')) return { source: 'grub-command', cmdline: text.slice(word.length) };
     if (GRUB_CMDLINE_TAGS.includes(measured.tag)) return { source: 'grub', cmdline: text };
-    if (measured.tag === GRUB_COMMAND_TAG) return undefined;
+    if (measured.tag === GRUB_COMMAND_TAG) return GRUB_COMMAND.test(text) ? undefined : { source: 'grub-command', cmdline: text };
   }
   return { source: 'systemd', cmdline: provenText(measured.proven) };
 }

@@ -117,9 +117,9 @@ describe('grub command lines of a multiboot2 (Xen) boot', () => {
         const text = Buffer.from(e.data).toString().replace(/^[a-z_]+: /, '').replace(/\0$/, '');
         return { ...grubEvent(tag, text, e.type), digests: e.digests! };
       };
-      // dom0's command line retagged as a grub command; its loader command retagged as a module's command line.
+      // dom0's command line retagged as a grub command (it starts with its path: judged); its loader command retagged as a module's command line.
       const retagged = XEN_BOOT.map((e, i) => (i === 3 ? retag(3, 'grub_cmd') : i === 2 ? retag(2, 'module_cmdline') : e));
-      expect(await refusedWith(retagged)).toEqual(notAllowed(3));
+      expect(await refusedWith(retagged)).toEqual(notAllowed(3, 4));
       // Event types are not under the digest either: an EV_IPL relabelled as an EFI action or an event tag.
       const retyped = XEN_BOOT.map((e, i) => (i === 2 ? { ...e, type: EV.EFI_ACTION } : i === 3 ? { ...e, type: EV.EVENT_TAG } : e));
       expect(await refusedWith(retyped)).toEqual(notAllowed(3, 4));

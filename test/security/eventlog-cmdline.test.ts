@@ -1,0 +1,94 @@
+/**
+ * grub's PCR 8 text judged as a command line, at the appraisal (the HTTP path of the same
+ * code is in eventlog.test.ts): the "<tag>: " prefix and the event type are outside the
+ * digest, so what decides is the proven text. A loader's command-line event starts with the
+ * image's path, so retagged as grub_cmd it does not look like one of grub's commands and is
+ * judged; grub-legacy's `legacy_kernel` is a loader like `linux`; and text is compared as
+ * measured, without the Unicode blanks String.prototype.trim would remove.
+ */
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { appraiseEventlog } from '../../src/appraisal/appraise-eventlog.js';
+import { parseEventlogRules } from '../../src/baseline/eventlog-rules.js';
+import { EV } from '../../src/eventlog/event-types.js';
+import { replayTcgLog } from '../../src/eventlog/replay.js';
+import { parseTcgLog } from '../../src/eventlog/tcg-log.js';
+import { TPM_ALG } from '../../src/tpm/constants.js';
+import { agileLog, type EventSpec } from '../eventlog-fixtures.js';
+import { codeOf } from '../helpers/code-of.js';
+
+const ALLOWED = '/boot/vmlinuz root=/dev/sda1 ro lockdown=confidentiality';
+const EVIL = `${ALLOWED} init=/bin/sh`;
+
+/** What grub measures: the digest is of `measured`, the event data carries the tag and a NUL. */
+function grubEvent(tag: string, text: string | Uint8Array): EventSpec {
+  const measured = Buffer.from(text);
+  return {
+    pcr: 8,
+    type: EV.IPL,
+    data: Buffer.concat([Buffer.from(`${tag}: `), measured, Buffer.from([0])]),
+    digests: [
+      [TPM_ALG.SHA1, createHash('sha1').update(measured).digest()],
+      [TPM_ALG.SHA256, createHash('sha256').update(measured).digest()],
+    ],
+  };
+}
+
+/** The appraisal of a log of `events` whose PCRs are quoted as they replay (PCR 12 at its reset value). */
+function appraise(events: readonly EventSpec[], cmdlines: string[] = [ALLOWED]) {
+  const log = parseTcgLog(agileLog(events));
+  const replayed = replayTcgLog(log);
+  const quoted = Object.fromEntries(Object.entries(replayed).map(([bank, values]) => [bank, { ...values, 12: new Uint8Array(bank === 'sha1' ? 20 : 32) }]));
+  return appraiseEventlog(log, quoted, parseEventlogRules({ kernelCmdlines: cmdlines }));
+}
+const codes = (events: readonly EventSpec[], cmdlines?: string[]) => appraise(events, cmdlines).reasons.map((r) => [r.code, r.event]);
+
+/** An allowed Linux boot: grub's command, then the command line the loader hands over. */
+const HONEST = [grubEvent('grub_cmd', 'set root=hd0,gpt2'), grubEvent('grub_cmd', `linux ${ALLOWED}`), grubEvent('kernel_cmdline', ALLOWED)];
+
+describe('grub text in PCR 8 judged as a command line', () => {
+  it("an allowed boot, with grub's other commands (set, insmod, [, functions, assignments) between: affirmed", () => {
+    const others = ['insmod part_gpt', '[ -s (hd0,gpt1)/boot/grub/grubenv ]', 'load_video', 'menuentry_id_option=--id', 'search.fs_uuid 1234 root', 'recordfail'];
+    expect(codes([...others.map((t) => grubEvent('grub_cmd', t)), ...HONEST])).toEqual([]);
+  });
+
+  it("grub-legacy's legacy_kernel loading a tampered line, whose command-line event is retagged grub_cmd: both judged, KERNEL_CMDLINE_NOT_ALLOWED", () => {
+    // An allowed kernel loaded first supplies the one proven line a rule needs.
+    const events = [...HONEST, grubEvent('grub_cmd', `legacy_kernel ${EVIL}`), grubEvent('grub_cmd', EVIL), grubEvent('grub_cmd', 'boot')];
+    expect(codes(events)).toEqual([
+      ['KERNEL_CMDLINE_NOT_ALLOWED', 4],
+      ['KERNEL_CMDLINE_NOT_ALLOWED', 5],
+    ]);
+  });
+
+  it('a command-line event retagged grub_cmd (it starts with the path, or a device), or text in no form grub uses: judged', () => {
+    for (const text of [EVIL, `(hd0,gpt2)${EVIL}`, ` linux ${EVIL}`]) {
+      expect(codes([...HONEST, grubEvent('grub_cmd', text)]), text).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    }
+    // The other loaders, BSDs and XNU included, are judged by their arguments.
+    for (const loader of ['kfreebsd', 'knetbsd', 'kopenbsd', 'xnu_kernel64', 'multiboot', 'xen_module']) {
+      expect(codes([...HONEST, grubEvent('grub_cmd', `${loader} ${EVIL}`)]), loader).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    }
+  });
+
+  it('blanks and marks the kernel does not strip (no-break space, BOM, ideographic space) or bytes that are not UTF-8: another line, KERNEL_CMDLINE_NOT_ALLOWED', () => {
+    for (const bytes of [
+      Buffer.concat([Buffer.from(ALLOWED), Buffer.from([0xc2, 0xa0])]),
+      Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(ALLOWED)]),
+      Buffer.concat([Buffer.from(ALLOWED), Buffer.from('\u3000')]),
+      Buffer.concat([Buffer.from(ALLOWED), Buffer.from([0xff])]),
+    ]) {
+      const events = [grubEvent('grub_cmd', Buffer.concat([Buffer.from('linux '), bytes])), grubEvent('kernel_cmdline', bytes)];
+      expect(codes(events), bytes.toString('hex')).toEqual([
+        ['KERNEL_CMDLINE_NOT_ALLOWED', 1],
+        ['KERNEL_CMDLINE_NOT_ALLOWED', 2],
+      ]);
+    }
+    // ASCII blanks around the line are not part of it.
+    expect(codes([grubEvent('grub_cmd', `linux ${ALLOWED} `), grubEvent('kernel_cmdline', `${ALLOWED}\t`)])).toEqual([]);
+  });
+
+  it('a rule cannot allow the replacement character, which every byte that is not UTF-8 decodes to', () => {
+    expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [`${ALLOWED}\ufffd`] }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
+  });
+});
