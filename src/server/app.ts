@@ -6,6 +6,7 @@ import { AgentNotActiveError, AttestorError, isAttestorError, type ErrorCode } f
 import type { Store, OperatorToken } from '../store/store.js';
 import { CBOR_TYPE, JSON_TYPE, MAX_ENTRIES, PROBLEM_TYPE, decodeBody, encodeBody, formatOf, type BodyFormat } from '../wire/codec.js';
 import { authenticate } from './auth.js';
+import { clientNetwork } from './client-network.js';
 import { FORM_TYPE, decodeForm, isForm } from './form.js';
 import type { Metrics } from './metrics.js';
 import { problemType, statusOf, titleOf } from './problem.js';
@@ -72,9 +73,15 @@ export function createApp(deps: AppDeps): express.Express {
   for (const r of deps.routes) {
     const limit = r.bodyLimit === 'attestation' ? deps.limits.attestationBodyBytes : deps.limits.bodyBytes;
     const raw = express.raw({ type: () => true, limit });
-    app[r.method](r.path, (_req, res, next) => {
+    app[r.method](r.path, (req, res, next) => {
       res.locals.route = r.path;
-      next();
+      res.locals.client = clientNetwork(req.ip ?? '');
+      try {
+        r.admit?.(res.locals.client as string, req.params);
+        next();
+      } catch (e) {
+        next(e);
+      }
     }, declaredLengthWithin(limit), raw, (req, res, next) => {
       handle(deps, r, req, res).catch(next);
     });
@@ -130,7 +137,7 @@ async function handle(deps: AppDeps, r: Route, req: Request, res: Response): Pro
   }
   const params = r.params ? parse(r.params, req.params, 'path') : {};
   const query = r.query ? parse(r.query, req.query, 'query') : {};
-  const reply = await r.handle({ params, query, body, token, requestId: res.locals.requestId as string, ip: req.ip ?? '' });
+  const reply = await r.handle({ params, query, body, token, requestId: res.locals.requestId as string, client: res.locals.client as string });
 
   if (reply.headers) for (const [k, v] of Object.entries(reply.headers)) res.setHeader(k, v);
   if (reply.contentType) {

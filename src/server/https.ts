@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { RequestListener } from 'node:http';
 import { AttestorError } from '../errors.js';
+import { clientNetwork } from './client-network.js';
 
 export interface HttpsLimits {
   readonly headersTimeoutMs: number;
@@ -40,10 +41,11 @@ export function listenHttps(opts: { host: string; port: number; limits: HttpsLim
     maxHeaderSize: 16 * 1024,
   });
   server.maxConnections = opts.limits.maxConnections;
-  // Counted per address at the TCP level, before any TLS work is spent on the connection.
+  // Counted per client network (an IPv6 /64 is one host's) at the TCP level, before any TLS
+  // work is spent on the connection. The map holds at most maxConnections keys.
   const perAddress = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
-    const address = socket.remoteAddress ?? '';
+    const address = clientNetwork(socket.remoteAddress ?? '');
     const open = (perAddress.get(address) ?? 0) + 1;
     if (open > opts.limits.connectionsPerAddress) {
       socket.destroy();

@@ -1,31 +1,42 @@
 import { AttestorError } from '../errors.js';
 
 /**
- * A fixed-window counter per key (client address or agent id): DESIGN asks that enrollment
- * attempts be rate limited, challenges are durable writes anyone may ask for, and each
- * attestation costs signature checks and log replays; an agent id is public, so a per-agent
- * budget bounds what many addresses together can spend on one agent. Per verifier process; the
- * window map is pruned as windows pass, so it stays as large as the number of keys of the last
- * minute.
+ * A fixed-window counter per key: DESIGN asks that enrollment attempts be rate limited,
+ * challenges are durable writes anyone may ask for, and each attestation costs signature
+ * checks and log replays. Keys are a client's network (src/server/client-network.ts), or an
+ * agent with a client's network: an agent id is public, so a budget of the agent alone would
+ * let anyone spend it and keep the host itself from renewing. Per verifier process; the
+ * window's map holds at most MAX_KEYS keys, and a new key past that is refused until the
+ * window passes (the keys already counted go on).
  */
-export function createRateLimiter(opts: { perMinute: number; now: () => number; what: string; per: 'address' | 'agent' }) {
+export function createRateLimiter(opts: { perMinute: number; now: () => number; what: string; per: 'address' | 'agent'; maxKeys?: number }) {
+  const maxKeys = opts.maxKeys ?? MAX_KEYS;
   let windowStart = 0;
   let counts = new Map<string, number>();
+  const refuse = (why: string) => new AttestorError('ERR_RATE_LIMITED', `${why}; wait and retry`);
   return (key: string): void => {
     const now = opts.now();
     if (now - windowStart >= 60_000) {
       windowStart = now;
       counts = new Map();
     }
-    const n = (counts.get(key) ?? 0) + 1;
+    const counted = counts.get(key);
+    if (counted === undefined && counts.size >= maxKeys) throw refuse(`more than ${maxKeys} clients asked for ${opts.what} this minute`);
+    const n = (counted ?? 0) + 1;
     counts.set(key, n);
-    if (n > opts.perMinute) throw new AttestorError('ERR_RATE_LIMITED', `more than ${opts.perMinute} ${opts.what} a minute ${opts.per === 'address' ? 'from this address' : 'for this agent'}; wait and retry`);
+    if (n > opts.perMinute) throw refuse(`more than ${opts.perMinute} ${opts.what} a minute ${opts.per === 'address' ? 'from this address' : 'for this agent from this address'}`);
   };
 }
 
+/** Enough for a large fleet's minute, and a bounded map (about 10 MB) whatever clients do. */
+const MAX_KEYS = 100_000;
+
 export type RateLimit = (key: string) => void;
 
-/** The budgets of the agent routes: per client address, and per agent id from all addresses together. */
+/**
+ * The budgets of the agent routes: per client network, and per agent from each client
+ * network. Every key is a string the verifier built, bounded in length.
+ */
 export interface AgentRouteLimits {
   readonly enrollment: { readonly address: RateLimit; readonly agent: RateLimit };
   readonly challenge: { readonly address: RateLimit; readonly agent: RateLimit };

@@ -22,8 +22,8 @@ export interface RouteInput<P, Q, B> {
   /** The operator token of the request (operator routes only). */
   readonly token: OperatorToken | null;
   readonly requestId: string;
-  /** Client address, for rate limits. */
-  readonly ip: string;
+  /** The client's network (src/server/client-network.ts), for rate limits. */
+  readonly client: string;
 }
 
 export interface Reply {
@@ -52,6 +52,12 @@ export interface Route<P extends z.ZodType = z.ZodType, Q extends z.ZodType = z.
   readonly form?: boolean;
   /** Largest request body; default the configured `limits.bodyBytes`. */
   readonly bodyLimit?: 'attestation';
+  /**
+   * Rate limits counted before the body is read or decoded, so that a body refused as too
+   * large, malformed or invalid counts as well: the client's network and the path's raw
+   * (not yet validated) parameters.
+   */
+  readonly admit?: (client: string, params: Readonly<Record<string, unknown>>) => void;
   /** Success status -> response schema (or a raw body kind). */
   readonly responses: Readonly<Record<number, z.ZodType | RawBody>>;
   /** Problem codes this route may answer with, besides the generic ones (documentation). */

@@ -343,8 +343,8 @@ describe('slow and idle connections do not starve a well-behaved client (Keylime
 // ---- rate limits ----------------------------------------------------------------------------
 
 describe('rate limits per client address and per agent: 429 ERR_RATE_LIMITED, others served', () => {
-  const PER_ADDRESS_MINUTE = 3;
-  const PER_AGENT_MINUTE = 4;
+  const PER_ADDRESS_MINUTE = 6;
+  const PER_AGENT_MINUTE = 2;
   const limitedEk = softEkPublic();
   let t: TestVerifier;
   let tCa: string;
@@ -370,17 +370,22 @@ describe('rate limits per client address and per agent: 429 ERR_RATE_LIMITED, ot
   const freshAddress = () => `127.0.1.${nextHost++}`;
   const post = (path: string, value: unknown, localAddress: string) =>
     httpsCall(t.url, tCa, path, { body: encodeBody(value, 'json'), headers: { 'content-type': JSON_TYPE }, localAddress });
+  /** From one address, whose own budget (PER_ADDRESS_MINUTE) is larger than an agent's. */
+  const postAs = (localAddress: string, path: string, value: unknown) => post(path, value, localAddress);
   const agentId = (i: number) => i.toString(16).padStart(64, '0');
 
-  it('enrollment per agent: the same EK from many addresses is limited, with nothing recorded; another EK is not', async () => {
+  it('enrollment per agent: the same EK from one address is limited, with nothing recorded; another EK, or the same EK from another address, is not', async () => {
     const body = { ekPublic: limitedEk, akPublic };
-    for (let i = 0; i < PER_AGENT_MINUTE; i++) expect((await post('/v1/enrollments', body, freshAddress())).status).toBe(201);
+    const address = freshAddress();
+    for (let i = 0; i < PER_AGENT_MINUTE; i++) expect((await postAs(address, '/v1/enrollments', body)).status).toBe(201);
     const before = await recordOf(t);
-    const p = problem(await post('/v1/enrollments', body, freshAddress()), 429, 'ERR_RATE_LIMITED');
-    expect(p.detail).toBe(`more than ${PER_AGENT_MINUTE} enrollment requests a minute for this agent; wait and retry`);
+    const p = problem(await postAs(address, '/v1/enrollments', body), 429, 'ERR_RATE_LIMITED');
+    expect(p.detail).toBe(`more than ${PER_AGENT_MINUTE} enrollment requests a minute for this agent from this address; wait and retry`);
     await expectNothingRecorded(t, before);
     // Another EK (not registered here: refused by the flow, past the limiter).
-    problem(await post('/v1/enrollments', { ekPublic: softEkPublic(), akPublic }, freshAddress()), 403, 'ERR_EK_CERT_CHAIN');
+    problem(await postAs(address, '/v1/enrollments', { ekPublic: softEkPublic(), akPublic }), 403, 'ERR_EK_CERT_CHAIN');
+    // The host itself, from its own address: nobody else can spend its budget.
+    expect((await postAs(freshAddress(), '/v1/enrollments', body)).status).toBe(201);
   });
 
   for (const [what, path] of [
@@ -397,14 +402,29 @@ describe('rate limits per client address and per agent: 429 ERR_RATE_LIMITED, ot
       problem(await post(path(agentId(2000)), body, freshAddress()), 404, 'ERR_AGENT_NOT_FOUND');
     });
 
-    it(`${what} per agent: many addresses asking for one agent are limited together; another agent is served`, async () => {
+    it(`${what} per agent: one address asking for one agent is limited; another agent, or the same agent from another address, is served`, async () => {
       const target = agentId(what === 'challenges' ? 3000 : 4000);
-      for (let i = 0; i < PER_AGENT_MINUTE; i++) problem(await post(path(target), body, freshAddress()), 404, 'ERR_AGENT_NOT_FOUND');
-      const p = problem(await post(path(target), body, freshAddress()), 429, 'ERR_RATE_LIMITED');
-      expect(p.detail).toBe(`more than ${PER_AGENT_MINUTE} ${what} a minute for this agent; wait and retry`);
-      problem(await post(path(agentId(5000)), body, freshAddress()), 404, 'ERR_AGENT_NOT_FOUND');
+      const address = freshAddress();
+      for (let i = 0; i < PER_AGENT_MINUTE; i++) problem(await postAs(address, path(target), body), 404, 'ERR_AGENT_NOT_FOUND');
+      const p = problem(await postAs(address, path(target), body), 429, 'ERR_RATE_LIMITED');
+      expect(p.detail).toBe(`more than ${PER_AGENT_MINUTE} ${what} a minute for this agent from this address; wait and retry`);
+      problem(await postAs(address, path(agentId(5000)), body), 404, 'ERR_AGENT_NOT_FOUND');
+      // Others spending an agent's budget cannot keep the host from renewing.
+      problem(await post(path(target), body, freshAddress()), 404, 'ERR_AGENT_NOT_FOUND');
     });
+
   }
+
+  it('per address: bodies refused before they are decoded (too large, malformed, invalid) count too, on enrollments and attestations', async () => {
+    // Another agent each time: the address's budget is what runs out.
+    for (const path of [() => '/v1/enrollments', (i: number) => `/v1/agents/${agentId(8000 + i)}/attestations`]) {
+      const address = freshAddress();
+      const bodies = [Buffer.alloc(ATTESTATION_LIMIT + 1, 0x20), Buffer.from('{"nonce":'), Buffer.from('{"unknown":1}')];
+      const junk = (i: number) => httpsCall(t.url, tCa, path(i), { body: bodies[i % 3]!, headers: { 'content-type': JSON_TYPE }, localAddress: address });
+      for (let i = 0; i < PER_ADDRESS_MINUTE; i++) expect([400, 413]).toContain((await junk(i)).status);
+      problem(await junk(PER_ADDRESS_MINUTE), 429, 'ERR_RATE_LIMITED');
+    }
+  });
 
   it('a flood of limited requests from one address does not slow a client from another address', { timeout: 20_000 }, async () => {
     const flooder = freshAddress();

@@ -38,9 +38,10 @@ export function agentRoutes(deps: {
       body: EnrollmentRequest,
       responses: { 201: EnrollmentResponse },
       errors: ['ERR_EK_CERT_CHAIN', 'ERR_EK_CERT_KEY_MISMATCH', 'ERR_AK_ATTRIBUTES', 'ERR_ENROLLMENT_CONFLICT', 'ERR_RATE_LIMITED'],
-      handle: async ({ body, ip }) => {
-        deps.limits.enrollment.address(ip);
-        deps.limits.enrollment.agent(agentIdOf(body.ekPublic));
+      admit: (client) => deps.limits.enrollment.address(client),
+      handle: async ({ body, client }) => {
+        // The agent is named by the body: counted once it is decoded.
+        deps.limits.enrollment.agent(`${agentIdOf(body.ekPublic)} ${client}`);
         const e = await deps.enrollment.enroll(body);
         return { status: 201, body: { enrollmentId: e.enrollmentId, agentId: e.agentId, credentialBlob: e.credentialBlob, encryptedSecret: e.encryptedSecret, expiresAt: iso(e.expiresAt) } };
       },
@@ -57,9 +58,9 @@ export function agentRoutes(deps: {
       body: ActivationRequest,
       responses: { 200: ActivationResponse },
       errors: ['ERR_ENROLLMENT_NOT_FOUND', 'ERR_ACTIVATION_FAILED', 'ERR_ENROLLMENT_CONFLICT', 'ERR_RATE_LIMITED'],
-      handle: async ({ params, body, ip }) => {
-        // Activation names no agent until its enrollment is read: the address budget only.
-        deps.limits.enrollment.address(ip);
+      // Activation names no agent until its enrollment is read: the address budget only.
+      admit: (client) => deps.limits.enrollment.address(client),
+      handle: async ({ params, body }) => {
         const agent = await deps.enrollment.activate(params.id, body.secret);
         return { status: 200, body: { agentId: agent.id, spiffeId: spiffeIdOf(deps.trustDomain, agent.id) } };
       },
@@ -75,9 +76,8 @@ export function agentRoutes(deps: {
       params: z.object({ id: AGENT_ID }),
       responses: { 201: ChallengeResponse },
       errors: ['ERR_AGENT_NOT_FOUND', 'ERR_AGENT_NOT_ACTIVE', 'ERR_RATE_LIMITED'],
-      handle: async ({ params, ip }) => {
-        deps.limits.challenge.address(ip);
-        deps.limits.challenge.agent(params.id);
+      admit: admitFor(deps.limits.challenge),
+      handle: async ({ params }) => {
         const c = await deps.attestation.challenge(params.id);
         return { status: 201, body: { nonce: c.nonce, expiresAt: iso(c.expiresAt), pcrSelection: c.pcrSelection } };
       },
@@ -106,11 +106,18 @@ export function agentRoutes(deps: {
         'ERR_AGENT_NOT_ACTIVE',
         'ERR_RATE_LIMITED',
       ],
-      handle: async ({ params, body, ip }) => {
-        deps.limits.attestation.address(ip);
-        deps.limits.attestation.agent(params.id);
+      admit: admitFor(deps.limits.attestation),
+      handle: async ({ params, body }) => {
         return { status: 200, body: await deps.attestation.attest(params.id, body) };
       },
     }),
   ];
+}
+
+/** The client's budget, then the agent's from this client (a path id that is no agent id is refused later, by its schema). */
+function admitFor(limits: AgentRouteLimits['challenge']): NonNullable<Route['admit']> {
+  return (client, params) => {
+    limits.address(client);
+    if (AGENT_ID.safeParse(params.id).success) limits.agent(`${params.id} ${client}`);
+  };
 }
