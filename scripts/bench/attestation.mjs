@@ -170,7 +170,9 @@ async function attestOnce({ client, session, agentId, audience }) {
  * it printed its URL, CA fingerprint and first admin token.
  */
 export function startVerifierProcess(root, args, env) {
-  const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'attestor.js'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // ATTESTOR_PROFILE_DIR=<dir>: the verifier writes a V8 CPU profile there when it stops (docs/performance.md).
+  const profile = process.env.ATTESTOR_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ATTESTOR_PROFILE_DIR}`] : [];
+  const child = spawn(process.execPath, [...profile, join(root, 'dist', 'cli', 'attestor.js'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-4000)));
   const exited = new Promise((resolve) => child.once('exit', resolve));
