@@ -1,5 +1,8 @@
-// `npm run bench`: every figure is a ratio against a baseline measured in the same run.
+// `npm run bench [-- --json] [--only <section>...]`: every figure beside a baseline measured in
+// the same run where there is one; a figure below its target is marked and makes the exit status 1.
+import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { benchAgent } from './bench/agent.mjs';
 import { benchAttestation } from './bench/attestation.mjs';
 import { benchEventlog } from './bench/eventlog.mjs';
@@ -9,22 +12,46 @@ import { benchQuote } from './bench/quote.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const sections = [
-  ['TPM quote verification', benchQuote],
-  ['UEFI event log parse + replay', benchEventlog],
-  ['IMA appraisal: full and incremental', benchIma],
-  ['Agent TPM operations: node-tss addon vs tpm2-tools on one swtpm', benchAgent],
-  ['Issuance through PKCS#11', benchIssuance],
-  ['Attestation over HTTPS with issuance: SQLite and PostgreSQL, verifier in a child process', benchAttestation],
+  ['quote', 'TPM quote verification', benchQuote],
+  ['eventlog', 'UEFI event log parse + replay', benchEventlog],
+  ['ima', 'IMA appraisal: full and incremental', benchIma],
+  ['agent', 'Agent TPM operations: node-tss addon vs tpm2-tools on one swtpm', benchAgent],
+  ['issuance', 'Issuance through PKCS#11', benchIssuance],
+  ['attestation', 'Attestation over HTTPS with issuance: SQLite and PostgreSQL, verifier in a child process', benchAttestation],
 ];
 
-let failed = 0;
-for (const [title, run] of sections) {
-  console.log(`\n== ${title}`);
+const { values } = parseArgs({ options: { json: { type: 'boolean', default: false }, only: { type: 'string', multiple: true } } });
+const unknown = (values.only ?? []).filter((name) => !sections.some(([id]) => id === name));
+if (unknown.length > 0) {
+  console.error(`unknown section ${unknown.join(', ')}: one of ${sections.map(([id]) => id).join(', ')}`);
+  process.exit(2);
+}
+// With --json the human report goes to stderr, the one JSON object to stdout.
+const say = values.json ? (line) => process.stderr.write(`${line}\n`) : (line) => console.log(line);
+
+const figures = [];
+for (const [id, title, run] of sections) {
+  if (values.only && !values.only.includes(id)) continue;
+  say(`\n== ${title}`);
   for (const row of await run(root)) {
     const ok = row.target === undefined || row.ratio >= row.target;
-    if (!ok) failed++;
-    console.log(`${ok ? ' ' : '!'} ${row.line}`);
+    say(`${ok ? ' ' : '!'} ${row.line}`);
+    figures.push({
+      section: id,
+      name: row.name,
+      value: row.value,
+      unit: row.unit,
+      ...(row.baseline ? { baseline: row.baseline } : {}),
+      ...(row.ratio !== undefined ? { ratio: row.ratio } : {}),
+      // Every target is on the ratio (an absolute bound is expressed as bound / value).
+      ...(row.target !== undefined ? { target: { ratioAtLeast: row.target }, ok } : {}),
+    });
   }
 }
-console.log(failed ? `\n${failed} figure(s) below target` : '\nall figures on target');
-process.exitCode = failed ? 1 : 0;
+const below = figures.filter((f) => f.ok === false);
+say(below.length ? `\n${below.length} figure(s) below target: ${below.map((f) => f.name).join('; ')}` : '\nall figures on target');
+if (values.json) {
+  const machine = { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version };
+  console.log(JSON.stringify({ machine, figures, belowTarget: below.length }, null, 2));
+}
+process.exitCode = below.length ? 1 : 0;

@@ -414,21 +414,28 @@ function report(stores, b) {
     const label = s.store.padEnd(11);
     const serverMs = cpu.verifier + (cpu.db ?? 0);
     rows.push({
-      what: `${s.store} attestation latency`,
+      name: `${s.store}: sequential full attestation with a TPM, p99`,
+      value: l.p99,
+      unit: 'ms',
       line:
         `${label}${`full attestation over HTTPS (n=${l.n}, sequential)`.padEnd(48)} p50 ${fmt(l.p50, 1)} ms  p90 ${fmt(l.p90, 1)} ms  p99 ${fmt(l.p99, 1)} ms; ` +
         `p50 split: challenge ${fmt(l.challenge, 2)} + agent TPM ${fmt(l.tpm, 2)} + attestation ${fmt(l.attest, 2)} ms ` +
         `(the two round trips ${fmt(l.challenge + l.attest, 2)} ms vs ${fmt(2 * b.https.p50, 2)} ms for two bare POSTs)`,
     });
     rows.push({
-      what: `${s.store} attestations/s`,
+      name: `${s.store}: one client loop with a TPM`,
+      value: s.loop.done / s.loop.seconds,
+      unit: 'attestations/s',
       line:
         `${label}${`one client loop, ${fmt(s.loop.seconds, 1)} s`.padEnd(48)} ${fmt(s.loop.done / s.loop.seconds, 1)} attestations/s (${s.loop.done}); ` +
         `CPU per attestation: verifier ${fmt(cpu.verifier, 2)} ms${cpu.db === undefined ? '' : `, PostgreSQL backends ${fmt(cpu.db, 2)} ms`}, ` +
         `agent + client ${fmt(cpu.client, 2)} ms, swtpm ${fmt(cpu.swtpm, 2)} ms`,
     });
     rows.push({
-      what: `${s.store} server CPU per attestation`,
+      name: `${s.store}: server CPU per attestation`,
+      value: serverMs,
+      unit: 'ms',
+      baseline: { name: '2 bare POSTs + 2 verifies + 2 C_Sign', value: floorMs, unit: 'ms' },
       line:
         `${label}${'server CPU per attestation'.padEnd(48)} ${fmt(serverMs, 2)} ms = ${fmt(serverMs / floorMs, 1)}x the baselines' ${fmt(floorMs, 2)} ms ` +
         `(2 bare POSTs + 2 verifies + 2 C_Sign); ceiling ${cores} cores / ${fmt(serverMs, 2)} ms = ${fmt((cores * 1000) / serverMs)}/s ` +
@@ -437,10 +444,12 @@ function report(stores, b) {
   }
   const base = 'baseline'.padEnd(11);
   rows.push(
-    { what: 'crypto.verify', line: `${base}${'crypto.verify, the AK quote signature (P-256)'.padEnd(48)} ${fmt(b.verify)}/s (${us(b.verify)} CPU each)` },
-    { what: 'C_Sign', line: `${base}${'SoftHSM C_Sign, the CA key (P-256, pkcs11js)'.padEnd(48)} ${fmt(b.sign)}/s (${us(b.sign)} CPU each)` },
+    { name: 'crypto.verify, AK quote signature (P-256)', value: b.verify, unit: 'verifications/s', line: `${base}${'crypto.verify, the AK quote signature (P-256)'.padEnd(48)} ${fmt(b.verify)}/s (${us(b.verify)} CPU each)` },
+    { name: 'SoftHSM C_Sign (P-256)', value: b.sign, unit: 'signatures/s', line: `${base}${'SoftHSM C_Sign, the CA key (P-256, pkcs11js)'.padEnd(48)} ${fmt(b.sign)}/s (${us(b.sign)} CPU each)` },
     {
-      what: 'HTTPS floor',
+      name: 'bare node:https keep-alive POST, server CPU',
+      value: b.https.serverCpu * 1000,
+      unit: 'us',
       line: `${base}${'bare node:https keep-alive POST, same body'.padEnd(48)} p50 ${fmt(b.https.p50, 3)} ms round trip (n=${b.https.n}); server CPU ${fmt(b.https.serverCpu * 1000)} us per request`,
     },
   );
