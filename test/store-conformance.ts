@@ -300,7 +300,7 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         expect((await store.baselines.get(enforced.id))?.status).toBe('enforced');
       });
 
-      it('withStatus: newest enforcement, or creation, first', async () => {
+      it('inForce: the enforced and staged, newest enforcement, or creation, first', async () => {
         const { store } = await fresh();
         const make = async (name: string, createdAt: number) => store.baselines.create({ ...newBaseline(name), createdAt }, audit('baseline.create', name));
         const a = await make('a', NOW + 3);
@@ -309,8 +309,12 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         const d = await make('d', NOW + 4);
         await store.baselines.setStatus(a.id, 'enforced', NOW + 20, audit('baseline.enforce', a.id));
         await store.baselines.setStatus(b.id, 'enforced', NOW + 30, audit('baseline.enforce', b.id));
-        expect((await store.baselines.withStatus('enforced')).map((x) => x.id)).toStrictEqual([b.id, a.id]);
-        expect((await store.baselines.withStatus('staged')).map((x) => x.id)).toStrictEqual([d.id, c.id]);
+        await store.baselines.setStatus(c.id, 'retired', NOW + 40, audit('baseline.retire', c.id));
+        expect(await store.baselines.inForce()).toStrictEqual([
+          { id: b.id, version: 1, status: 'enforced' },
+          { id: a.id, version: 1, status: 'enforced' },
+          { id: d.id, version: 1, status: 'staged' },
+        ]);
       });
 
       it('lists in pages ordered by name and version, filtered by status', async () => {

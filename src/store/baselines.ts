@@ -27,7 +27,7 @@ const SQL = statements('baselines', {
     WHERE (CAST($1 AS TEXT) IS NULL OR (name, version) > (SELECT name, version FROM baselines WHERE id = $1))
       AND (CAST($2 AS TEXT) IS NULL OR status = $2)
     ORDER BY name, version LIMIT $3`,
-  withStatus: `SELECT ${COLUMNS} FROM baselines WHERE status = $1 ORDER BY COALESCE(enforced_at, created_at) DESC, version DESC, id`,
+  inForce: `SELECT id, version, status FROM baselines WHERE status IN ('enforced', 'staged') ORDER BY COALESCE(enforced_at, created_at) DESC, version DESC, id`,
 });
 
 type NewBaseline = Parameters<BaselineStore['create']>[0];
@@ -78,8 +78,8 @@ export function createBaselineStore(db: Database, clock: Clock): BaselineStore {
       return toPage(found.map(toBaseline), limit, (b) => b.id);
     },
     setStatus: (id, status, now, audit) => db.transaction('baselines.setStatus', setStatus(id, status, now, audit, clock)),
-    async withStatus(status) {
-      return (await db.rows(SQL.withStatus, [status])).map(toBaseline);
+    async inForce() {
+      return (await db.rows(SQL.inForce, [])).map((r) => ({ id: text(r.id), version: int(r.version), status: text(r.status) as BaselineStatus }));
     },
   };
 }

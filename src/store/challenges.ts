@@ -5,10 +5,12 @@ import type { Challenge, ChallengeStore } from './store.js';
 const COLUMNS = 'nonce, agent_id, created_at, expires_at, baseline_id, pcr_selection';
 
 const SQL = statements('challenges', {
-  insert: `INSERT INTO challenges (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)`,
+  // A challenge lost in a crash is asked for again; the use of a nonce is made durable by the
+  // synced commit of the attestation it answers, before the answer is sent.
+  insert: { unsynced: `INSERT INTO challenges (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)` },
   // Deleting is the claim: of concurrent consumers, only one gets the row back. Another
   // agent's nonce does not match and stays for its agent.
-  consume: `DELETE FROM challenges WHERE nonce = $1 AND agent_id = $2 RETURNING ${COLUMNS}`,
+  consume: { unsynced: `DELETE FROM challenges WHERE nonce = $1 AND agent_id = $2 RETURNING ${COLUMNS}` },
   purge: 'DELETE FROM challenges WHERE expires_at <= $1',
 });
 

@@ -19,10 +19,11 @@ const BUSY_TIMEOUT_MS = 5000;
 
 /**
  * The embedded store: one better-sqlite3 connection in WAL mode with synchronous = FULL, so a
- * write is on disk when its method resolves. better-sqlite3 is synchronous: each method runs
- * its statements to the end before it returns a promise, and a transaction never spans an
- * await, so the methods of one instance cannot interleave. Other connections and processes
- * are kept out by BEGIN IMMEDIATE, which takes the write lock before the first read.
+ * write is on disk when its method resolves (but for the unsynced writes of sql.ts, which the
+ * next synced commit takes to disk). better-sqlite3 is synchronous: each method runs its
+ * statements to the end before it returns a promise, and a transaction never spans an await,
+ * so the methods of one instance cannot interleave. Other connections and processes are kept
+ * out by BEGIN IMMEDIATE, which takes the write lock before the first read.
  */
 export async function openSqliteStore(options: SqliteStoreOptions): Promise<Store> {
   const { path } = options;
@@ -87,6 +88,18 @@ function sqliteDatabase(db: BetterSqlite3.Database): Database {
       return Promise.reject(sqliteError(e, what));
     }
   };
+  const normal = db.prepare('PRAGMA synchronous = NORMAL');
+  const full = db.prepare('PRAGMA synchronous = FULL');
+  /** A statement run alone: an unsynced one with synchronous = NORMAL for its commit only. */
+  const alone = (query: Query): unknown => {
+    if (!query.statement.unsynced) return execute(query);
+    normal.run();
+    try {
+      return execute(query);
+    } finally {
+      full.run();
+    }
+  };
   const inTransaction = db.transaction((body: Body<unknown>) => {
     let step = body.next();
     while (!step.done) step = body.next(execute(step.value));
@@ -95,9 +108,9 @@ function sqliteDatabase(db: BetterSqlite3.Database): Database {
   const ping = db.prepare('SELECT 1');
   return {
     dialect: 'sqlite',
-    row: (statement, params) => attempt(statement.name, () => execute({ statement, params, result: 'row' }) as Row | undefined),
-    rows: (statement, params) => attempt(statement.name, () => execute({ statement, params, result: 'rows' }) as readonly Row[]),
-    changes: (statement, params) => attempt(statement.name, () => execute({ statement, params, result: 'changes' }) as number),
+    row: (statement, params) => attempt(statement.name, () => alone({ statement, params, result: 'row' }) as Row | undefined),
+    rows: (statement, params) => attempt(statement.name, () => alone({ statement, params, result: 'rows' }) as readonly Row[]),
+    changes: (statement, params) => attempt(statement.name, () => alone({ statement, params, result: 'changes' }) as number),
     transaction: <T>(what: string, body: Body<T>) => attempt(what, () => inTransaction.immediate(body) as T),
     ping: () => attempt('ping', () => void ping.get()),
     close: () => attempt('close', () => void db.close()),

@@ -282,8 +282,11 @@ export interface BaselineStore {
    * ERR_BASELINE_NOT_FOUND.
    */
   setStatus(id: string, status: 'enforced' | 'retired', now: number, audit: AuditInput): Promise<Baseline>;
-  /** Baselines with this status, newest enforcement (or creation) first. */
-  withStatus(status: 'staged' | 'enforced'): Promise<readonly Baseline[]>;
+  /**
+   * The enforced and staged baselines, newest enforcement (or creation) first: id, version and
+   * status only, read on every challenge and attestation (documents never change: get them by id).
+   */
+  inForce(): Promise<readonly Pick<Baseline, 'id' | 'version' | 'status'>[]>;
 }
 
 /** Everything one attestation changes, committed in one transaction. */

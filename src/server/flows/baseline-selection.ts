@@ -1,4 +1,5 @@
 import { parseBaselineDocument, selectorMatches, type BaselineDocument } from '../../baseline/document.js';
+import { AttestorError } from '../../errors.js';
 import type { Baseline, Store } from '../../store/store.js';
 
 /** A baseline with its document validated. */
@@ -19,24 +20,33 @@ export interface BaselinesFor {
  * Which baselines apply to an agent with these labels. Of several enforced baselines whose
  * selectors match, the most specific (most selector labels) wins, then the most recently
  * enforced: a fleet-wide default and a narrower one for some hosts can coexist.
- * Documents are immutable once stored, so each is validated once per verifier process.
+ * Documents are immutable once stored, so each is read and validated once per verifier
+ * process; each call reads only which baselines are in force (a status changes on any replica).
  */
 export function createBaselineSelection(store: Store) {
-  const parsed = new Map<string, BaselineDocument>();
-  const documentOf = (b: Baseline): SelectedBaseline => {
-    let document = parsed.get(b.id);
+  const parsed = new Map<string, Promise<BaselineDocument>>();
+  const documentOf = (id: string): Promise<BaselineDocument> => {
+    let document = parsed.get(id);
     if (!document) {
-      document = parseBaselineDocument(b.document);
-      parsed.set(b.id, document);
+      document = store.baselines.get(id).then((b) => {
+        if (!b) throw new AttestorError('ERR_BASELINE_NOT_FOUND', `baseline ${id} is gone`);
+        return parseBaselineDocument(b.document);
+      });
+      // Not kept when it failed: the next call reads it again.
+      document.catch(() => parsed.delete(id));
+      parsed.set(id, document);
     }
-    return { id: b.id, version: b.version, document };
+    return document;
   };
   return async (labels: { readonly [key: string]: string }): Promise<BaselinesFor> => {
-    const [enforced, staged] = await Promise.all([store.baselines.withStatus('enforced'), store.baselines.withStatus('staged')]);
-    const matching = enforced.map(documentOf).filter((b) => selectorMatches(b.document, labels));
-    // withStatus lists the newest first, and sort is stable: ties keep that order.
-    matching.sort((a, b) => specificity(b.document) - specificity(a.document));
-    return { enforced: matching[0], staged: staged.map(documentOf).filter((b) => selectorMatches(b.document, labels)) };
+    const inForce = await Promise.all(
+      (await store.baselines.inForce()).map(async (b) => ({ id: b.id, version: b.version, status: b.status, document: await documentOf(b.id) })),
+    );
+    const matching = (status: Baseline['status']) =>
+      inForce.filter((b) => b.status === status && selectorMatches(b.document, labels)).map(({ id, version, document }) => ({ id, version, document }));
+    // inForce lists the newest first, and sort is stable: ties keep that order.
+    const enforced = matching('enforced').sort((a, b) => specificity(b.document) - specificity(a.document));
+    return { enforced: enforced[0], staged: matching('staged') };
   };
 }
 
