@@ -1,5 +1,6 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
+import { verifyStoredChain } from '../src/audit/verify-stored-chain.js';
 import { canonicalJson } from '../src/store/canonical-json.js';
 import type {
   Agent,
@@ -298,6 +299,22 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         await rejection(store.baselines.setStatus(randomUUID(), 'enforced', NOW, audit('baseline.enforce', 'x')), 'ERR_BASELINE_NOT_FOUND');
         expect(await store.audit.head()).toStrictEqual(before);
         expect((await store.baselines.get(enforced.id))?.status).toBe('enforced');
+      });
+
+      it('transactions asked for at once each commit or fail alone: a failing one among them changes nothing and the audit chain holds the others', async () => {
+        const { store } = await fresh();
+        const before = (await store.audit.head())?.seq ?? 0;
+        const outcomes = await Promise.allSettled([
+          store.baselines.create({ ...newBaseline('one'), createdAt: NOW }, audit('baseline.create', 'one')),
+          store.baselines.setStatus(randomUUID(), 'enforced', NOW, audit('baseline.enforce', 'nothing')),
+          store.baselines.create({ ...newBaseline('two'), createdAt: NOW }, audit('baseline.create', 'two')),
+        ]);
+        expect(outcomes.map((o) => o.status)).toStrictEqual(['fulfilled', 'rejected', 'fulfilled']);
+        expect((outcomes[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'ERR_BASELINE_NOT_FOUND' });
+        expect((await store.baselines.inForce()).map((b) => b.status)).toStrictEqual(['staged', 'staged']);
+        const head = (await store.audit.head())!;
+        expect(head.seq).toBe(before + 2);
+        expect((await verifyStoredChain(store)).verdict.ok).toBe(true);
       });
 
       it('inForce: the enforced and staged, newest enforcement, or creation, first', async () => {

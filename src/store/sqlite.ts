@@ -105,15 +105,56 @@ function sqliteDatabase(db: BetterSqlite3.Database): Database {
     while (!step.done) step = body.next(execute(step.value));
     return step.value;
   });
+  /*
+   * Group commit: the transactions asked for in one turn of the event loop run as savepoints of
+   * one IMMEDIATE transaction, so one synced commit (0.2-0.8 ms of a blocked event loop here)
+   * serves all of them. Each body is still all or nothing (a failing one is rolled back to its
+   * savepoint and rejected alone), and each promise settles only after the commit.
+   */
+  let queued: Array<{ what: string; body: Body<unknown>; resolve: (value: unknown) => void; reject: (e: unknown) => void }> = [];
+  const flush = () => {
+    const batch = queued;
+    queued = [];
+    if (batch.length === 0) return;
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      db.transaction(() => {
+        for (const item of batch) {
+          try {
+            outcomes.push({ ok: true, value: inTransaction(item.body) });
+          } catch (error) {
+            outcomes.push({ ok: false, error });
+          }
+        }
+      }).immediate();
+    } catch (e) {
+      for (const item of batch) item.reject(sqliteError(e, item.what));
+      return;
+    }
+    batch.forEach((item, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) item.resolve(outcome.value);
+      else item.reject(sqliteError(outcome.error, item.what));
+    });
+  };
+  const transaction = <T>(what: string, body: Body<T>): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      if (queued.length === 0) setImmediate(flush);
+      queued.push({ what, body, resolve: resolve as (value: unknown) => void, reject });
+    });
   const ping = db.prepare('SELECT 1');
   return {
     dialect: 'sqlite',
     row: (statement, params) => attempt(statement.name, () => alone({ statement, params, result: 'row' }) as Row | undefined),
     rows: (statement, params) => attempt(statement.name, () => alone({ statement, params, result: 'rows' }) as readonly Row[]),
     changes: (statement, params) => attempt(statement.name, () => alone({ statement, params, result: 'changes' }) as number),
-    transaction: <T>(what: string, body: Body<T>) => attempt(what, () => inTransaction.immediate(body) as T),
+    transaction,
     ping: () => attempt('ping', () => void ping.get()),
-    close: () => attempt('close', () => void db.close()),
+    close: () =>
+      attempt('close', () => {
+        if (queued.length > 0) flush();
+        db.close();
+      }),
   };
 }
 
