@@ -104,6 +104,10 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         await store.agents.activate(noCert, audit('agent.activate', noCert.id));
         expect((await store.agents.get(noCert.id))?.ekCertificate).toBeNull();
         expect(await store.agents.get('f'.repeat(64))).toBeNull();
+        // What challenges and attestations read: the same, without the certificate and the last evidence.
+        const { id, akPublic, labels, status, lastClock } = expected;
+        expect(await store.agents.attesting(input.id)).toStrictEqual({ id, akPublic, labels, status, lastClock });
+        expect(await store.agents.attesting('f'.repeat(64))).toBeNull();
         expect(await store.agents.count()).toBe(2);
       });
 

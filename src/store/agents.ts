@@ -4,7 +4,7 @@ import { appendAudit } from './audit.js';
 import { bytes, bytesOrNull, int, intOrNull, json, jsonOrNull, jsonParam, text, textOrNull } from './columns.js';
 import { pageLimit, toPage } from './page.js';
 import { changes, row, rows, statements, type Body, type Clock, type Database, type Row } from './sql.js';
-import type { Agent, AgentStatus, AgentStore, AuditInput, StoredClock } from './store.js';
+import type { Agent, AgentStatus, AgentStore, AttestingAgent, AuditInput, StoredClock } from './store.js';
 
 const COLUMNS = 'id, ek_public, ak_public, ek_certificate, labels, status, created_at, last_clock, last_evidence, last_verdict_id, last_attested_at, last_affirmed_at, stale_at';
 
@@ -25,6 +25,7 @@ const SQL = statements('agents', {
     AND status = 'active' AND stale_at IS NULL AND COALESCE(last_affirmed_at, created_at) < $1
     RETURNING id, COALESCE(last_affirmed_at, created_at) AS fresh_since`,
   get: `SELECT ${COLUMNS} FROM agents WHERE id = $1`,
+  attesting: 'SELECT id, ak_public, labels, status, last_clock FROM agents WHERE id = $1',
   list: `SELECT ${COLUMNS} FROM agents WHERE id > $1 ORDER BY id LIMIT $2`,
   count: 'SELECT COUNT(*) AS n FROM agents',
 });
@@ -100,6 +101,11 @@ export function createAgentStore(db: Database, clock: Clock): AgentStore {
     async get(id) {
       const found = await db.row(SQL.get, [id]);
       return found ? toAgent(found) : null;
+    },
+    async attesting(id): Promise<AttestingAgent | null> {
+      const r = await db.row(SQL.attesting, [id]);
+      if (!r) return null;
+      return { id: text(r.id), akPublic: bytes(r.ak_public), labels: json<Agent['labels']>(r.labels), status: text(r.status) as AgentStatus, lastClock: jsonOrNull<StoredClock>(r.last_clock) };
     },
     async list(page) {
       const limit = pageLimit(page);

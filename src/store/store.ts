@@ -257,9 +257,13 @@ export interface AgentStore {
    */
   markStale(cutoff: number, now: number, limit: number): Promise<readonly string[]>;
   get(id: string): Promise<Agent | null>;
+  /** What a challenge and an attestation need of an agent, on every one of them: not its certificate nor its last evidence. */
+  attesting(id: string): Promise<AttestingAgent | null>;
   list(page: PageRequest): Promise<Page<Agent>>;
   count(): Promise<number>;
 }
+
+export type AttestingAgent = Pick<Agent, 'id' | 'akPublic' | 'labels' | 'status' | 'lastClock'>;
 
 export interface ChallengeStore {
   create(challenge: Challenge): Promise<void>;

@@ -5,7 +5,7 @@ import { equalBytes } from '../../bytes.js';
 import { AgentNotActiveError, AttestorError } from '../../errors.js';
 import { parseTpm2bPublic, type TpmPublic } from '../../tpm/public.js';
 import type { PcrValues } from '../../tpm/pcr-selection.js';
-import type { Agent, AuditInput, Credential, Json, Store, StoredClock, Verdict } from '../../store/store.js';
+import type { AttestingAgent, AuditInput, Credential, Json, Store, StoredClock, Verdict } from '../../store/store.js';
 import type { AttestationRequest } from '../../wire/schemas.js';
 import type { ProblemError } from '../app.js';
 import type { CredentialAuthority } from '../credential-authority.js';
@@ -78,7 +78,7 @@ const AK_CACHE = 10_000;
 
 export function createAttestationFlow(deps: AttestationDeps) {
   const aks = new Map<string, { bytes: Uint8Array; ak: TpmPublic }>();
-  const akOf = (agent: Agent): TpmPublic => {
+  const akOf = (agent: AttestingAgent): TpmPublic => {
     const cached = aks.get(agent.id);
     if (cached && equalBytes(cached.bytes, agent.akPublic)) return cached.ak;
     const ak = parseTpm2bPublic(agent.akPublic);
@@ -87,8 +87,8 @@ export function createAttestationFlow(deps: AttestationDeps) {
     return ak;
   };
 
-  const activeAgent = async (agentId: string): Promise<Agent> => {
-    const agent = await deps.store.agents.get(agentId);
+  const activeAgent = async (agentId: string): Promise<AttestingAgent> => {
+    const agent = await deps.store.agents.attesting(agentId);
     if (!agent) throw new AttestorError('ERR_AGENT_NOT_FOUND', 'no enrolled agent with this id');
     if (agent.status !== 'active') throw new AgentNotActiveError(agent.status, `the agent is ${agent.status}`);
     return agent;
@@ -230,7 +230,7 @@ function rejectedCounted<T>(metrics: Metrics, work: () => T): T {
  */
 async function issue(
   deps: AttestationDeps,
-  agent: Agent,
+  agent: AttestingAgent,
   baseline: SelectedBaseline,
   appraisal: Appraisal,
   verdictId: string,
