@@ -176,6 +176,18 @@ describe('quote invariants (each check has its own code)', () => {
     expect(codeOf(() => verifyQuote(akOf(), { ...ev, pcrs: swapped }, policy))).toBe('ERR_QUOTE_PCR_MISSING');
   });
 
+  it('a renewal under the same AK: the same values pass without a hash, other values under the same signed digest are still refused', () => {
+    const ak = akOf();
+    const ev = evidence(spec());
+    for (let i = 0; i < 2; i++) expect(verifyQuote(ak, ev, policy).pcrs).toEqual(verifyQuote(akOf(), ev, policy).pcrs);
+    const changed = new Uint8Array(ev.pcrs.sha256![7]!);
+    changed[0]! ^= 1;
+    expect(codeOf(() => verifyQuote(ak, { ...ev, pcrs: { ...ev.pcrs, sha256: { ...ev.pcrs.sha256, 7: changed } } }, policy))).toBe('ERR_QUOTE_PCR_DIGEST_MISMATCH');
+    // The values remembered are the AK's own: they do not vouch for another quote's digest.
+    expect(codeOf(() => verifyQuote(ak, evidence(spec({ pcrDigest: new Uint8Array(32) })), policy))).toBe('ERR_QUOTE_PCR_DIGEST_MISMATCH');
+    expect(verifyQuote(ak, ev, policy).pcrs).toBeDefined();
+  });
+
   it('ERR_QUOTE_PCR_DIGEST_MISMATCH: supplied values that do not hash to the signed digest', () => {
     const ev = evidence(spec());
     const changed = new Uint8Array(ev.pcrs.sha256![7]!);
