@@ -136,6 +136,8 @@ const GRUB_COMMAND_TAG = 'grub_cmd';
 const GRUB_LOADER_COMMANDS = [
   'linux', 'linuxefi', 'linux16', 'multiboot', 'multiboot2', 'module', 'module2', 'xen_hypervisor', 'xen_module',
   'legacy_kernel', 'kfreebsd', 'knetbsd', 'kopenbsd', 'xnu_kernel', 'xnu_kernel64',
+  // An EFI image's load options are the command line of a Linux kernel with an EFI stub.
+  'chainloader', 'plan9',
 ];
 /**
  * What grub_cmd text is a command that loads nothing with a command line: a command or

@@ -123,6 +123,10 @@ function sqliteDatabase(db: BetterSqlite3.Database): Database {
           try {
             outcomes.push({ ok: true, value: inTransaction(item.body) });
           } catch (error) {
+            // SQLite rolls a whole transaction back on some errors (SQLITE_FULL, SQLITE_IOERR,
+            // SQLITE_BUSY): every body of the batch is undone then, and the rest must not run
+            // outside it, each committed on its own.
+            if (!db.inTransaction) throw error;
             outcomes.push({ ok: false, error });
           }
         }

@@ -66,7 +66,7 @@ describe('grub text in PCR 8 judged as a command line', () => {
       expect(codes([...HONEST, grubEvent('grub_cmd', text)]), text).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
     }
     // The other loaders, BSDs and XNU included, are judged by their arguments.
-    for (const loader of ['kfreebsd', 'knetbsd', 'kopenbsd', 'xnu_kernel64', 'multiboot', 'xen_module']) {
+    for (const loader of ['kfreebsd', 'knetbsd', 'kopenbsd', 'xnu_kernel64', 'multiboot', 'xen_module', 'chainloader']) {
       expect(codes([...HONEST, grubEvent('grub_cmd', `${loader} ${EVIL}`)]), loader).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
     }
   });
