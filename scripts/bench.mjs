@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { benchAgent } from './bench/agent.mjs';
 import { benchAttestation } from './bench/attestation.mjs';
 import { benchEventlog } from './bench/eventlog.mjs';
+import { benchFleet } from './bench/fleet.mjs';
 import { benchIma } from './bench/ima.mjs';
 import { benchIssuance } from './bench/issuance.mjs';
 import { benchQuote } from './bench/quote.mjs';
@@ -18,6 +19,7 @@ const sections = [
   ['agent', 'Agent TPM operations: node-tss addon vs tpm2-tools on one swtpm', benchAgent],
   ['issuance', 'Issuance through PKCS#11', benchIssuance],
   ['attestation', 'Attestation over HTTPS with issuance: SQLite and PostgreSQL, verifier in a child process', benchAttestation],
+  ['fleet', 'Fleet size: the routes and RSS of a verifier with 100 and with 100,000 enrolled agents (SQLite)', benchFleet],
 ];
 
 const { values } = parseArgs({ options: { json: { type: 'boolean', default: false }, only: { type: 'string', multiple: true } } });
