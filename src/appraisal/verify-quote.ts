@@ -72,7 +72,8 @@ export function verifyQuote(ak: SigningKey, evidence: QuoteEvidence, policy: Quo
     if (!equalBytes(hash(signature.hash.name, bytes, 'buffer'), pcrDigest)) {
       throw new VerificationError('ERR_QUOTE_PCR_DIGEST_MISMATCH', 'supplied PCR values do not hash to the signed pcrDigest');
     }
-    lastComposite.set(ak, { alg: signature.hash.alg, digest: Uint8Array.from(pcrDigest), bytes });
+    // Copies: the composite may be a slice of Node's shared buffer pool, which it would keep alive.
+    lastComposite.set(ak, { alg: signature.hash.alg, digest: Uint8Array.from(pcrDigest), bytes: Uint8Array.from(bytes) });
   }
   return { attest, clockInfo: attest.clockInfo, selection: pcrSelect, pcrs };
 }
