@@ -58,18 +58,15 @@ export async function benchAttestation(root) {
   try {
     const sw = await startSwtpm();
     undo.push(() => sw.stop());
-    const hsm = await startSoftHsm({ tokenLabel: TOKEN_LABEL });
-    undo.push(() => hsm.stop());
+    const { hsm, keys } = await verifierToken(work, undo);
     const ekRoots = join(work, 'ek-roots');
     mkdirSync(ekRoots);
     writeFileSync(join(ekRoots, 'swtpm-root.pem'), sw.rootCaCertPem);
     writeFileSync(join(ekRoots, 'swtpm-issuer.pem'), sw.caCertPem);
-    const pinFile = join(work, 'hsm.pin');
-    writeFileSync(pinFile, `${hsm.userPin}\n`, { mode: 0o600 });
     const session = await TpmSession.open({ tcti: sw.tcti, stateDir: join(work, 'agent') });
     undo.push(() => session.close());
 
-    const setup = { root, work, sw, hsm, session, ekRoots, keys: `pkcs11:token=${TOKEN_LABEL}?module-path=${hsm.modulePath}&pin-source=${pinFile}` };
+    const setup = { root, work, sw, hsm, session, ekRoots, keys };
     const stores = [await benchStore(setup, 'sqlite'), await benchStore(setup, 'postgres')];
     // A quote of this run, for the crypto.verify baseline and as the body of the bare POSTs.
     const { request } = stores[1];
@@ -82,6 +79,18 @@ export async function benchAttestation(root) {
   } finally {
     await undoAll(undo);
   }
+}
+
+/**
+ * A SoftHSM token for the verifier's issuing keys, its PIN in a file of `work` (stopped by
+ * `undo`): the `--keys` URI and the token, whose `env` `attestor serve` is started with.
+ */
+export async function verifierToken(work, undo) {
+  const hsm = await startSoftHsm({ tokenLabel: TOKEN_LABEL });
+  undo.push(() => hsm.stop());
+  const pinFile = join(work, 'hsm.pin');
+  writeFileSync(pinFile, `${hsm.userPin}\n`, { mode: 0o600 });
+  return { hsm, keys: `pkcs11:token=${TOKEN_LABEL}?module-path=${hsm.modulePath}&pin-source=${pinFile}` };
 }
 
 /** Runs clean-up steps last first, each even when an earlier one failed; failures are reported, not thrown over the bench's own error. */

@@ -1,16 +1,12 @@
-import { createECDH } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bootstrapCa, createApiClient } from '../../dist/client/api-client.js';
-import { startSoftHsm } from '../../dist/dev/softhsm.js';
-import { openSqliteStore } from '../../dist/store/sqlite.js';
 import { agentIdOf } from '../../dist/tpm/agent-id.js';
-import { TPMA_OBJECT, TPM_ALG, TPM_ECC } from '../../dist/tpm/constants.js';
-import { TpmWriter } from '../../dist/tpm/writer.js';
 import { z } from 'zod';
-import { percentile, startVerifierProcess, undoAll } from './attestation.mjs';
+import { percentile, startVerifierProcess, undoAll, verifierToken } from './attestation.mjs';
 import { fmt } from './measure.mjs';
+import { seedAgents, softAkPublic, softEkPublic } from './soft-agent.mjs';
 
 /*
  * Fleet size (SQLite): a verifier with 100 enrolled agents, then one with 100,000, each agent
@@ -24,20 +20,14 @@ const SMALL = 100;
 const LARGE = 100_000;
 const REQUESTS = 300;
 const WARMUP = 50;
-const SEED_CHUNK = 1000;
 const SLOWDOWN_TARGET = 1.5;
 const RSS_TARGET_MB = 250;
-const TOKEN_LABEL = 'attestor';
 
 export async function benchFleet(root) {
   const work = mkdtempSync(join(tmpdir(), 'attestor-bench-fleet-'));
   const undo = [async () => rmSync(work, { recursive: true, force: true })];
   try {
-    const hsm = await startSoftHsm({ tokenLabel: TOKEN_LABEL });
-    undo.push(() => hsm.stop());
-    const pinFile = join(work, 'hsm.pin');
-    writeFileSync(pinFile, `${hsm.userPin}\n`, { mode: 0o600 });
-    const keys = `pkcs11:token=${TOKEN_LABEL}?module-path=${hsm.modulePath}&pin-source=${pinFile}`;
+    const { hsm, keys } = await verifierToken(work, undo);
     const small = await measureFleet(root, work, SMALL, keys, hsm.env);
     const large = await measureFleet(root, work, LARGE, keys, hsm.env);
     return report(small, large);
@@ -90,42 +80,14 @@ async function p50Of(call) {
   return percentile(times.sort((a, b) => a - b), 0.5);
 }
 
-/** `count` agents activated through the store (audited as enrollment audits them), in chunks that share a commit. */
+/** `count` enrolled agents (seeded), their ids. */
 async function seed(path, count) {
-  const store = await openSqliteStore({ path });
-  const ids = [];
-  try {
-    for (let done = 0; done < count; done += SEED_CHUNK) {
-      const chunk = Array.from({ length: Math.min(SEED_CHUNK, count - done) }, () => {
-        const ekPublic = eccPublic(EK_ATTRIBUTES, { symmetric: true });
-        const id = agentIdOf(ekPublic);
-        ids.push(id);
-        return store.agents.activate(
-          { id, ekPublic, akPublic: eccPublic(AK_ATTRIBUTES, { symmetric: false }), ekCertificate: null, labels: { fleet: 'bench' }, createdAt: Date.now() },
-          { actor: `agent:${id}`, action: 'agent.activate', subject: id, details: { seeded: true } },
-        );
-      });
-      await Promise.all(chunk);
-    }
-  } finally {
-    await store.close();
-  }
-  return ids;
-}
-
-const EK_ATTRIBUTES =
-  TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.adminWithPolicy | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt;
-const AK_ATTRIBUTES =
-  TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth | TPMA_OBJECT.restricted | TPMA_OBJECT.sign;
-
-/** TPM2B_PUBLIC of a fresh ECC P-256 key: a storage key (the EK: AES-128-CFB) or an ECDSA SHA-256 signing key (the AK). */
-function eccPublic(attributes, { symmetric }) {
-  const point = createECDH('prime256v1').generateKeys();
-  const w = new TpmWriter().u16(TPM_ALG.ECC).u16(TPM_ALG.SHA256).u32(attributes).tpm2b(new Uint8Array());
-  if (symmetric) w.u16(TPM_ALG.AES).u16(128).u16(TPM_ALG.CFB).u16(TPM_ALG.NULL);
-  else w.u16(TPM_ALG.NULL).u16(TPM_ALG.ECDSA).u16(TPM_ALG.SHA256);
-  const area = w.u16(TPM_ECC.NIST_P256).u16(TPM_ALG.NULL).tpm2b(point.subarray(1, 33)).tpm2b(point.subarray(33)).finish();
-  return new TpmWriter().tpm2b(area).finish();
+  const agents = Array.from({ length: count }, () => {
+    const ekPublic = softEkPublic();
+    return { id: agentIdOf(ekPublic), ekPublic, akPublic: softAkPublic() };
+  });
+  await seedAgents(path, agents);
+  return agents.map((a) => a.id);
 }
 
 function report(small, large) {
