@@ -36,8 +36,9 @@ import type { EventDigest, TcgEvent, TcgLog } from './tcg-log.js';
  *    command line unless it is one of grub's other commands (PCR 8): all of PCR 12 (systemd),
  *    grub's kernel_cmdline and module_cmdline (multiboot2 and Xen boots put the hypervisor's
  *    and dom0's there), its commands that load a kernel or module (grub-legacy's
- *    legacy_kernel too), grub_cmd text that does not look like a command (a command-line
- *    event retagged: it starts with the image's path), and any text in no form grub uses.
+ *    legacy_kernel too, after grub's `!` and `time`), grub_cmd text other than grub's commands
+ *    known to load nothing (an allowlist: fail closed) and lone assignments (kfreebsd's
+ *    `kFreeBSD.*` environment is judged), and any text in no form grub uses.
  *    Text is compared as measured: a BOM or a Unicode blank is part of it.
  * Callers that have no quote (the CLI's `show`) pass every replayed PCR as verified, and
  * then the facts are only what the log claims.
@@ -89,7 +90,7 @@ export interface KernelCmdlineFact {
    * grub: its "kernel_cmdline:" and "module_cmdline:" events (PCR 8); grub-command: grub's
    * `linux`, `multiboot2`, `module2`, `legacy_kernel` ... commands (PCR 8), whose measured text
    * names the kernel or module and its command line whatever the event's tag says, and any
-   * grub_cmd text that is not shaped like a command (judged whole);
+   * grub_cmd text that is not one of grub's commands known to load nothing (judged whole);
    * systemd: systemd-boot's or -stub's UTF-16 command line (PCR 12, 8 before v251), and any
    * other proven text of PCR 8 or 12 that is in none of grub's forms.
    */
@@ -130,22 +131,47 @@ const GRUB_COMMAND_TAG = 'grub_cmd';
 /**
  * grub's commands that load a kernel or a module (Linux, multiboot and multiboot2, Xen on
  * Arm, grub-legacy configurations, the BSDs, XNU): their arguments are its path and command
- * line, which grub also measures under a command-line tag; judging them by their text
- * catches that event retagged as a command.
+ * line. grub measures the command as run (grub_cmd) before the loader measures the line,
+ * which for multiboot, Xen and XNU has no path and retagged could pass for a command; the
+ * command's own event always carries both, so it is judged by its text whatever its tag.
  */
-const GRUB_LOADER_COMMANDS = [
+const GRUB_LOADER_COMMANDS = new Set([
   'linux', 'linuxefi', 'linux16', 'multiboot', 'multiboot2', 'module', 'module2', 'xen_hypervisor', 'xen_module',
-  'legacy_kernel', 'kfreebsd', 'knetbsd', 'kopenbsd', 'xnu_kernel', 'xnu_kernel64',
+  // grub-legacy configurations: these call the loaders above directly, unmeasured.
+  'legacy_kernel', 'legacy_initrd', 'legacy_initrd_nounzip',
+  'kfreebsd', 'knetbsd', 'kopenbsd', 'xnu_kernel', 'xnu_kernel64',
   // An EFI image's load options are the command line of a Linux kernel with an EFI stub.
   'chainloader', 'plan9',
-];
+]);
 /**
- * What grub_cmd text is a command that loads nothing with a command line: a command or
- * function name (`set`, `insmod`, `load_video`, ...), `[`, or a variable assignment. A
- * loader's command-line event starts with the image's path (`/` or `(`): retagged grub_cmd,
- * it does not look like this and is judged. Any other text is judged too.
+ * Words grub's script runs before the command they prefix (`! cmd` inverts its status,
+ * `time cmd` calls it directly, unmeasured): the command after them is what is judged.
  */
-const GRUB_COMMAND = /^(?:\[|[A-Za-z_][\w.-]*=|[A-Za-z_][\w.-]*(?: |$))/;
+const GRUB_PREFIXES = new Set(['!', 'time']);
+/**
+ * grub's commands (and the functions distributions' grub.cfg defines) that load no kernel
+ * or module: their text is not judged. An allowlist, so that text in any other form (a
+ * command unknown here that could run a loader unmeasured, a command-line event retagged)
+ * is judged as a command line: fail closed.
+ */
+const GRUB_OTHER_COMMANDS = new Set([
+  '[', 'test', 'true', 'false', 'set', 'unset', 'export', 'setparams', 'shift', 'return', 'break', 'continue', 'exit',
+  'insmod', 'rmmod', 'lsmod', 'search', 'search.fs_uuid', 'search.fs_label', 'search.file',
+  'menuentry', 'submenu', 'configfile', 'source', 'normal', 'normal_exit', 'blscfg', 'boot', 'reboot', 'halt', 'fwsetup',
+  'load_env', 'save_env', 'list_env', 'echo', 'sleep', 'clear', 'read', 'regexp', 'probe', 'hwmatch', 'smbios', 'cpuid',
+  'terminal_input', 'terminal_output', 'terminfo', 'serial', 'loadfont', 'background_image', 'background_color',
+  'initrd', 'initrd16', 'initrdefi', 'devicetree', 'cryptomount', 'loopback', 'ls', 'cat',
+  'password', 'password_pbkdf2', 'authenticate', 'gettext',
+  // Functions of Debian's, Ubuntu's, Fedora's and SUSE's grub.cfg.
+  'load_video', 'recordfail', 'initrdfail', 'gfxmode', 'savedefault',
+]);
+/**
+ * grub's kfreebsd loader hands every variable named `kFreeBSD.*` to the kernel as its
+ * environment: set, it is a command line.
+ */
+const KFREEBSD_ENVIRONMENT = /^kFreeBSD\./;
+/** A grub variable assignment `name=value` (grub's script: one word, the rest ignored). */
+const GRUB_ASSIGNMENT = /^([A-Za-z_][\w.]*)=/;
 const COMMAND_LINE_PCRS = [8, 12];
 /** grub's tags ("grub_cmd", "kernel_cmdline", "module_cmdline") are short; longer runs are not tags. */
 const MAX_TAG = 32;
@@ -381,18 +407,31 @@ function tagLength(data: Uint8Array): number {
  * The kernel command line an event's proven text states, by what the text is, never by a
  * tag: in PCR 12 (systemd) all of it; in PCR 8 grub's kernel and module command lines and
  * its commands that load one, nothing for grub's other commands, and any other proven text,
- * which could be a command line in a form this does not know (retagged grub_cmd, a command
- * line still starts with its image's path), so a rule must allow it.
+ * which could be a command line in a form this does not know, so a rule must allow it.
  */
 function commandLineOf(pcr: number, measured: MeasuredText): Pick<KernelCmdlineFact, 'source' | 'cmdline'> | undefined {
   if (pcr === 8 && measured.tag !== undefined) {
     const text = utf8Text(measured.content);
-    const word = text.slice(0, text.indexOf(' ') + 1 || text.length);
-    if (GRUB_LOADER_COMMANDS.includes(word.trimEnd()) && word.endsWith(' ')) return { source: 'grub-command', cmdline: text.slice(word.length) };
+    const words = text.split(' ');
+    let first = 0;
+    while (first < words.length - 1 && GRUB_PREFIXES.has(words[first]!)) first++;
+    const command = words[first]!;
+    if (GRUB_LOADER_COMMANDS.has(command) && first < words.length - 1) return { source: 'grub-command', cmdline: words.slice(first + 1).join(' ') };
     if (GRUB_CMDLINE_TAGS.includes(measured.tag)) return { source: 'grub', cmdline: text };
-    if (measured.tag === GRUB_COMMAND_TAG) return GRUB_COMMAND.test(text) ? undefined : { source: 'grub-command', cmdline: text };
+    if (measured.tag === GRUB_COMMAND_TAG && isOtherGrubCommand(words.slice(first))) return undefined;
+    return { source: 'grub-command', cmdline: text };
   }
   return { source: 'systemd', cmdline: provenText(measured.proven) };
+}
+
+/** Whether grub's command (its words, prefixes removed) is one that loads nothing with a command line. */
+function isOtherGrubCommand(words: readonly string[]): boolean {
+  const [command, ...args] = words as [string, ...string[]];
+  const assignment = GRUB_ASSIGNMENT.exec(command);
+  // A command line retagged could also be `name=value ...`: only a lone assignment is grub's.
+  if (assignment) return args.length === 0 && !KFREEBSD_ENVIRONMENT.test(assignment[1]!);
+  if (!GRUB_OTHER_COMMANDS.has(command)) return false;
+  return !(command === 'set' || command === 'export') || !args.some((arg) => KFREEBSD_ENVIRONMENT.test(arg));
 }
 
 /**

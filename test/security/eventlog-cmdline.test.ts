@@ -48,7 +48,10 @@ const HONEST = [grubEvent('grub_cmd', 'set root=hd0,gpt2'), grubEvent('grub_cmd'
 
 describe('grub text in PCR 8 judged as a command line', () => {
   it("an allowed boot, with grub's other commands (set, insmod, [, functions, assignments) between: affirmed", () => {
-    const others = ['insmod part_gpt', '[ -s (hd0,gpt1)/boot/grub/grubenv ]', 'load_video', 'menuentry_id_option=--id', 'search.fs_uuid 1234 root', 'recordfail'];
+    const others = [
+      'insmod part_gpt', '[ -s (hd0,gpt1)/boot/grub/grubenv ]', 'load_video', 'menuentry_id_option=--id', 'search.fs_uuid 1234 root', 'recordfail',
+      '! search --no-floppy --fs-uuid --set=root 1234', 'time insmod gzio', 'set kernel_args=quiet',
+    ];
     expect(codes([...others.map((t) => grubEvent('grub_cmd', t)), ...HONEST])).toEqual([]);
   });
 
@@ -68,6 +71,25 @@ describe('grub text in PCR 8 judged as a command line', () => {
     // The other loaders, BSDs and XNU included, are judged by their arguments.
     for (const loader of ['kfreebsd', 'knetbsd', 'kopenbsd', 'xnu_kernel64', 'multiboot', 'xen_module', 'chainloader']) {
       expect(codes([...HONEST, grubEvent('grub_cmd', `${loader} ${EVIL}`)]), loader).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    }
+  });
+
+  it("multiboot's, Xen's and XNU's arguments without a path, a relative kernel name, or any other text not known as grub's: judged when retagged grub_cmd", () => {
+    for (const text of ['root=/dev/sda1 ro init=/bin/sh', 'quiet init=/bin/sh', 'init=/bin/sh quiet', 'vmlinuz root=/dev/sda1 init=/bin/sh', 'eval linux /boot/vmlinuz init=/bin/sh']) {
+      expect(codes([...HONEST, grubEvent('grub_cmd', text)]), text).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    }
+  });
+
+  it("a loader behind grub's `!` or `time`, or grub-legacy's initrd loaders: judged by the arguments after them", () => {
+    for (const command of ['time linux', '! linux', 'time time multiboot2', '! time module2', 'legacy_initrd', 'legacy_initrd_nounzip']) {
+      expect(codes([...HONEST, grubEvent('grub_cmd', `${command} ${EVIL}`)]), command).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    }
+    expect(codes([grubEvent('grub_cmd', `time linux ${ALLOWED}`), grubEvent('kernel_cmdline', ALLOWED)])).toEqual([]);
+  });
+
+  it("kfreebsd's environment (variables kFreeBSD.*), set or assigned: judged", () => {
+    for (const text of ['set kFreeBSD.vfs.root.mountfrom=ufs:/dev/ada0s1a', 'export kFreeBSD.init_path', 'kFreeBSD.init_path=/rescue/sh']) {
+      expect(codes([...HONEST, grubEvent('grub_cmd', text)]), text).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
     }
   });
 
