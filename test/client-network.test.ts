@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { clientNetwork } from '../src/server/client-network.js';
-import { createRateLimiter } from '../src/server/rate-limit.js';
+import { clientNetwork, widerNetwork } from '../src/server/client-network.js';
+import { createAgentRouteLimits, createRateLimiter } from '../src/server/rate-limit.js';
 
 describe('clientNetwork: what a client is counted by', () => {
   it('an IPv4 address as itself, also IPv4-mapped; an IPv6 address by its /64, however it is written', () => {
@@ -32,16 +32,62 @@ describe('clientNetwork: what a client is counted by', () => {
   });
 });
 
+describe('widerNetwork: what a client is counted by when the map is full', () => {
+  it('an IPv4 address by its /24, an IPv6 /64 by its /32, anything else as itself', () => {
+    expect(widerNetwork('192.0.2.7')).toBe('192.0.2.0/24');
+    expect(widerNetwork('2001:db8:0:1::/64')).toBe('2001:db8::/32');
+    expect(widerNetwork(clientNetwork('2001:db8:ffff:1::1'))).toBe('2001:db8::/32');
+    expect(widerNetwork('')).toBe('');
+  });
+});
+
 describe('createRateLimiter', () => {
-  it('counts per key per minute, and holds at most maxKeys keys: a new key past them is refused until the window passes', () => {
+  it('counts per key per minute; past maxKeys keys a new key is counted under its wider key, refused when that map is full too, until the window passes', () => {
     let now = 0;
-    const limit = createRateLimiter({ perMinute: 2, now: () => now, what: 'challenges', per: 'address', maxKeys: 3 });
-    for (const key of ['a', 'b', 'c', 'a']) limit(key);
-    expect(() => limit('a')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED', message: 'more than 2 challenges a minute from this address; wait and retry' }));
-    expect(() => limit('d')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED', message: 'more than 3 clients asked for challenges this minute; wait and retry' }));
-    limit('b');
+    const limit = createRateLimiter({ perMinute: 2, now: () => now, what: 'challenges', per: 'address', maxKeys: 3, wider: (key) => key[0]! });
+    for (const key of ['a1', 'b1', 'c1', 'a1']) limit(key);
+    expect(() => limit('a1')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED', message: 'more than 2 challenges a minute from this address; wait and retry' }));
+    // d1 and d2 share d's budget; e, f its map's other keys.
+    limit('d1');
+    limit('d2');
+    expect(() => limit('d3')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED', message: 'more than 2 challenges a minute from this address; wait and retry' }));
+    limit('e1');
+    limit('f1');
+    expect(() => limit('g1')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED', message: 'more than 3 client networks asked for challenges this minute; wait and retry' }));
+    limit('b1');
     now += 60_000;
-    limit('d');
+    limit('g1');
+    limit('d3');
+    limit('a1');
+  });
+
+  it('without a wider key, a new key past maxKeys is let through uncounted', () => {
+    const limit = createRateLimiter({ perMinute: 1, now: () => 0, what: 'challenges', per: 'agent', maxKeys: 1 });
     limit('a');
+    expect(() => limit('a')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED' }));
+    for (let i = 0; i < 5; i++) limit('b');
+  });
+
+  it("networks that fill the maps (/64s of one /32, an agent each) lock no one out: another network's agent still gets its challenges, the flooding /32 shares one budget", () => {
+    const limits = createAgentRouteLimits({ enrollmentsPerMinute: 10, challengesPerMinute: 10, agentRequestsPerMinute: 5 }, () => 0);
+    const admit = (client: string, agent: string) => {
+      limits.challenge.address(client);
+      limits.challenge.agent(`${agent} ${client}`);
+    };
+    // 100,100 /64s of 2001:db8::/32 (two /48s), one agent each: past both maps' 100,000 keys.
+    let refused = 0;
+    for (let net = 0; net < 100_100; net++) {
+      try {
+        admit(clientNetwork(`2001:db8:${(net >> 16).toString(16)}:${(net & 0xffff).toString(16)}::1`), `agent-${net}`);
+      } catch (e) {
+        expect(e).toMatchObject({ code: 'ERR_RATE_LIMITED' });
+        refused++;
+      }
+    }
+    // The 100 networks past the first map's bound share 2001:db8::/32's 10.
+    expect(refused).toBe(90);
+    for (let i = 0; i < 5; i++) admit(clientNetwork('192.0.2.7'), 'honest-agent');
+    for (let i = 0; i < 10; i++) admit(clientNetwork(`2001:db9:0:${i}::1`), `other-${i}`);
+    expect(() => admit(clientNetwork('2001:db8:ffff:1::1'), 'flood-again')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED' }));
   });
 });

@@ -1,4 +1,5 @@
 import { AttestorError } from '../errors.js';
+import { widerNetwork } from './client-network.js';
 
 /**
  * A fixed-window counter per key: DESIGN asks that enrollment attempts be rate limited,
@@ -6,24 +7,39 @@ import { AttestorError } from '../errors.js';
  * checks and log replays. Keys are a client's network (src/server/client-network.ts), or an
  * agent with a client's network: an agent id is public, so a budget of the agent alone would
  * let anyone spend it and keep the host itself from renewing. Per verifier process; the
- * window's map holds at most MAX_KEYS keys, and a new key past that is refused until the
- * window passes (the keys already counted go on).
+ * window's map holds at most MAX_KEYS keys, so a full map must not become a way to lock
+ * everyone else out: past it, a new key is counted under `wider(key)` in a second map of the
+ * same bound (refused only when that is full too), or, without `wider`, not counted.
  */
-export function createRateLimiter(opts: { perMinute: number; now: () => number; what: string; per: 'address' | 'agent'; maxKeys?: number }) {
+export function createRateLimiter(opts: {
+  perMinute: number;
+  now: () => number;
+  what: string;
+  per: 'address' | 'agent';
+  maxKeys?: number;
+  wider?: (key: string) => string;
+}) {
   const maxKeys = opts.maxKeys ?? MAX_KEYS;
   let windowStart = 0;
   let counts = new Map<string, number>();
+  let widerCounts = new Map<string, number>();
   const refuse = (why: string) => new AttestorError('ERR_RATE_LIMITED', `${why}; wait and retry`);
   return (key: string): void => {
     const now = opts.now();
     if (now - windowStart >= 60_000) {
       windowStart = now;
       counts = new Map();
+      widerCounts = new Map();
     }
-    const counted = counts.get(key);
-    if (counted === undefined && counts.size >= maxKeys) throw refuse(`more than ${maxKeys} clients asked for ${opts.what} this minute`);
-    const n = (counted ?? 0) + 1;
-    counts.set(key, n);
+    let map = counts;
+    if (!counts.has(key) && counts.size >= maxKeys) {
+      if (!opts.wider) return;
+      key = opts.wider(key);
+      map = widerCounts;
+      if (!map.has(key) && map.size >= maxKeys) throw refuse(`more than ${maxKeys} client networks asked for ${opts.what} this minute`);
+    }
+    const n = (map.get(key) ?? 0) + 1;
+    map.set(key, n);
     if (n > opts.perMinute) throw refuse(`more than ${opts.perMinute} ${opts.what} a minute ${opts.per === 'address' ? 'from this address' : 'for this agent from this address'}`);
   };
 }
@@ -48,7 +64,8 @@ export function createAgentRouteLimits(
   now: () => number,
 ): AgentRouteLimits {
   const pair = (perAddress: number, what: string) => ({
-    address: createRateLimiter({ perMinute: perAddress, now, what, per: 'address' }),
+    address: createRateLimiter({ perMinute: perAddress, now, what, per: 'address', wider: widerNetwork }),
+    // Always behind the address budget, which counts every request it lets through.
     agent: createRateLimiter({ perMinute: limits.agentRequestsPerMinute, now, what, per: 'agent' }),
   });
   return {
