@@ -216,6 +216,10 @@ function sendProblem(logger: Logger, req: Request, res: Response, err: unknown):
     return;
   }
   const shown = status >= 500 || OPAQUE.has(code) ? undefined : detail?.slice(0, MAX_DETAIL);
+  // Refused before its body was read (rate limited, too large): Node would go on reading and
+  // discarding it for as long as the client sends, holding the connection. Close it instead.
+  const hasBody = req.get('transfer-encoding') !== undefined || Number(req.get('content-length') ?? 0) > 0;
+  if (hasBody && !req.complete) res.set('Connection', 'close');
   res
     .status(status)
     .type(PROBLEM_TYPE)

@@ -111,16 +111,19 @@ describe('hostile bodies: status and code', () => {
   });
 
   it('a declared Content-Length over the limit is refused before any byte of the body is sent', { timeout: 10_000 }, async () => {
-    const { socket, received } = await tlsClient(v.verifier.port, caPem);
+    const { socket, received, closed } = await tlsClient(v.verifier.port, caPem);
     socket.write(`POST /v1/enrollments HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${1024 ** 4}\r\n\r\n`);
     const started = performance.now();
     while (!received().includes('ERR_BODY_TOO_LARGE')) await once(socket, 'data');
     expect(performance.now() - started).toBeLessThan(HEADERS_DEADLINE_MS);
     expect(received()).toMatch(/^HTTP\/1\.1 413 /);
-    socket.destroy();
+    // The body is not read: the server closes the connection rather than drain it.
+    expect(received()).toMatch(/\r\nconnection: close\r\n/i);
+    await closed;
+    expect(performance.now() - started).toBeLessThan(HEADERS_DEADLINE_MS);
   });
 
-  it.each(['json', 'cbor'] as const)('%s nested deeper than %d levels, on the attestation route too: 400 ERR_DECODE', async (format) => {
+  it.each(['json', 'cbor'] as const)(`%s nested deeper than ${MAX_DEPTH} levels, on the attestation route too: 400 ERR_DECODE`, async (format) => {
     const type = format === 'json' ? JSON_TYPE : CBOR_TYPE;
     let deep: unknown = [];
     for (let i = 0; i < MAX_DEPTH; i++) deep = [deep];
@@ -414,6 +417,18 @@ describe('rate limits per client address and per agent: 429 ERR_RATE_LIMITED, ot
     });
 
   }
+
+  it('a request refused before its body is read is answered at once and its connection closed, not drained until the request deadline', { timeout: 10_000 }, async () => {
+    const address = freshAddress();
+    const target = agentId(6000);
+    for (let i = 0; i < PER_AGENT_MINUTE; i++) problem(await postAs(address, `/v1/agents/${target}/challenges`, {}), 404, 'ERR_AGENT_NOT_FOUND');
+    const { socket, received, closed } = await tlsClient(t.verifier.port, tCa, address);
+    socket.write(`POST /v1/agents/${target}/challenges HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 4096\r\n\r\n{`);
+    const started = performance.now();
+    await closed;
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(received()).toMatch(/^HTTP\/1\.1 429 [^]*\r\nconnection: close\r\n[^]*ERR_RATE_LIMITED/i);
+  });
 
   it('per address: bodies refused before they are decoded (too large, malformed, invalid) count too, on enrollments and attestations', async () => {
     // Another agent each time: the address's budget is what runs out.
