@@ -134,7 +134,7 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
       } else if (others.length > 0) {
         opts.logger?.warn({ key: role, count: others.length + 1 }, 'several keys carry this label; using the one with the smallest CKA_ID');
       }
-      signers.set(role, await pooledSigner(uri, role, winner, pool));
+      signers.set(role, await pooledSigner(uri, role, winner, 0, pool));
     }
     // Keys generated for rotation, and those found again by their URI, by label.
     const others = new Map<string, Promise<Signer>>();
@@ -153,10 +153,10 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
         open();
         // A label of its own: the role's label keeps naming the role's first key alone.
         const label = `${role}.${randomBytes(8).toString('hex')}`;
-        const session = (await pool.current()).sessions[0]!;
-        const id = await generate(session, label);
+        const { sessions, generation } = await pool.current();
+        const id = await generate(sessions[0]!, label);
         opts.logger?.info({ key: label }, 'generated a non-extractable EC P-256 key in the token');
-        const signer = pooledSigner(uri, label, { handle: (await keysLabelled(session, label)).find((c) => c.id.equals(id))!.handle, id }, pool);
+        const signer = pooledSigner(uri, label, { handle: (await keysLabelled(sessions[0]!, label)).find((c) => c.id.equals(id))!.handle, id }, generation, pool);
         others.set(label, signer);
         return signer;
       },
@@ -171,11 +171,11 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
         if (role) return role;
         let signer = others.get(label);
         if (!signer) {
-          signer = pool.current().then(async ({ sessions }) => {
+          signer = pool.current().then(async ({ sessions, generation }) => {
             const [key, ...more] = await keysLabelled(sessions[0]!, label);
             if (!key) throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `the token has no key labelled ${JSON.stringify(label)}: wrong token?`);
             if (more.length > 0) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${more.length + 1} keys are labelled ${JSON.stringify(label)}`);
-            return pooledSigner(uri, label, key, pool);
+            return pooledSigner(uri, label, key, generation, pool);
           });
           // Not cached when it failed: another replica's new key may show up later.
           signer.catch(() => others.delete(label));
@@ -275,9 +275,16 @@ function createSessionPool(token: string, connect: () => Promise<Pkcs11Session[]
   };
 }
 
-/** A Signer over `key` (labelled `label`): each signature on the least busy session of the pool. */
-async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, pool: SessionPool): Promise<Signer> {
+/**
+ * A Signer over `key` (labelled `label`, found on connection `foundAt`): each signature on
+ * the least busy session of the pool.
+ */
+async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, foundAt: number, pool: SessionPool): Promise<Signer> {
   const { sessions: first, generation: firstGeneration } = await pool.current();
+  // Its handle and the public key read here must come from one connection, the one it was found on.
+  if (firstGeneration !== foundAt) {
+    throw new Pkcs11Error('ERR_PKCS11_UNAVAILABLE', `the token reconnected while the key ${JSON.stringify(label)} was being opened; try again`);
+  }
   const publicKeyObject = await findPublicKey(first[0]!, label, key);
   const { publicKey, spki }: { publicKey: KeyObject; spki: Uint8Array } = await first[0]!.run('C_GetAttributeValue', (p11, s) =>
     readEcP256PublicKey(p11, s, publicKeyObject, label),
