@@ -201,8 +201,9 @@ describe('start-up failures an operator meets', () => {
     // Neither the file's listen address (a name that does not resolve) nor its trust domain is used.
     writeFileSync(file, JSON.stringify({ dataDir: join(dir, 'data'), listen: 'unresolvable.invalid:8443', trustDomain: 'from-file.example', logLevel: 'warn' }));
     const env = childEnv({ ATTESTOR_TRUST_DOMAIN: 'from-env.example', ATTESTOR_LISTEN: 'unresolvable.invalid:9443' });
-    const s = start(['serve', '--config', file, '--listen', '127.0.0.1:0'], env);
-    const [, url] = await s.waitFor(/listening on (https:\/\/127\.0\.0\.1:\d+) /);
+    const s = start(['serve', '--config', file, '--listen', '127.0.0.1:0', '--public-url', 'https://attestor.example.test'], env);
+    // Where it listens, and apart the URL clients are given.
+    const [, url] = await s.waitFor(/listening on (https:\/\/127\.0\.0\.1:\d+) \(sqlite\)\nPublic URL: https:\/\/attestor\.example\.test\n/);
     const ca = new X509Certificate(await caPemOf(url!));
     expect(ca.subjectAltName).toBe('URI:spiffe://from-env.example');
     s.child.kill('SIGTERM');

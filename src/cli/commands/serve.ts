@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { pino } from 'pino';
-import { loadConfig, type Config } from '../../config/config.js';
+import { loadConfig, publicUrl, type Config } from '../../config/config.js';
 import { startVerifier } from '../../server/verifier.js';
 import type { CliIo } from '../io.js';
 import { loadEkRootStore } from '../root-store.js';
@@ -52,7 +52,9 @@ export function serveCommand(io: CliIo, signals: { wait(): Promise<void> } = pro
       });
       const logger = pino({ level: config.logLevel, base: { service: 'attestor' }, redact: ['req.headers.authorization'] }, pino.destination(2));
       const verifier = await startVerifier({ config, ekRoots: loadEkRootStore(config.ekRoots), logger });
-      io.out(`Attestor verifier listening on ${verifier.url} (${verifier.store.dialect})\n`);
+      // Where it listens, which behind a proxy or a NAT is not the URL clients are given.
+      io.out(`Attestor verifier listening on ${publicUrl({ ...config, publicUrl: undefined }, verifier.port)} (${verifier.store.dialect})\n`);
+      if (config.publicUrl) io.out(`Public URL: ${verifier.url}\n`);
       io.out(`Root CA fingerprint: ${verifier.caFingerprint}\n`);
       if (verifier.softwareKeys) io.out('WARNING: software issuing keys (file:): for development only\n');
       if (verifier.adminToken) {
