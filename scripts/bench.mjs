@@ -20,7 +20,7 @@ const sections = [
   ['agent', 'Agent TPM operations: node-tss addon vs tpm2-tools on one swtpm', benchAgent],
   ['issuance', 'Issuance through PKCS#11', benchIssuance],
   ['attestation', 'Attestation over HTTPS with issuance: SQLite and PostgreSQL, verifier in a child process', benchAttestation],
-  ['throughput', 'Full attestations per second with software agents: the verifier as the bottleneck (SQLite)', benchThroughput],
+  ['throughput', 'Full attestations per second with software agents: the verifier as the bottleneck (SQLite; PostgreSQL with one and two verifiers)', benchThroughput],
   ['fleet', 'Fleet size: the routes and RSS of a verifier with 100 and with 100,000 enrolled agents (SQLite)', benchFleet],
 ];
 

@@ -45,7 +45,7 @@ const FLOOR_REQUESTS = 2000;
 const FLOOR_WARMUP = 200;
 const AUDIENCE = 'bench-service';
 const TOKEN_LABEL = 'attestor';
-const PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
+export const PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const PG_PORT = 5432;
 /** DESIGN "Targets": full HTTPS attestations with issuance per second on 2 cores. */
 const DESIGN_RATE = 1500;
@@ -178,7 +178,8 @@ async function attestOnce({ client, session, agentId, audience }) {
  * `attestor serve` in a child process with SoftHSM's config in its environment; resolves once
  * it printed its URL, CA fingerprint and first admin token.
  */
-export function startVerifierProcess(root, args, env) {
+/** `attestor serve` in a child process; `replica`: another on a store already set up, which prints no admin token. */
+export function startVerifierProcess(root, args, env, { replica = false } = {}) {
   // ATTESTOR_PROFILE_DIR=<dir>: the verifier writes a V8 CPU profile there when it stops (docs/performance.md).
   const profile = process.env.ATTESTOR_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ATTESTOR_PROFILE_DIR}`] : [];
   const child = spawn(process.execPath, [...profile, join(root, 'dist', 'cli', 'attestor.js'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -206,7 +207,7 @@ export function startVerifierProcess(root, args, env) {
       const url = /listening on (https:\S+)/.exec(out)?.[1];
       const caFingerprint = /Root CA fingerprint: ([0-9a-f]{64})/.exec(out)?.[1];
       const adminToken = /First admin token[^:]*: (\S+)/.exec(out)?.[1];
-      if (url && caFingerprint && adminToken) {
+      if (url && caFingerprint && (adminToken || replica)) {
         clearTimeout(timer);
         resolve({ pid: child.pid, url, caFingerprint, adminToken, stop });
       }

@@ -39,7 +39,7 @@ export async function benchFleet(root) {
 /** Seeds `count` agents into a fresh data dir, starts the verifier on it and times its routes. */
 async function measureFleet(root, work, count, keys, env) {
   const dataDir = join(work, `fleet-${count}`);
-  const ids = await seed(join(dataDir, 'attestor.db'), count);
+  const ids = await seed(dataDir, count);
   const config = join(work, `config-${count}.json`);
   writeFileSync(config, JSON.stringify({ limits: { challengesPerMinute: 1_000_000, agentRequestsPerMinute: 1_000_000 } }));
   const verifier = await startVerifierProcess(root, ['serve', '--data-dir', dataDir, '--config', config, '--listen', '127.0.0.1:0', '--keys', keys, '--log-level', 'warn'], env);
@@ -80,13 +80,13 @@ async function p50Of(call) {
   return percentile(times.sort((a, b) => a - b), 0.5);
 }
 
-/** `count` enrolled agents (seeded), their ids. */
-async function seed(path, count) {
+/** `count` agents enrolled (seeded) in the SQLite database of `dataDir`, their ids. */
+async function seed(dataDir, count) {
   const agents = Array.from({ length: count }, () => {
     const ekPublic = softEkPublic();
     return { id: agentIdOf(ekPublic), ekPublic, akPublic: softAkPublic() };
   });
-  await seedAgents(path, agents);
+  await seedAgents({ dataDir }, agents);
   return agents.map((a) => a.id);
 }
 

@@ -1,6 +1,6 @@
 import { createECDH, createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { quoteQualifyingData } from '../../dist/appraisal/key-binding.js';
-import { openSqliteStore } from '../../dist/store/sqlite.js';
+import { openStore } from '../../dist/store/open.js';
 import { agentIdOf } from '../../dist/tpm/agent-id.js';
 import { TPMA_OBJECT, TPM_ALG, TPM_ECC, TPM_GENERATED_VALUE, TPM_ST } from '../../dist/tpm/constants.js';
 import { objectName } from '../../dist/tpm/name.js';
@@ -114,11 +114,12 @@ export function createSoftAgent() {
 const SEED_CHUNK = 1000;
 
 /**
- * Enrolls `agents` ({ id, ekPublic, akPublic }) in the SQLite database at `path` through the
- * store's own activation (audited as enrollment audits it), as if each had enrolled.
+ * Enrolls `agents` ({ id, ekPublic, akPublic }) in the store `where` names (openStore's
+ * options: a data directory, or a database URL) through the store's own activation (audited
+ * as enrollment audits it), as if each had enrolled.
  */
-export async function seedAgents(path, agents) {
-  const store = await openSqliteStore({ path });
+export async function seedAgents(where, agents) {
+  const store = await openStore(where);
   try {
     for (let done = 0; done < agents.length; done += SEED_CHUNK) {
       await Promise.all(

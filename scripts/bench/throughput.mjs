@@ -5,72 +5,146 @@ import { join } from 'node:path';
 import { bootstrapCa, createApiClient } from '../../dist/client/api-client.js';
 import { decodeBody, encodeBody } from '../../dist/wire/codec.js';
 import { BaselineBody, ChallengeResponse } from '../../dist/wire/schemas.js';
-import { cpuMsOf, ownCpuMs, percentile, startVerifierProcess, undoAll, verifierToken } from './attestation.mjs';
+import { cpuMsOf, ownCpuMs, percentile, PG_URL, postgresSchema, startVerifierProcess, undoAll, verifierToken } from './attestation.mjs';
 import { fmt } from './measure.mjs';
 import { createSoftAgent, seedAgents } from './soft-agent.mjs';
 
 /*
- * Full attestations per second with the verifier as the bottleneck (SQLite): software agents
+ * Full attestations per second with the verifier as the bottleneck: software agents
  * (soft-agent.mjs, one ECDSA signature per quote and per certification) in this process,
- * CONCURRENCY of them in flight over keep-alive HTTPS, each attestation a challenge and an
- * attestation answered with an X509-SVID and a JWT-SVID through SoftHSM. Then the same at 300
- * attestations/s evenly spaced, for its p99. The load generator shares the 2 cores.
+ * CONCURRENCY of them in flight over HTTPS, each attestation a challenge and an attestation
+ * answered with an X509-SVID and a JWT-SVID through SoftHSM. On SQLite: over keep-alive
+ * connections, then at 300 attestations/s evenly spaced for its p99, then with a new TLS
+ * connection (a full handshake) per attestation. On PostgreSQL: one verifier over keep-alive
+ * and with new connections, then two verifier processes on the same database, the load split
+ * between them. The load generator shares the 2 cores.
  */
 
 const AGENTS = 200;
 const CONCURRENCY = 32;
 const SECONDS = 10;
+const WARMUP_SECONDS = 2;
 const PACED_RATE = 300;
 const AUDIENCE = 'bench-service';
 const RATE_TARGET = 1500;
 const P99_TARGET_MS = 20;
+const REPLICAS_TARGET = 1.6;
 
 export async function benchThroughput(root) {
   const work = mkdtempSync(join(tmpdir(), 'attestor-bench-throughput-'));
   const undo = [async () => rmSync(work, { recursive: true, force: true })];
   try {
     const { hsm, keys } = await verifierToken(work, undo);
-    const dataDir = join(work, 'data');
     const agents = Array.from({ length: AGENTS }, createSoftAgent);
-    await seedAgents(join(dataDir, 'attestor.db'), agents);
+    const setup = { root, work, keys, env: hsm.env, agents };
     const config = join(work, 'config.json');
     writeFileSync(config, JSON.stringify({ limits: { challengesPerMinute: 10_000_000, agentRequestsPerMinute: 10_000_000, connectionsPerAddress: 4096 } }));
-    const verifier = await startVerifierProcess(root, ['serve', '--data-dir', dataDir, '--config', config, '--listen', '127.0.0.1:0', '--keys', keys, '--log-level', 'warn'], hsm.env);
-    undo.push(() => verifier.stop());
-    const caPem = await bootstrapCa(verifier.url, verifier.caFingerprint);
-    const admin = createApiClient({ server: verifier.url, caPem, token: verifier.adminToken });
-    undo.push(async () => admin.close());
+    setup.config = config;
 
-    const keepAlive = new HttpsAgent({ keepAlive: true, maxSockets: CONCURRENCY, ca: caPem });
-    undo.push(async () => keepAlive.destroy());
-    const post = postWith(verifier.url, keepAlive);
-    // Without an enforced baseline the first agent's evidence is kept: captured, then enforced.
-    await attestOnce(post, agents[0], undefined).then(
-      () => Promise.reject(new Error('affirmed without a baseline')),
-      (e) => (e.code === 'ERR_NO_BASELINE' ? undefined : Promise.reject(e)),
-    );
-    const baseline = await admin.call('POST', '/v1/baselines/capture', BaselineBody, { agentId: agents[0].id, name: 'bench', audiences: [AUDIENCE] });
-    await admin.call('POST', `/v1/baselines/${baseline.id}/enforce`, BaselineBody, {});
+    const sqlite = await startFleet(setup, { name: 'sqlite' });
+    const sqliteRuns = await runsOn(sqlite, { paced: true });
+    await sqlite.stop();
 
-    // A warm-up, then the measured runs.
-    await run(post, agents, { seconds: 2 });
-    const saturated = await measured(verifier.pid, () => run(post, agents, { seconds: SECONDS }));
-    const paced = await measured(verifier.pid, () => run(post, agents, { seconds: SECONDS, rate: PACED_RATE }));
-    return report(saturated, paced);
+    const db = await postgresSchema();
+    undo.push(() => db.drop());
+    const postgres = await startFleet(setup, { name: 'postgres', database: `${PG_URL}?schema=${db.schema}` });
+    undo.push(() => postgres.stop());
+    const postgresRuns = await runsOn(postgres, { paced: false });
+    await postgres.addReplica();
+    const twoReplicas = await measured(postgres.pids, () => run(postgres.connect(), agents, { seconds: SECONDS }));
+    return report(sqliteRuns, postgresRuns, twoReplicas);
   } finally {
     await undoAll(undo);
   }
 }
 
-/** The run's figures and the CPU the verifier and this process spent per attestation. */
-async function measured(pid, work) {
-  const [v0, c0] = [cpuMsOf(pid), ownCpuMs()];
+/**
+ * Verifiers on one store (SQLite in its data directory, or `database`) with the agents
+ * enrolled and a baseline captured from the first one's evidence enforced. `connect(opts)`
+ * gives the attestations' way to them, spread over every verifier started.
+ */
+async function startFleet(setup, { name, database }) {
+  const undo = [];
+  const dataDir = (i) => join(setup.work, `${name}-${i}`);
+  const where = database ? { database } : { dataDir: dataDir(0) };
+  await seedAgents(where, setup.agents);
+  const verifiers = [];
+  const start = async (replica) => {
+    const args = ['serve', '--data-dir', dataDir(verifiers.length), '--config', setup.config, '--listen', '127.0.0.1:0', '--keys', setup.keys, '--log-level', 'warn'];
+    const verifier = await startVerifierProcess(setup.root, database ? [...args, '--database', database] : args, setup.env, { replica });
+    undo.push(() => verifier.stop());
+    verifiers.push(verifier);
+    return verifier;
+  };
+  const first = await start(false);
+  const caPem = await bootstrapCa(first.url, first.caFingerprint);
+  const admin = createApiClient({ server: first.url, caPem, token: first.adminToken });
+  undo.push(async () => admin.close());
+  const connect = ({ fresh = false } = {}) => connectTo(verifiers.map((v) => v.url), caPem, { fresh });
+
+  // Without an enforced baseline the first agent's evidence is kept: captured, then enforced.
+  const once = connect();
+  await attestOnce(once.next().post, setup.agents[0], undefined).then(
+    () => Promise.reject(new Error('affirmed without a baseline')),
+    (e) => (e.code === 'ERR_NO_BASELINE' ? undefined : Promise.reject(e)),
+  );
+  once.close();
+  const baseline = await admin.call('POST', '/v1/baselines/capture', BaselineBody, { agentId: setup.agents[0].id, name: 'bench', audiences: [AUDIENCE] });
+  await admin.call('POST', `/v1/baselines/${baseline.id}/enforce`, BaselineBody, {});
+  return {
+    agents: setup.agents,
+    get pids() {
+      return verifiers.map((v) => v.pid);
+    },
+    connect,
+    addReplica: () => start(true),
+    stop: () => undoAll(undo.splice(0)),
+  };
+}
+
+/** The runs on one verifier: saturated over keep-alive, evenly spaced (`paced`), and with a new connection per attestation. */
+async function runsOn(fleet, { paced }) {
+  await run(fleet.connect(), fleet.agents, { seconds: WARMUP_SECONDS });
+  const keepAlive = await measured(fleet.pids, () => run(fleet.connect(), fleet.agents, { seconds: SECONDS }));
+  const evenly = paced ? await measured(fleet.pids, () => run(fleet.connect(), fleet.agents, { seconds: SECONDS, rate: PACED_RATE })) : undefined;
+  const fresh = await measured(fleet.pids, () => run(fleet.connect({ fresh: true }), fleet.agents, { seconds: SECONDS }));
+  return { keepAlive, paced: evenly, fresh };
+}
+
+/** The run's figures and the CPU the verifiers and this process spent per attestation. */
+async function measured(pids, work) {
+  const cpu = () => pids.reduce((sum, pid) => sum + cpuMsOf(pid), 0);
+  const [v0, c0] = [cpu(), ownCpuMs()];
   const r = await work();
-  return { ...r, verifierCpuMs: (cpuMsOf(pid) - v0) / r.done, clientCpuMs: (ownCpuMs() - c0) / r.done };
+  return { ...r, verifierCpuMs: (cpu() - v0) / r.done, clientCpuMs: (ownCpuMs() - c0) / r.done };
+}
+
+/**
+ * How each attestation reaches the verifiers (taken in turn): the keep-alive connections of
+ * one agent per verifier, or (`fresh`) an agent of its own, so a new TLS connection with a
+ * full handshake (an agent caches TLS sessions for its own connections only).
+ */
+function connectTo(urls, caPem, { fresh }) {
+  let turn = 0;
+  if (fresh) {
+    return {
+      next() {
+        const agent = new HttpsAgent({ keepAlive: true, maxSockets: 1, ca: caPem });
+        return { post: postWith(urls[turn++ % urls.length], agent), done: () => agent.destroy() };
+      },
+      close() {},
+    };
+  }
+  const agents = urls.map(() => new HttpsAgent({ keepAlive: true, maxSockets: CONCURRENCY, ca: caPem }));
+  const posts = urls.map((url, i) => postWith(url, agents[i]));
+  return {
+    next: () => ({ post: posts[turn++ % posts.length], done() {} }),
+    close: () => agents.forEach((a) => a.destroy()),
+  };
 }
 
 /** Attestations for `seconds`: CONCURRENCY at a time, or started evenly at `rate` a second. */
-async function run(post, agents, { seconds, rate }) {
+async function run(connection, agents, { seconds, rate }) {
   const latencies = [];
   const errors = {};
   let next = 0;
@@ -78,28 +152,35 @@ async function run(post, agents, { seconds, rate }) {
   const end = started + seconds * 1000;
   const one = async (scheduled) => {
     const agent = agents[next++ % agents.length];
+    const { post, done } = connection.next();
     try {
       await attestOnce(post, agent, AUDIENCE);
       latencies.push(performance.now() - scheduled);
     } catch (e) {
       errors[e.code ?? e.message] = (errors[e.code ?? e.message] ?? 0) + 1;
+    } finally {
+      done();
     }
   };
-  if (rate) {
-    const inFlight = [];
-    for (let i = 0; ; i++) {
-      const at = started + (i * 1000) / rate;
-      if (at >= end) break;
-      const wait = at - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      inFlight.push(one(at));
+  try {
+    if (rate) {
+      const inFlight = [];
+      for (let i = 0; ; i++) {
+        const at = started + (i * 1000) / rate;
+        if (at >= end) break;
+        const wait = at - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        inFlight.push(one(at));
+      }
+      await Promise.all(inFlight);
+    } else {
+      const worker = async () => {
+        while (performance.now() < end) await one(performance.now());
+      };
+      await Promise.all(Array.from({ length: CONCURRENCY }, worker));
     }
-    await Promise.all(inFlight);
-  } else {
-    const worker = async () => {
-      while (performance.now() < end) await one(performance.now());
-    };
-    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  } finally {
+    connection.close();
   }
   const seconds_ = (performance.now() - started) / 1000;
   latencies.sort((a, b) => a - b);
@@ -112,7 +193,7 @@ async function attestOnce(post, agent, audience) {
   if (answer.verdict?.status !== 'affirming' || !answer.credentials?.jwt) throw new Error(`not affirmed with both credentials: ${JSON.stringify(answer.verdict)}`);
 }
 
-/** A keep-alive JSON POST; a problem answer rejects with its code. */
+/** A JSON POST through `agent`; a problem answer rejects with its code. */
 function postWith(base, agent) {
   return (path, value) =>
     new Promise((resolve, reject) => {
@@ -131,27 +212,49 @@ function postWith(base, agent) {
     });
 }
 
-function report(saturated, paced) {
+function report(sqlite, postgres, twoReplicas) {
   const errors = (r) => (Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ', 0 errors');
+  const cpu = (r) => `CPU per attestation: verifier ${fmt(r.verifierCpuMs, 2)} ms, load generator ${fmt(r.clientCpuMs, 2)} ms`;
+  const saturatedRow = (r, store, how) => ({
+    name: `full attestations/s, ${CONCURRENCY} in flight, ${how}, ${store}, software agents`,
+    value: r.rate,
+    unit: 'attestations/s',
+    ratio: r.rate / RATE_TARGET,
+    target: 1,
+    line: `${`full attestation, ${CONCURRENCY} in flight, ${how}, ${store}`.padEnd(60)} ${fmt(r.rate)}/s (target >= ${fmt(RATE_TARGET)}), p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms; ${cpu(r)}${errors(r)}`,
+  });
+  // Beside the keep-alive figure it is measured against: what a TLS handshake per attestation costs.
+  const freshRow = (r, keepAlive, store) => ({
+    name: `full attestations/s, ${CONCURRENCY} in flight, a new TLS connection each, ${store}, software agents`,
+    value: r.rate,
+    unit: 'attestations/s',
+    baseline: { name: `the same over keep-alive`, value: keepAlive.rate, unit: 'attestations/s' },
+    ratio: r.rate / keepAlive.rate,
+    line: `${`  the same, a new TLS connection each, ${store}`.padEnd(60)} ${fmt(r.rate)}/s (${fmt(r.rate / keepAlive.rate, 2)}x keep-alive), p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms; ${cpu(r)}${errors(r)}`,
+  });
   return [
-    {
-      name: `full attestations/s, ${CONCURRENCY} in flight, keep-alive, SQLite, software agents`,
-      value: saturated.rate,
-      unit: 'attestations/s',
-      ratio: saturated.rate / RATE_TARGET,
-      target: 1,
-      line:
-        `${`full attestation, ${CONCURRENCY} in flight, keep-alive, SQLite`.padEnd(52)} ${fmt(saturated.rate)}/s (target >= ${fmt(RATE_TARGET)}), ` +
-        `p50 ${fmt(saturated.p50, 1)} ms, p99 ${fmt(saturated.p99, 1)} ms; CPU per attestation: verifier ${fmt(saturated.verifierCpuMs, 2)} ms, ` +
-        `load generator ${fmt(saturated.clientCpuMs, 2)} ms${errors(saturated)}`,
-    },
+    saturatedRow(sqlite.keepAlive, 'SQLite', 'keep-alive'),
     {
       name: `full attestation p99 at ${PACED_RATE}/s evenly spaced, SQLite`,
-      value: paced.p99,
+      value: sqlite.paced.p99,
       unit: 'ms',
-      ratio: P99_TARGET_MS / paced.p99,
+      ratio: P99_TARGET_MS / sqlite.paced.p99,
       target: 1,
-      line: `${`full attestation at ${PACED_RATE}/s evenly spaced, SQLite`.padEnd(52)} p50 ${fmt(paced.p50, 1)} ms, p99 ${fmt(paced.p99, 1)} ms (target <= ${P99_TARGET_MS} ms), ${fmt(paced.rate)}/s done${errors(paced)}`,
+      line: `${`  at ${PACED_RATE}/s evenly spaced, SQLite`.padEnd(60)} p50 ${fmt(sqlite.paced.p50, 1)} ms, p99 ${fmt(sqlite.paced.p99, 1)} ms (target <= ${P99_TARGET_MS} ms), ${fmt(sqlite.paced.rate)}/s done${errors(sqlite.paced)}`,
+    },
+    freshRow(sqlite.fresh, sqlite.keepAlive, 'SQLite'),
+    saturatedRow(postgres.keepAlive, 'PostgreSQL', 'keep-alive'),
+    freshRow(postgres.fresh, postgres.keepAlive, 'PostgreSQL'),
+    {
+      name: `full attestations/s, two verifier processes on one PostgreSQL, vs one`,
+      value: twoReplicas.rate,
+      unit: 'attestations/s',
+      baseline: { name: 'one verifier process', value: postgres.keepAlive.rate, unit: 'attestations/s' },
+      ratio: twoReplicas.rate / postgres.keepAlive.rate,
+      target: REPLICAS_TARGET,
+      line:
+        `${'  two verifier processes on one PostgreSQL'.padEnd(60)} ${fmt(twoReplicas.rate)}/s, ${fmt(twoReplicas.rate / postgres.keepAlive.rate, 2)}x one (target >= ${REPLICAS_TARGET}x), ` +
+        `p50 ${fmt(twoReplicas.p50, 1)} ms, p99 ${fmt(twoReplicas.p99, 1)} ms; ${cpu(twoReplicas)}${errors(twoReplicas)}`,
     },
   ];
 }
