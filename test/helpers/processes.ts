@@ -94,7 +94,7 @@ export function createProcessHarness(bin = ATTESTOR_BIN) {
     /** `attestor serve` on a free port, once it printed its URL and fingerprint. */
     async serve(args: readonly string[], env?: NodeJS.ProcessEnv): Promise<Serving> {
       const s = start(['serve', '--listen', '127.0.0.1:0', '--log-level', 'warn', ...args], env);
-      const [, url, fingerprint] = await s.waitFor(/^Attestor verifier listening on (https:\/\/\S+) \((?:sqlite|postgres)\)\nRoot CA fingerprint: ([0-9a-f]{64})\n/m);
+      const [, url, fingerprint] = await s.waitFor(/^Attestor verifier listening on (https:\/\/\S+) \((?:sqlite|postgres)\)\n(?:Public URL: \S+\n)?Root CA fingerprint: ([0-9a-f]{64})\n/m);
       return {
         ...s,
         url: url!,
