@@ -776,6 +776,18 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         expect(pages.flat()).toStrictEqual(entries);
       });
 
+      it('a transaction with more entries and credentials than one statement inserts (8) keeps them all, in order', async () => {
+        const { db, store } = await fresh();
+        const agent = await activated(store);
+        const rec = attestation(agent.id);
+        const credentials = Array.from({ length: 11 }, (_, i) => ({ ...rec.credentials[i % 2]!, id: i % 2 ? randomUUID() : randomHex(16), issuedAt: NOW + i }));
+        const entries = Array.from({ length: 19 }, (_, i) => audit('attestation.verdict', agent.id, { i }));
+        await store.attestations.record({ ...rec, credentials, audit: entries });
+        const chain = await expectIntactChain(db, 20);
+        expect(chain.slice(1).map((e) => e.details.i)).toStrictEqual(Array.from({ length: 19 }, (_, i) => i));
+        for (const c of credentials) expect(await store.attestations.credential(c.id)).toStrictEqual(c);
+      });
+
       it('refuses details that have no JSON form (ERR_INPUT), changing nothing', async () => {
         const { store } = await fresh();
         const t = token('operator');

@@ -3,11 +3,12 @@ import { changeStatus } from './agents.js';
 import { appendAudit } from './audit.js';
 import { bool, int, intOrNull, json, jsonOrNull, jsonParam, text, textOrNull } from './columns.js';
 import { pageLimit, toPage } from './page.js';
-import { changes, row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
+import { changes, insertRows, multiRowInserts, row, statements, type Body, type Clock, type Database, type Row } from './sql.js';
 import type { AgentStatus, AttestationRecord, AttestationStore, Credential, CredentialKind, ImaProgress, StoredClock, Verdict, VerdictStatus } from './store.js';
 
 const VERDICT_COLUMNS = 'id, agent_id, at, status, baseline_id, baseline_version, reasons, claims';
-const CREDENTIAL_COLUMNS = 'id, kind, agent_id, verdict_id, issued_at, expires_at, certificate_sha256, revoked, issuer_kid';
+const CREDENTIAL_COLUMN_LIST = ['id', 'kind', 'agent_id', 'verdict_id', 'issued_at', 'expires_at', 'certificate_sha256', 'revoked', 'issuer_kid'];
+const CREDENTIAL_COLUMNS = CREDENTIAL_COLUMN_LIST.join(', ');
 
 const SQL = statements('attestations', {
   // The status check and the row lock in one statement: an agent revoked by a transaction that
@@ -22,7 +23,6 @@ const SQL = statements('attestations', {
   agentStatus: 'SELECT status FROM agents WHERE id = $1',
   lastClock: { forUpdate: 'SELECT last_clock, stale_at, last_attested_at FROM agents WHERE id = $1' },
   insertVerdict: `INSERT INTO verdicts (${VERDICT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-  insertCredential: `INSERT INTO credentials (${CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
   saveIma: `INSERT INTO ima_progress (agent_id, reset_count, state) VALUES ($1, $2, $3)
     ON CONFLICT (agent_id) DO UPDATE SET reset_count = excluded.reset_count, state = excluded.state`,
   ima: 'SELECT agent_id, reset_count, state FROM ima_progress WHERE agent_id = $1',
@@ -36,6 +36,7 @@ const SQL = statements('attestations', {
   revokedCertificates: `SELECT id, revoked_at FROM credentials
     WHERE revoked = TRUE AND expires_at > $1 AND kind = 'x509-svid' AND issuer_kid = $2 ORDER BY revoked_at, id`,
 });
+const INSERT_CREDENTIALS = multiRowInserts('attestations', 'insertCredential', 'credentials', CREDENTIAL_COLUMN_LIST);
 
 function* record(r: AttestationRecord, clock: Clock): Body<void> {
   const v = r.verdict;
@@ -52,9 +53,10 @@ function* record(r: AttestationRecord, clock: Clock): Body<void> {
     throw new AgentNotActiveError(status, `agent ${v.agentId} is ${status}`);
   }
   yield* changes(SQL.insertVerdict, [v.id, v.agentId, v.at, v.status, v.baselineId, v.baselineVersion, jsonParam(v.reasons), jsonParam(v.claims)]);
-  for (const c of r.credentials) {
-    yield* changes(SQL.insertCredential, [c.id, c.kind, c.agentId, c.verdictId, c.issuedAt, c.expiresAt, c.certificateSha256, c.revoked, c.issuerKid]);
-  }
+  yield* insertRows(
+    INSERT_CREDENTIALS,
+    r.credentials.map((c) => [c.id, c.kind, c.agentId, c.verdictId, c.issuedAt, c.expiresAt, c.certificateSha256, c.revoked, c.issuerKid]),
+  );
   if (r.ima) yield* changes(SQL.saveIma, [r.ima.agentId, r.ima.resetCount, jsonParam(r.ima.state)]);
   const audit = [...r.audit];
   const staleAt = stored ? intOrNull(stored.stale_at) : null;

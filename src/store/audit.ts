@@ -3,10 +3,11 @@ import { nextAuditEntry, type ChainHead } from './audit-chain.js';
 import { canonicalJson } from './canonical-json.js';
 import { bytes, int, json, text } from './columns.js';
 import { pageLimit, toPage } from './page.js';
-import { changes, row, statements, type Body, type Clock, type Database, type Row, type Statement } from './sql.js';
+import { changes, insertRows, multiRowInserts, row, statements, type Body, type Clock, type Database, type Param, type Row, type Statement } from './sql.js';
 import type { AuditCheckpoint, AuditEntry, AuditInput, AuditStore, Page, PageRequest } from './store.js';
 
-const COLUMNS = 'seq, at, actor, action, subject, details, prev_hash, hash';
+const COLUMN_LIST = ['seq', 'at', 'actor', 'action', 'subject', 'details', 'prev_hash', 'hash'];
+const COLUMNS = COLUMN_LIST.join(', ');
 const CHECKPOINT_COLUMNS = 'seq, hash, at, kid, signature';
 
 /*
@@ -18,7 +19,6 @@ const CHECKPOINT_COLUMNS = 'seq, hash, at, kid, signature';
 const SQL = statements('audit', {
   lockHead: { forUpdate: 'SELECT seq, hash FROM audit_head WHERE id = 1' },
   moveHead: 'UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1',
-  insert: `INSERT INTO audit_entries (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
   list: `SELECT ${COLUMNS} FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2`,
   last: `SELECT ${COLUMNS} FROM audit_entries ORDER BY seq DESC LIMIT 1`,
   head: 'SELECT seq, hash FROM audit_head WHERE id = 1',
@@ -30,6 +30,7 @@ const SQL = statements('audit', {
   checkpoints: `SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE seq > $1 ORDER BY seq LIMIT $2`,
   lastCheckpoint: `SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq DESC LIMIT 1`,
 });
+const INSERTS = multiRowInserts('audit', 'insert', 'audit_entries', COLUMN_LIST);
 
 /** Appends `inputs` to the chain, in order, inside the caller's transaction: call it last. */
 export function* appendAudit(inputs: readonly AuditInput[], clock: Clock): Body<void> {
@@ -38,11 +39,13 @@ export function* appendAudit(inputs: readonly AuditInput[], clock: Clock): Body<
   let head: ChainHead = { seq: int(locked!.seq), hash: text(locked!.hash) };
   // Read the clock once the head is ours, so times follow the order of the chain.
   const at = clock();
+  const rows: Param[][] = [];
   for (const input of inputs) {
     const entry = nextAuditEntry(head, input, at);
-    yield* changes(SQL.insert, [entry.seq, entry.at, entry.actor, entry.action, entry.subject, canonicalJson(entry.details), entry.prevHash, entry.hash]);
+    rows.push([entry.seq, entry.at, entry.actor, entry.action, entry.subject, canonicalJson(entry.details), entry.prevHash, entry.hash]);
     head = entry;
   }
+  yield* insertRows(INSERTS, rows);
   yield* changes(SQL.moveHead, [head.seq, head.hash]);
 }
 

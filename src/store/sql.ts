@@ -56,6 +56,31 @@ export function statements<K extends string>(entity: string, texts: { readonly [
   return defined;
 }
 
+/**
+ * `INSERT INTO <table> (<columns>) VALUES (...), ...` for 1 to ROWS_PER_INSERT rows, the
+ * statement for n rows at index n - 1, named `<entity>.<key><n>`. On PostgreSQL each
+ * statement is a round trip, and inside the audit head's lock (src/store/audit.ts) one that
+ * every other writer waits for.
+ */
+export function multiRowInserts(entity: string, key: string, table: string, columns: readonly string[]): readonly Statement[] {
+  return Array.from({ length: ROWS_PER_INSERT }, (_, i) => {
+    const values = Array.from({ length: i + 1 }, (_, r) => `(${columns.map((_, c) => `$${r * columns.length + c + 1}`).join(', ')})`);
+    const text = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${values.join(', ')}`;
+    return { name: `${entity}.${key}${i + 1}`, sqlite: text, postgres: text };
+  });
+}
+
+/** Inserts `rows` with the statements of multiRowInserts, as few as it takes. */
+export function* insertRows(inserts: readonly Statement[], rows: ReadonlyArray<readonly Param[]>): Body<void> {
+  for (let i = 0; i < rows.length; i += inserts.length) {
+    const chunk = rows.slice(i, i + inserts.length);
+    yield* changes(inserts[chunk.length - 1]!, chunk.flat());
+  }
+}
+
+/** Rows per statement of multiRowInserts: an attestation's audit entries and credentials fit in one. */
+const ROWS_PER_INSERT = 8;
+
 /** Parameter values: booleans become 0/1 on SQLite; bytes are BLOB or BYTEA. */
 export type Param = string | number | boolean | null | Uint8Array;
 
