@@ -170,8 +170,12 @@ const GRUB_OTHER_COMMANDS = new Set([
  * environment: set, it is a command line.
  */
 const KFREEBSD_ENVIRONMENT = /^kFreeBSD\./;
-/** A grub variable assignment `name=value` (grub's script: one word, the rest ignored). */
+/**
+ * A grub variable assignment `name=value` (grub's script: one word, the rest ignored). The
+ * kernel splits its command line at any blank and control character, not at spaces only.
+ */
 const GRUB_ASSIGNMENT = /^([A-Za-z_][\w.]*)=/;
+const BLANK_OR_CONTROL = /[\s\x00-\x1f\x7f]/;
 const COMMAND_LINE_PCRS = [8, 12];
 /** grub's tags ("grub_cmd", "kernel_cmdline", "module_cmdline") are short; longer runs are not tags. */
 const MAX_TAG = 32;
@@ -429,7 +433,7 @@ function isOtherGrubCommand(words: readonly string[]): boolean {
   const [command, ...args] = words as [string, ...string[]];
   const assignment = GRUB_ASSIGNMENT.exec(command);
   // A command line retagged could also be `name=value ...`: only a lone assignment is grub's.
-  if (assignment) return args.length === 0 && !KFREEBSD_ENVIRONMENT.test(assignment[1]!);
+  if (assignment) return args.length === 0 && !BLANK_OR_CONTROL.test(command) && !KFREEBSD_ENVIRONMENT.test(assignment[1]!);
   if (!GRUB_OTHER_COMMANDS.has(command)) return false;
   return !(command === 'set' || command === 'export') || !args.some((arg) => KFREEBSD_ENVIRONMENT.test(arg));
 }

@@ -75,7 +75,8 @@ describe('grub text in PCR 8 judged as a command line', () => {
   });
 
   it("multiboot's, Xen's and XNU's arguments without a path, a relative kernel name, or any other text not known as grub's: judged when retagged grub_cmd", () => {
-    for (const text of ['root=/dev/sda1 ro init=/bin/sh', 'quiet init=/bin/sh', 'init=/bin/sh quiet', 'vmlinuz root=/dev/sda1 init=/bin/sh', 'eval linux /boot/vmlinuz init=/bin/sh']) {
+    const others = ['init=/bin/sh\tquiet', 'init=/bin/sh\nquiet', 'init=/bin/sh\u00a0quiet', 'set\tinit=/bin/sh'];
+    for (const text of ['root=/dev/sda1 ro init=/bin/sh', 'quiet init=/bin/sh', 'init=/bin/sh quiet', 'vmlinuz root=/dev/sda1 init=/bin/sh', 'eval linux /boot/vmlinuz init=/bin/sh', ...others]) {
       expect(codes([...HONEST, grubEvent('grub_cmd', text)]), text).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
     }
   });
