@@ -54,23 +54,28 @@ describe('key rotation with two replicas on one PostgreSQL', { timeout: 120_000 
     if (keysDir) rmSync(keysDir, { recursive: true, force: true });
   });
 
-  it('rotations asked of both replicas at once rotate once, audited once; both publish the new key', async () => {
+  it('rotations asked of both replicas at once: those that overlap rotate once, each rotation is audited once, and both replicas publish every key', async () => {
     const before = (await one.admin.call('GET', '/v1/keys', KeyList)).items.find((k) => k.role === 'jwt' && k.state === 'active')!;
     const answers = await Promise.all(
       Array.from({ length: 6 }, (_, i) => (i % 2 ? two : one).admin.call('POST', '/v1/keys/rotate', KeyList, { key: 'jwt', now: true })),
     );
-    const active = answers.map((a) => a.items.find((k) => k.state === 'active')!.kid);
-    expect(new Set(active).size).toBe(1);
-    expect(active[0]).not.toBe(before.kid);
+    // Requests that overlap find one prepared key and promote it once (the store's race is
+    // tested in test/store-conformance.ts); one that arrives after a rotation has ended asks
+    // for another. Each answer shows the key its own rotation made active.
+    const rotated = [...new Set(answers.map((a) => a.items.find((k) => k.state === 'active')!.kid))];
+    expect(rotated).not.toContain(before.kid);
+    const after = (await one.admin.call('GET', '/v1/keys', KeyList)).items.filter((k) => k.role === 'jwt');
+    expect(after.filter((k) => k.state === 'active')).toHaveLength(1);
+    expect(rotated).toContain(after.find((k) => k.state === 'active')!.kid);
     const audit = (await one.v.verifier.store.audit.list({ limit: 500 })).items;
-    expect(audit.filter((e) => e.action === 'key.prepare' && e.subject === 'jwt')).toHaveLength(1);
-    expect(audit.filter((e) => e.action === 'key.activate' && e.subject === 'jwt')).toHaveLength(1);
-    expect(audit.filter((e) => e.action === 'key.retire' && e.subject === 'jwt')).toHaveLength(1);
+    for (const action of ['key.prepare', 'key.activate', 'key.retire']) {
+      expect(audit.filter((e) => e.action === action && e.subject === 'jwt'), action).toHaveLength(rotated.length);
+    }
 
-    // The other replica sees it within its polling interval.
+    // The other replica sees them within its polling interval.
     for (const { admin } of [one, two]) {
       await expect.poll(async () => JSON.parse((await admin.get('/.well-known/jwks.json')).body.toString()).keys.map((k: { kid: string }) => k.kid).sort(), { timeout: 5000 }).toEqual(
-        [before.kid, active[0]].sort(),
+        [before.kid, ...rotated].sort(),
       );
     }
     const sequences = await Promise.all([one, two].map(async ({ admin }) => JSON.parse((await admin.get('/v1/bundle')).body.toString()).spiffe_sequence));
