@@ -161,7 +161,9 @@ const GRUB_OTHER_COMMANDS = new Set([
   'load_env', 'save_env', 'list_env', 'echo', 'sleep', 'clear', 'read', 'regexp', 'probe', 'hwmatch', 'smbios', 'cpuid',
   'terminal_input', 'terminal_output', 'terminfo', 'serial', 'loadfont', 'background_image', 'background_color',
   'initrd', 'initrd16', 'initrdefi', 'devicetree', 'cryptomount', 'loopback', 'ls', 'cat',
-  'password', 'password_pbkdf2', 'authenticate', 'gettext',
+  'password', 'password_pbkdf2', 'authenticate', 'gettext', 'keystatus', 'play', 'videoinfo', 'lsefi',
+  'net_bootp', 'net_dhcp', 'net_add_addr', 'net_add_route', 'net_add_dns', 'gfxterm_background_color', 'gfxterm_background_image',
+  'verify_detached', 'trust', 'distrust', 'list_trusted', 'hashsum', 'sha256sum', 'sha512sum',
   // Functions of Debian's, Ubuntu's, Fedora's and SUSE's grub.cfg.
   'load_video', 'recordfail', 'initrdfail', 'gfxmode', 'savedefault',
 ]);
