@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AttestorError } from '../src/errors.js';
-import { TPM_ALG, TPM_ECC, TPMA_OBJECT, hashInfo } from '../src/tpm/constants.js';
+import { TPM_ALG, TPM_ECC, TPMA_OBJECT, curveInfo, hashInfo } from '../src/tpm/constants.js';
 import { encodeCredentialFile, parseCredentialFile } from '../src/tpm/credential-file.js';
 import { kdfa, kdfe } from '../src/tpm/kdf.js';
 import { makeCredential, type MadeCredential } from '../src/tpm/make-credential.js';
@@ -29,6 +29,17 @@ function nameOf(alg: number, digest: Uint8Array): Uint8Array {
 
 function sizes(c: MadeCredential) {
   return { credentialBlob: c.credentialBlob.length, encryptedSecret: c.encryptedSecret.length };
+}
+
+/** The blob's size, and the secret's: for an ECC EK, the lengths of the point's x and y. */
+function layout(ek: TpmPublic, c: MadeCredential) {
+  if (ek.type !== 'ecc') return { credentialBlob: c.credentialBlob.length, encryptedSecret: c.encryptedSecret.length };
+  const outer = new TpmReader(c.encryptedSecret, 'TPM2B_ENCRYPTED_SECRET');
+  const point = new TpmReader(outer.tpm2b('secret'), 'TPMS_ECC_POINT');
+  outer.end();
+  const coordinates = [point.tpm2b('x').length, point.tpm2b('y').length];
+  point.end();
+  return { credentialBlob: c.credentialBlob.length, point: coordinates };
 }
 
 function expectInputError(f: () => unknown): void {
@@ -381,8 +392,19 @@ describe.each(['RSA 2048', 'ECC P-256', 'ECC P-384'])('makeCredential against sw
     ]);
     const toolsFile = await readFile(join(sw.dir, toolsPath));
     const ours = encodeCredentialFile(makeCredential(t().ek, t().akName, secret));
-    expect(ours.length).toBe(toolsFile.length);
-    expect(sizes(parseCredentialFile(ours))).toEqual(sizes(parseCredentialFile(toolsFile)));
+    const [oursLayout, toolsLayout] = [ours, toolsFile].map((f) => layout(t().ek, parseCredentialFile(f)));
+    const ek = t().ek;
+    if (ek.type === 'ecc') {
+      // tpm2-tools writes each ephemeral coordinate without its leading zero bytes (1 time in
+      // 256 per coordinate); we write the curve's full size. The TPM reads either as the number.
+      const { size } = curveInfo(ek.curve);
+      expect(oursLayout!.point).toEqual([size, size]);
+      for (const c of toolsLayout!.point!) expect(c > size - 3 && c <= size, `coordinate of ${c} bytes`).toBe(true);
+      expect(toolsLayout!.credentialBlob).toBe(oursLayout!.credentialBlob);
+    } else {
+      expect(ours.length).toBe(toolsFile.length);
+      expect(toolsLayout).toEqual(oursLayout);
+    }
     expect(await activate(t(), toolsFile)).toEqual(secret);
     expect(await activate(t(), ours)).toEqual(secret);
   });
