@@ -5,7 +5,11 @@ export function hex(b: Uint8Array): string {
 
 /** Equality of public values (digests, PCRs): no secret, so no constant-time compare needed. */
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
+  if (a.length !== b.length) return false;
+  // Digests and nonces: a loop is twice as fast as wrapping a Buffer for the native compare.
+  if (a.length > 64) return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**

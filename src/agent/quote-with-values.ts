@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import { equalBytes } from '../bytes.js';
 import { AttestorError } from '../errors.js';
 import { parseAttest } from '../tpm/attest.js';
-import { pcrComposite } from '../tpm/pcr-composite.js';
+import { pcrCompositeBytes, selectedPcrValues } from '../tpm/pcr-composite.js';
 import type { PcrBankSelection, PcrValues } from '../tpm/pcr-selection.js';
 import { parseSignature } from '../tpm/signature.js';
 import type { PcrSelectionSpec } from './tpm-marshal.js';
@@ -73,7 +73,8 @@ export async function quoteWithPcrValues(
 function quotedValues(quote: Attestation, read: PcrValues): PcrValues | undefined {
   const { attested } = parseAttest(quote.attest);
   if (attested.type !== 'quote') throw new AttestorError('ERR_TSS_COMMAND', 'TPM2_Quote returned no quote');
-  const { values, bytes } = pcrComposite(attested.pcrSelect, read);
+  const values = selectedPcrValues(attested.pcrSelect, read);
   const { hash: hashAlg } = parseSignature(quote.signature);
-  return equalBytes(hash(hashAlg.name, bytes, 'buffer'), attested.pcrDigest) ? values : undefined;
+  const composite = pcrCompositeBytes(attested.pcrSelect, values);
+  return equalBytes(hash(hashAlg.name, composite, 'buffer'), attested.pcrDigest) ? values : undefined;
 }

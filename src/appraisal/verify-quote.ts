@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import { PolicyError, VerificationError } from '../errors.js';
 import type { Attest, ClockInfo, QuoteInfo } from '../tpm/attest.js';
 import { TPM_ST } from '../tpm/constants.js';
-import { pcrComposite } from '../tpm/pcr-composite.js';
+import { isPcrComposite, pcrCompositeBytes, selectedPcrValues } from '../tpm/pcr-composite.js';
 import { formatPcrSelection, type PcrBankSelection, type PcrValues } from '../tpm/pcr-selection.js';
 import type { SigningKey } from '../tpm/verify-signature.js';
 import { equalBytes } from '../bytes.js';
@@ -63,12 +63,13 @@ export function verifyQuote(ak: SigningKey, evidence: QuoteEvidence, policy: Quo
 
   // Values are taken by the signed selection only (go-attestation CVE-2022-0317, tpm2-tools
   // CVE-2024-29039 took the supplied selection).
-  const { values: pcrs, bytes } = pcrComposite(pcrSelect, evidence.pcrs);
+  const pcrs = selectedPcrValues(pcrSelect, evidence.pcrs);
   // A host quotes the same PCR values at every renewal: the same bytes under the same signed
   // digest were hashed to it before (by this AK's last quote), so comparing them proves it, and
   // the hash, a fifth of what a quote costs besides its RSA signature, is spent on a change only.
   const known = lastComposite.get(ak);
-  if (!(known && known.alg === signature.hash.alg && equalBytes(known.digest, pcrDigest) && equalBytes(known.bytes, bytes))) {
+  if (!(known && known.alg === signature.hash.alg && equalBytes(known.digest, pcrDigest) && isPcrComposite(pcrSelect, pcrs, known.bytes))) {
+    const bytes = pcrCompositeBytes(pcrSelect, pcrs);
     if (!equalBytes(hash(signature.hash.name, bytes, 'buffer'), pcrDigest)) {
       throw new VerificationError('ERR_QUOTE_PCR_DIGEST_MISMATCH', 'supplied PCR values do not hash to the signed pcrDigest');
     }

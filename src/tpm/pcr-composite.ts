@@ -1,21 +1,13 @@
 import { VerificationError } from '../errors.js';
 import type { PcrBankSelection, PcrValues } from './pcr-selection.js';
 
-export interface PcrComposite {
-  /** The values of the selection, by bank and PCR (sparse arrays): nothing outside it. */
-  readonly values: PcrValues;
-  /** The values concatenated in the TPM's order: what a quote's pcrDigest is the hash of. */
-  readonly bytes: Buffer;
-}
-
 /**
- * Takes the values of `selection` from `supplied`, banks in the selection's order and PCRs
- * ascending, as TPM2_Quote hashes them into pcrDigest (Part 3 §18.4). Used by the verifier
- * with the signed selection, and by the agent to check the values it read are those quoted.
+ * Takes the values of `selection` from `supplied`, by bank and PCR (sparse arrays): nothing
+ * outside it. Used by the verifier with the signed selection, and by the agent to check the
+ * values it read are those quoted.
  */
-export function pcrComposite(selection: readonly PcrBankSelection[], supplied: PcrValues): PcrComposite {
+export function selectedPcrValues(selection: readonly PcrBankSelection[], supplied: PcrValues): PcrValues {
   const values: Record<string, Uint8Array[]> = {};
-  let total = 0;
   for (const bank of selection) {
     const given = supplied[bank.hash.name];
     // A sparse array indexed by PCR number: cheaper to build than an object with numeric keys.
@@ -29,10 +21,19 @@ export function pcrComposite(selection: readonly PcrBankSelection[], supplied: P
         );
       }
       out[index] = value;
-      total += value.length;
     }
     values[bank.hash.name] = out;
   }
+  return values;
+}
+
+/**
+ * The selected values concatenated, banks in the selection's order and PCRs ascending, as
+ * TPM2_Quote hashes them into pcrDigest (Part 3 §18.4). `values` is selectedPcrValues'.
+ */
+export function pcrCompositeBytes(selection: readonly PcrBankSelection[], values: PcrValues): Buffer {
+  let total = 0;
+  for (const bank of selection) total += bank.pcrs.length * bank.hash.size;
   const bytes = Buffer.allocUnsafe(total);
   let offset = 0;
   for (const bank of selection) {
@@ -42,5 +43,20 @@ export function pcrComposite(selection: readonly PcrBankSelection[], supplied: P
       offset += bank.hash.size;
     }
   }
-  return { values, bytes };
+  return bytes;
+}
+
+/** Whether `composite` is pcrCompositeBytes(selection, values), compared in place. */
+export function isPcrComposite(selection: readonly PcrBankSelection[], values: PcrValues, composite: Uint8Array): boolean {
+  let offset = 0;
+  for (const bank of selection) {
+    const out = values[bank.hash.name]!;
+    for (const index of bank.pcrs) {
+      const value = out[index]!;
+      if (offset + value.length > composite.length) return false;
+      for (let i = 0; i < value.length; i++) if (value[i] !== composite[offset + i]) return false;
+      offset += value.length;
+    }
+  }
+  return offset === composite.length;
 }
