@@ -111,7 +111,7 @@ async function benchStore(setup, store) {
     if (store === 'postgres') {
       db = await postgresSchema();
       undo.push(() => db.drop());
-      args.push('--database', `${PG_URL}?schema=${db.schema}`);
+      args.push('--database', withSchema(PG_URL, db.schema));
     }
     const verifier = await startVerifierProcess(setup.root, args, setup.hsm.env);
     undo.push(() => verifier.stop());
@@ -176,9 +176,9 @@ async function attestOnce({ client, session, agentId, audience }) {
 
 /**
  * `attestor serve` in a child process with SoftHSM's config in its environment; resolves once
- * it printed its URL, CA fingerprint and first admin token.
+ * it printed its URL, CA fingerprint and first admin token (`replica`: another on a store
+ * already set up, which prints none).
  */
-/** `attestor serve` in a child process; `replica`: another on a store already set up, which prints no admin token. */
 export function startVerifierProcess(root, args, env, { replica = false } = {}) {
   // ATTESTOR_PROFILE_DIR=<dir>: the verifier writes a V8 CPU profile there when it stops (docs/performance.md).
   const profile = process.env.ATTESTOR_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.ATTESTOR_PROFILE_DIR}`] : [];
@@ -213,6 +213,13 @@ export function startVerifierProcess(root, args, env, { replica = false } = {}) 
       }
     });
   });
+}
+
+/** `url` with Attestor's `schema` parameter. */
+export function withSchema(url, schema) {
+  const u = new URL(url);
+  u.searchParams.set('schema', schema);
+  return u.toString();
 }
 
 /** A private schema in the PostgreSQL at `url`, and a connection to look up the verifier's backends with. */

@@ -1,11 +1,11 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent as HttpsAgent, request } from 'node:https';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bootstrapCa, createApiClient } from '../../dist/client/api-client.js';
 import { decodeBody, encodeBody } from '../../dist/wire/codec.js';
 import { BaselineBody, ChallengeResponse } from '../../dist/wire/schemas.js';
-import { cpuMsOf, ownCpuMs, percentile, PG_URL, postgresSchema, startVerifierProcess, undoAll, verifierToken } from './attestation.mjs';
+import { cpuMsOf, ownCpuMs, percentile, PG_URL, postgresSchema, startVerifierProcess, undoAll, verifierToken, withSchema } from './attestation.mjs';
 import { fmt } from './measure.mjs';
 import { createSoftAgent, seedAgents } from './soft-agent.mjs';
 
@@ -17,7 +17,8 @@ import { createSoftAgent, seedAgents } from './soft-agent.mjs';
  * connections, then at 300 attestations/s evenly spaced for its p99, then with a new TLS
  * connection (a full handshake) per attestation. On PostgreSQL: one verifier over keep-alive
  * and with new connections, then two verifier processes on the same database, the load split
- * between them. The load generator shares the 2 cores.
+ * between them. The load generator shares the 2 cores; the CPU each part spent per
+ * attestation (verifiers, PostgreSQL's processes, this one) is reported beside each rate.
  */
 
 const AGENTS = 200;
@@ -47,7 +48,7 @@ export async function benchThroughput(root) {
 
     const db = await postgresSchema();
     undo.push(() => db.drop());
-    const postgres = await startFleet(setup, { name: 'postgres', database: `${PG_URL}?schema=${db.schema}` });
+    const postgres = await startFleet(setup, { name: 'postgres', database: withSchema(PG_URL, db.schema) });
     undo.push(() => postgres.stop());
     const postgresRuns = await runsOn(postgres, { paced: false });
     await postgres.addReplica();
@@ -111,12 +112,29 @@ async function runsOn(fleet, { paced }) {
   return { keepAlive, paced: evenly, fresh };
 }
 
-/** The run's figures and the CPU the verifiers and this process spent per attestation. */
+/** The run's figures and the CPU the verifiers, PostgreSQL's processes and this process spent per attestation. */
 async function measured(pids, work) {
   const cpu = () => pids.reduce((sum, pid) => sum + cpuMsOf(pid), 0);
-  const [v0, c0] = [cpu(), ownCpuMs()];
+  const [v0, p0, c0] = [cpu(), postgresCpu(), ownCpuMs()];
   const r = await work();
-  return { ...r, verifierCpuMs: (cpu() - v0) / r.done, clientCpuMs: (ownCpuMs() - c0) / r.done };
+  const p1 = postgresCpu();
+  // A backend that started meanwhile (a verifier's pool opening connections) spent all its CPU
+  // in the run; one that ended meanwhile is left out.
+  const postgresMs = [...p1].reduce((sum, [pid, ms]) => sum + ms - (p0.get(pid) ?? 0), 0);
+  return { ...r, verifierCpuMs: (cpu() - v0) / r.done, postgresCpuMs: postgresMs / r.done, clientCpuMs: (ownCpuMs() - c0) / r.done };
+}
+
+/** CPU ms by pid of PostgreSQL's processes on this machine (its backends hold the verifiers' pooled connections). */
+function postgresCpu() {
+  const found = new Map();
+  for (const pid of readdirSync('/proc').filter((name) => /^[0-9]+$/.test(name))) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') found.set(pid, cpuMsOf(pid));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return found;
 }
 
 /**
@@ -214,7 +232,12 @@ function postWith(base, agent) {
 
 function report(sqlite, postgres, twoReplicas) {
   const errors = (r) => (Object.keys(r.errors).length ? `, errors ${JSON.stringify(r.errors)}` : ', 0 errors');
-  const cpu = (r) => `CPU per attestation: verifier ${fmt(r.verifierCpuMs, 2)} ms, load generator ${fmt(r.clientCpuMs, 2)} ms`;
+  // What the machine's cores allow at that CPU per attestation, every part on them busy all the time.
+  const cpu = (r) => {
+    const total = r.verifierCpuMs + r.postgresCpuMs + r.clientCpuMs;
+    const postgresPart = r.postgresCpuMs > 0.05 ? `PostgreSQL ${fmt(r.postgresCpuMs, 2)} ms, ` : '';
+    return `CPU per attestation: verifier ${fmt(r.verifierCpuMs, 2)} ms, ${postgresPart}load generator ${fmt(r.clientCpuMs, 2)} ms (${cpus().length} cores: at most ${fmt((cpus().length * 1000) / total)}/s)`;
+  };
   const saturatedRow = (r, store, how) => ({
     name: `full attestations/s, ${CONCURRENCY} in flight, ${how}, ${store}, software agents`,
     value: r.rate,
