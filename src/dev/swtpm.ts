@@ -8,13 +8,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect, createServer, type AddressInfo, type Server } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTpm2bPublic } from '../tpm/public.js';
 import { curveInfo, EK_CERT_NV } from '../tpm/constants.js';
 import { leftPad } from '../tpm/public-key.js';
 import { hex } from '../bytes.js';
+import { freePorts } from './free-ports.js';
 
 /** Persistent EK handles swtpm_setup creates (its P-384 EK is template H-3: userWithAuth, empty auth). */
 export const PERSISTENT_EK = {
@@ -322,25 +323,11 @@ export function hexHandle(h: number): string {
 
 /**
  * A free TCP port P on 127.0.0.1 with P+1 free too: the swtpm TCTI of tpm2-tss always finds
- * the control channel at the command port + 1. Both are bound at once, then released.
+ * the control channel at the command port + 1.
  */
 export async function freePortPair(): Promise<[number, number]> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const first = await listen(0);
-    const port = (first.address() as AddressInfo).port;
-    const second = port < 65535 ? await listen(port + 1).catch(() => undefined) : undefined;
-    await Promise.all([first, second].map((s) => s && new Promise((resolve) => s.close(resolve))));
-    if (second) return [port, port + 1];
-  }
-  throw new Error('no two adjacent free TCP ports on 127.0.0.1');
-}
-
-function listen(port: number): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(port, '127.0.0.1', () => resolve(s));
-  });
+  const [port, ctrlPort] = await freePorts(2);
+  return [port!, ctrlPort!];
 }
 
 /** Resolves once `port` accepts a connection; rejects if the process exits or 10 s pass. */

@@ -1,13 +1,6 @@
-import { createServer } from 'node:net';
+import { freePorts } from '../../src/dev/free-ports.js';
 
-/** A TCP port free now on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
+/** A TCP port free now on 127.0.0.1, below the ephemeral range (a server restarted on it finds it free). */
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0]!;
 }
