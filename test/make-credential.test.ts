@@ -392,8 +392,8 @@ describe.each(['RSA 2048', 'ECC P-256', 'ECC P-384'])('makeCredential against sw
     ]);
     const toolsFile = await readFile(join(sw.dir, toolsPath));
     const ours = encodeCredentialFile(makeCredential(t().ek, t().akName, secret));
-    const [oursLayout, toolsLayout] = [ours, toolsFile].map((f) => layout(t().ek, parseCredentialFile(f)));
     const ek = t().ek;
+    const [oursLayout, toolsLayout] = [ours, toolsFile].map((f) => layout(ek, parseCredentialFile(f)));
     if (ek.type === 'ecc') {
       // tpm2-tools writes each ephemeral coordinate without its leading zero bytes (1 time in
       // 256 per coordinate); we write the curve's full size. The TPM reads either as the number.
