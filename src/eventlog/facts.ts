@@ -38,7 +38,8 @@ import type { EventDigest, TcgEvent, TcgLog } from './tcg-log.js';
  *    and dom0's there), its commands that load a kernel or module (grub-legacy's
  *    legacy_kernel too, after grub's `!` and `time`), grub_cmd text other than grub's commands
  *    known to load nothing (an allowlist: fail closed) and lone assignments (kfreebsd's
- *    `kFreeBSD.*` environment is judged), and any text in no form grub uses.
+ *    `kFreeBSD.*` environment is judged), and any text in no form grub uses. A tag counts
+ *    only when the digest proves the text after it alone: text proven whole is not grub's.
  *    Text is compared as measured: a BOM or a Unicode blank is part of it.
  * Callers that have no quote (the CLI's `show`) pass every replayed PCR as verified, and
  * then the facts are only what the log claims.
@@ -169,9 +170,10 @@ const GRUB_OTHER_COMMANDS = new Set([
 ]);
 /**
  * grub's kfreebsd loader hands every variable named `kFreeBSD.*` to the kernel as its
- * environment: set, it is a command line.
+ * environment: a command that names one (`set`, `export`, `read`, `--set=` of `search`,
+ * `regexp`, `probe` ...) states a command line.
  */
-const KFREEBSD_ENVIRONMENT = /^kFreeBSD\./;
+const KFREEBSD_ENVIRONMENT = /kFreeBSD\./;
 /**
  * A grub variable assignment `name=value` (grub's script: one word, the rest ignored). The
  * kernel splits its command line at any blank and control character, not at spaces only.
@@ -361,6 +363,8 @@ function labelOf(event: TcgEvent): string {
 function commandLineFacts(events: TrustedEvent[]): Pick<EventlogFacts, 'kernelCmdlines' | 'unprovenCmdlineEvents'> {
   const kernelCmdlines: KernelCmdlineFact[] = [];
   const unprovenCmdlineEvents: UnprovenEventFact[] = [];
+  const environmentLoads: KernelCmdlineFact[] = [];
+  let kfreebsd = false;
   for (const t of events) {
     const { pcrIndex: pcr, index: event } = t.event;
     const measured = measuredText(t);
@@ -369,13 +373,22 @@ function commandLineFacts(events: TrustedEvent[]): Pick<EventlogFacts, 'kernelCm
       continue;
     }
     const cmdline = commandLineOf(pcr, measured);
-    if (cmdline) kernelCmdlines.push({ event, pcr, ...cmdline });
+    if (cmdline === undefined) continue;
+    const { loader, environmentLoad, ...fact } = cmdline;
+    // With kfreebsd, the unmeasured grubenv a bare `load_env` reads is the kernel's environment too.
+    if (loader === 'kfreebsd') kfreebsd = true;
+    (environmentLoad ? environmentLoads : kernelCmdlines).push({ event, pcr, ...fact });
   }
+  if (kfreebsd) kernelCmdlines.push(...environmentLoads);
+  kernelCmdlines.sort((a, b) => a.event - b.event);
   return { kernelCmdlines, unprovenCmdlineEvents };
 }
 
 interface MeasuredText {
-  /** The tag before ": " (grub's "kernel_cmdline", "grub_cmd"): a label, unless the whole data was proven. */
+  /**
+   * The tag before ": " (grub's "kernel_cmdline", "grub_cmd"), only when the digests prove the
+   * text after it alone, as grub measures: text proven whole is not grub's, whatever it reads.
+   */
   readonly tag?: string;
   /** The data after the tag (all of it when there is none): covered by the digest either way. */
   readonly content: Uint8Array;
@@ -395,7 +408,8 @@ function measuredText(t: TrustedEvent): MeasuredText | undefined {
   const content = data.subarray(tagEnd);
   const bare = content[content.length - 1] === 0 ? content.subarray(0, content.length - 1) : content;
   if (t.proves(content) || (bare !== content && t.proves(bare))) return { tag, content, proven: content };
-  return t.provesData ? { tag, content, proven: data } : undefined;
+  // systemd's UTF-16 line can spell "<tag>: <grub command>" in its bytes: judged as what it is.
+  return t.provesData ? { content: data, proven: data } : undefined;
 }
 
 /** Length of a leading "<tag>: " with a tag of [A-Za-z0-9_], or 0 when the data has none. */
@@ -415,20 +429,28 @@ function tagLength(data: Uint8Array): number {
  * its commands that load one, nothing for grub's other commands, and any other proven text,
  * which could be a command line in a form this does not know, so a rule must allow it.
  */
-function commandLineOf(pcr: number, measured: MeasuredText): Pick<KernelCmdlineFact, 'source' | 'cmdline'> | undefined {
+function commandLineOf(pcr: number, measured: MeasuredText): CommandLine | undefined {
   if (pcr === 8 && measured.tag !== undefined) {
     const text = utf8Text(measured.content);
     const words = text.split(' ');
     let first = 0;
     while (first < words.length - 1 && GRUB_PREFIXES.has(words[first]!)) first++;
     const command = words[first]!;
-    if (GRUB_LOADER_COMMANDS.has(command) && first < words.length - 1) return { source: 'grub-command', cmdline: words.slice(first + 1).join(' ') };
+    if (GRUB_LOADER_COMMANDS.has(command) && first < words.length - 1) return { source: 'grub-command', cmdline: words.slice(first + 1).join(' '), loader: command };
     if (GRUB_CMDLINE_TAGS.includes(measured.tag)) return { source: 'grub', cmdline: text };
-    if (measured.tag === GRUB_COMMAND_TAG && isOtherGrubCommand(words.slice(first))) return undefined;
+    if (measured.tag === GRUB_COMMAND_TAG && isOtherGrubCommand(words.slice(first))) {
+      return command === 'load_env' && first === words.length - 1 ? { source: 'grub-command', cmdline: text, environmentLoad: true } : undefined;
+    }
     return { source: 'grub-command', cmdline: text };
   }
   return { source: 'systemd', cmdline: provenText(measured.proven) };
 }
+
+/**
+ * A command line an event states; `loader`: the grub command that loads it; `environmentLoad`:
+ * a bare `load_env`, a command line only where a kfreebsd loader runs.
+ */
+type CommandLine = Pick<KernelCmdlineFact, 'source' | 'cmdline'> & { readonly loader?: string; readonly environmentLoad?: true };
 
 /** Whether grub's command (its words, prefixes removed) is one that loads nothing with a command line. */
 function isOtherGrubCommand(words: readonly string[]): boolean {
@@ -437,7 +459,7 @@ function isOtherGrubCommand(words: readonly string[]): boolean {
   // A command line retagged could also be `name=value ...`: only a lone assignment is grub's.
   if (assignment) return args.length === 0 && !BLANK_OR_CONTROL.test(command) && !KFREEBSD_ENVIRONMENT.test(assignment[1]!);
   if (!GRUB_OTHER_COMMANDS.has(command)) return false;
-  return !(command === 'set' || command === 'export') || !args.some((arg) => KFREEBSD_ENVIRONMENT.test(arg));
+  return !args.some((arg) => KFREEBSD_ENVIRONMENT.test(arg));
 }
 
 /**

@@ -34,6 +34,19 @@ function grubEvent(tag: string, text: string | Uint8Array): EventSpec {
   };
 }
 
+/** Text proven whole, as systemd-boot measured its UTF-16 line into PCR 8 before v251: the digest covers any "<tag>: " in it. */
+function wholeEvent(data: Uint8Array): EventSpec {
+  return {
+    pcr: 8,
+    type: EV.IPL,
+    data,
+    digests: [
+      [TPM_ALG.SHA1, createHash('sha1').update(data).digest()],
+      [TPM_ALG.SHA256, createHash('sha256').update(data).digest()],
+    ],
+  };
+}
+
 /** The appraisal of a log of `events` whose PCRs are quoted as they replay (PCR 12 at its reset value). */
 function appraise(events: readonly EventSpec[], cmdlines: string[] = [ALLOWED]) {
   const log = parseTcgLog(agileLog(events));
@@ -92,6 +105,27 @@ describe('grub text in PCR 8 judged as a command line', () => {
     for (const text of ['set kFreeBSD.vfs.root.mountfrom=ufs:/dev/ada0s1a', 'export kFreeBSD.init_path', 'kFreeBSD.init_path=/rescue/sh']) {
       expect(codes([...HONEST, grubEvent('grub_cmd', text)]), text).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
     }
+  });
+
+  it("kfreebsd's environment named by grub's other commands (read, --set=, load_env): judged; a bare load_env too where kfreebsd boots, but not where Linux does", () => {
+    for (const text of ['read kFreeBSD.init_path', 'search --set=kFreeBSD.init_path -f /x', 'regexp --set=kFreeBSD.init_path x x', 'load_env kFreeBSD.init_path', 'probe --set=kFreeBSD.x -u (hd0)']) {
+      expect(codes([...HONEST, grubEvent('grub_cmd', text)]), text).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    }
+    const kernel = '/boot/kernel/kernel';
+    const kfreebsd = [grubEvent('grub_cmd', 'load_env'), grubEvent('grub_cmd', `kfreebsd ${kernel}`)];
+    expect(codes(kfreebsd, [kernel])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 1]]);
+    expect(codes([grubEvent('grub_cmd', 'load_env'), ...HONEST])).toEqual([]);
+  });
+
+  it("text proven whole (systemd-boot's UTF-16 line) whose bytes spell a grub tag and command: judged as the UTF-16 text it is, never as grub's", () => {
+    // Bytes that read "xx: linux <allowed line>" to grub's eye; the kernel gets UTF-16 text without any of it.
+    const spelled = (text: string) => Buffer.concat([Buffer.from(text), Buffer.alloc(text.length % 2 === 0 ? 2 : 3)]);
+    const allowedLookalike = wholeEvent(spelled(`xx: linux ${ALLOWED}`));
+    expect(codes([allowedLookalike])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 1]]);
+    expect(codes([...HONEST, allowedLookalike])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    // "grub_cmd: set " then UTF-16 "=1 init=/bin/sh": not dropped as grub's `set`.
+    const hidden = wholeEvent(Buffer.concat([Buffer.from('grub_cmd: set '), Buffer.from('=1 init=/bin/sh', 'utf16le'), Buffer.alloc(2)]));
+    expect(codes([...HONEST, hidden])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
   });
 
   it('blanks and marks the kernel does not strip (no-break space, BOM, ideographic space) or bytes that are not UTF-8: another line, KERNEL_CMDLINE_NOT_ALLOWED', () => {
