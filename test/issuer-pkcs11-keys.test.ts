@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createHash, generateKeyPairSync, verify, X509Certificate } from 'node:crypto';
 import { cpSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { createLocalJWKSet, jwtVerify } from 'jose';
@@ -177,6 +178,29 @@ describe('PKCS#11 key manager', () => {
       await rejection(reopened.signerAt(generated.uri, 'x509-ca'), 'ERR_KEYS');
     } finally {
       await reopened.close();
+    }
+  });
+
+  it("a retired key deleted from the token while the verifier runs fails alone: the active keys go on signing", async () => {
+    const manager = await openPkcs11KeyManager(uri);
+    try {
+      const active = await manager.signer('x509-ca');
+      const retired = await manager.generate('x509-ca');
+      const message = Buffer.from('a CRL of the retired key');
+      await retired.sign(message);
+      const label = new URL(retired.uri.replace(/^pkcs11:/, 'pkcs11://x/')).pathname.split(';').find((a) => a.startsWith('object='))!.slice('object='.length);
+      await deleteKeyElsewhere(TOKEN, label);
+      // Each of these once asked the whole pool to reconnect: 58 of 59 active signatures failed.
+      const activeSigned: boolean[] = [];
+      for (let i = 0; i < 20; i++) {
+        await rejection(retired.sign(message), 'ERR_PKCS11_UNAVAILABLE');
+        activeSigned.push(await active.sign(message).then(() => true, () => false));
+      }
+      // The deletion's first failure reconnects the pool once (a handle gone looks like a token gone).
+      expect(activeSigned.slice(1)).toStrictEqual(Array(19).fill(true));
+      expect((await rejection(retired.sign(message), 'ERR_PKCS11_UNAVAILABLE')).message).toMatch(/the token came back without the key "x509-ca\.[0-9a-f]{16}"/);
+    } finally {
+      await manager.close();
     }
   });
 
@@ -405,6 +429,25 @@ describe('issuing with keys in the token', () => {
     }
   });
 });
+
+/** Deletes the private key labelled `label` from another process, as an operator's tool would. */
+async function deleteKeyElsewhere(token: string, label: string): Promise<void> {
+  const script = `
+    const pkcs11js = require(${JSON.stringify(createRequire(import.meta.url).resolve('pkcs11js'))});
+    const p11 = new pkcs11js.PKCS11();
+    p11.load(${JSON.stringify(hsm.modulePath)});
+    p11.C_Initialize();
+    const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === ${JSON.stringify(token)});
+    const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+    p11.C_Login(session, pkcs11js.CKU_USER, ${JSON.stringify(hsm.userPin)});
+    p11.C_FindObjectsInit(session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }, { type: pkcs11js.CKA_LABEL, value: ${JSON.stringify(label)} }]);
+    const [key] = p11.C_FindObjects(session, 2);
+    p11.C_FindObjectsFinal(session);
+    p11.C_DestroyObject(session, key);
+    p11.C_Logout(session);
+    p11.C_Finalize();`;
+  await execFileAsync(process.execPath, ['-e', script], { env: hsm.env });
+}
 
 /**
  * A child process that opens the key manager on a token at a given instant and prints the

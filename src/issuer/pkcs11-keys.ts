@@ -75,6 +75,9 @@ const TOKEN_GONE = new Set([
   'CKR_CRYPTOKI_NOT_INITIALIZED',
 ]);
 const RECONNECT_INTERVAL_MS = 1000;
+
+/** A key not on a token that answers: that key's failure, not the token's. */
+class KeyMissingError extends Pkcs11Error {}
 const INLINE_SIGN_MS = 0.5;
 const SLOW_SIGNATURES = 3;
 const CHECK_INTERVAL_MS = 1000;
@@ -156,7 +159,11 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
         const { sessions, generation } = await pool.current();
         const id = await generate(sessions[0]!, label);
         opts.logger?.info({ key: label }, 'generated a non-extractable EC P-256 key in the token');
-        const signer = pooledSigner(uri, label, { handle: (await keysLabelled(sessions[0]!, label)).find((c) => c.id.equals(id))!.handle, id }, generation, pool);
+        const made = (await keysLabelled(sessions[0]!, label)).find((c) => c.id.equals(id));
+        // The token went away between generating and finding: the caller's rotation step is tried again.
+        if (!made) throw new Pkcs11Error('ERR_PKCS11_UNAVAILABLE', `the key ${JSON.stringify(label)} just generated is not on the token`);
+        const signer = pooledSigner(uri, label, made, generation, pool);
+        signer.catch(() => others.delete(label));
         others.set(label, signer);
         return signer;
       },
@@ -265,7 +272,7 @@ function createSessionPool(token: string, connect: () => Promise<Pkcs11Session[]
       return { sessions, generation };
     },
     failed(at, e) {
-      // Our own ERR_PKCS11_UNAVAILABLE (the key missing or another key in its place) counts too: a reconnect may find ours again.
+      // Our own ERR_PKCS11_UNAVAILABLE (another key in our key's place) counts too: a reconnect may find ours again.
       if (!(e instanceof Pkcs11Error && (e.code === 'ERR_PKCS11_UNAVAILABLE' || (e.ckr && TOKEN_GONE.has(e.ckr))))) return e;
       const error = unavailable(e.message, e);
       if (at === generation) lost ??= error;
@@ -310,12 +317,13 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, found
       try {
         if (handle.generation !== generation) {
           const again = (await keysLabelled(sessions[0]!, label)).find((c) => c.id.equals(key.id));
-          if (!again) throw new Pkcs11Error('ERR_PKCS11_UNAVAILABLE', `the token came back without the key ${JSON.stringify(label)}`);
+          if (!again) throw new KeyMissingError('ERR_PKCS11_UNAVAILABLE', `the token came back without the key ${JSON.stringify(label)}`);
           handle = { generation, value: again.handle, verified: false };
         }
-        const keyHandle = handle.value;
+        // This signature's handle: another sign may replace `handle` while this one waits.
+        const used = handle;
         const signature = await sessions[i]!.run('C_Sign', (p11, s) => {
-          p11.C_SignInit(s, ECDSA, keyHandle);
+          p11.C_SignInit(s, ECDSA, used.value);
           if (!pool.pace.inline) return p11.C_SignAsync(s, digest, Buffer.alloc(P256_SIGNATURE_BYTES));
           const started = performance.now();
           const made = p11.C_Sign(s, digest, Buffer.alloc(P256_SIGNATURE_BYTES));
@@ -326,15 +334,17 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, found
         if (signature.length !== P256_SIGNATURE_BYTES) {
           throw new Pkcs11Error('ERR_PKCS11', `C_Sign returned ${signature.length} bytes for a P-256 key`);
         }
-        if (!handle.verified) {
+        if (!used.verified) {
           if (!verify('sha256', data, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature)) {
             throw new Pkcs11Error('ERR_PKCS11_UNAVAILABLE', `the token came back with another key labelled ${JSON.stringify(label)}: not the token this verifier started with`);
           }
-          if (handle.generation === generation) handle.verified = true;
+          used.verified = true;
         }
         return signature;
       } catch (e) {
-        throw pool.failed(generation, e);
+        // One key gone from a token that answers (an operator deleted a retired key whose CRL is
+        // still signed) fails that key alone: counted as the token's loss, it would stop every key.
+        throw e instanceof KeyMissingError ? e : pool.failed(generation, e);
       } finally {
         inFlight[i]!--;
       }
