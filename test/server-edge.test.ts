@@ -483,17 +483,17 @@ describe('a throw-away verifier: rate limits, then a closed store', () => {
     expect((await enroll({ localAddress: '127.0.0.2' })).status).toBe(400);
   });
 
-  it('with its store closed: /readyz is 503, and a request that needs the store is a 500 that shows nothing internal', async () => {
+  it('with its store closed: /readyz is 503, and a request that needs the store is a 503 ERR_STORE_UNAVAILABLE that shows nothing internal', async () => {
     await t.verifier.store.close();
     const r = await call(t, '/readyz');
     expect(r.status).toBe(503);
     expect((await call(t, '/healthz')).status).toBe(200);
     const a = await call(t, '/v1/agents', { headers: bearer(t.adminToken) });
-    const p = problem(a, 500, 'ERR_INTERNAL');
+    const p = problem(a, 503, 'ERR_STORE_UNAVAILABLE');
     expect(p.detail).toBeUndefined();
     expect(Object.keys(JSON.parse(a.body.toString())).sort()).toEqual(['code', 'requestId', 'status', 'title', 'type']);
-    // better-sqlite3's own words ("The database connection is not open") stay in the log.
-    expect(a.body.toString()).not.toMatch(/database|sqlite|connection|not open|TypeError/i);
+    // The store's own words ("the SQLite store is closed") stay in the log.
+    expect(a.body.toString()).not.toMatch(/database|sqlite|connection|closed|TypeError/i);
   });
 });
 

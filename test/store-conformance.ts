@@ -33,8 +33,13 @@ export interface TestDatabase {
  * test/store-postgres.test.ts call it with their dialect. Each test gets a database of its
  * own from `open`; `cleanup` runs after the suite.
  */
-export function storeConformance(name: string, open: () => Promise<TestDatabase>, cleanup: () => Promise<void>): void {
-  describe(`Store conformance: ${name}`, () => {
+export function storeConformance(name: string, open: () => Promise<TestDatabase>, cleanup: () => Promise<void>, variant: { title?: string; clock?: boolean } = {}): void {
+  /*
+   * The tests that set the store's clock: a store on a worker thread reads its own (a function
+   * cannot cross to it); its code is the in-process store's, which runs them.
+   */
+  const withClock = variant.clock === false ? () => undefined : it;
+  describe(`Store conformance: ${variant.title ?? name}`, () => {
     afterAll(cleanup);
 
     async function fresh(clock?: () => number): Promise<{ db: TestDatabase; store: Store }> {
@@ -267,7 +272,7 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         expect(await store.baselines.list({ limit: 10 })).toStrictEqual({ items: [], next: null });
       });
 
-      it('moves staged -> enforced -> retired; enforcing retires the enforced baseline of the same name', async () => {
+      withClock('moves staged -> enforced -> retired; enforcing retires the enforced baseline of the same name', async () => {
         const { store } = await fresh(ticking(NOW));
         const v1 = await store.baselines.create(newBaseline('host'), audit('baseline.create', 'host'));
         const v2 = await store.baselines.create(newBaseline('host'), audit('baseline.create', 'host'));
@@ -482,7 +487,7 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
         expect((await store.audit.list({ limit: 100 })).items.map((e) => e.action)).not.toContain('agent.quarantine');
       });
 
-      it('records verdict, credentials, clock, evidence, IMA progress and audit entries together', async () => {
+      withClock('records verdict, credentials, clock, evidence, IMA progress and audit entries together', async () => {
         const { db, store } = await fresh(ticking(NOW));
         const agent = await activated(store);
         const baseline = await store.baselines.create(newBaseline('host'), audit('baseline.create', 'host'));
@@ -758,7 +763,7 @@ export function storeConformance(name: string, open: () => Promise<TestDatabase>
     });
 
     describe('audit chain', () => {
-      it('links every entry to the one before, with the hash recomputed from the rows', async () => {
+      withClock('links every entry to the one before, with the hash recomputed from the rows', async () => {
         const { db, store } = await fresh(ticking(NOW));
         expect(await store.audit.head()).toBeNull();
         expect(await store.audit.list({ limit: 5 })).toStrictEqual({ items: [], next: null });
@@ -869,7 +874,7 @@ function bytesOf(n: number): Uint8Array {
   return new Uint8Array(randomBytes(n));
 }
 
-function audit(action: string, subject: string, details: AuditInput['details'] = { n: 1 }): AuditInput {
+export function audit(action: string, subject: string, details: AuditInput['details'] = { n: 1 }): AuditInput {
   return { actor: 'system', action, subject, details };
 }
 
@@ -894,7 +899,7 @@ function newAgent(overrides: Partial<NewAgent> = {}): NewAgent {
   return { id: randomHex(32), ekPublic: bytesOf(314), akPublic: bytesOf(90), ekCertificate: bytesOf(900), labels: {}, createdAt: NOW, ...overrides };
 }
 
-async function activated(store: Store, overrides: Parameters<typeof newAgent>[0] = {}): Promise<Agent> {
+export async function activated(store: Store, overrides: Parameters<typeof newAgent>[0] = {}): Promise<Agent> {
   const a = newAgent(overrides);
   return store.agents.activate(a, audit('agent.activate', a.id));
 }
@@ -907,7 +912,7 @@ function newBaseline(name: string): Parameters<Store['baselines']['create']>[0] 
   return { id: randomUUID(), name, status: 'staged', document: { name }, createdAt: NOW, createdBy: 'token:operator' };
 }
 
-function attestation(agentId: string, verdict: Partial<Verdict> = {}, ima: { resetCount: number; state: Json } = { resetCount: 3, state: { entries: 10, pcr: 'ab'.repeat(32) } }): AttestationRecord {
+export function attestation(agentId: string, verdict: Partial<Verdict> = {}, ima: { resetCount: number; state: Json } = { resetCount: 3, state: { entries: 10, pcr: 'ab'.repeat(32) } }): AttestationRecord {
   const v: Verdict = {
     id: randomUUID(),
     agentId,

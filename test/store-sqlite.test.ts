@@ -4,41 +4,12 @@ import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import type { Store } from '../src/store/store.js';
-import { storeConformance, type TestDatabase } from './store-conformance.js';
+import { sqliteTestDatabase } from './helpers/sqlite-test-database.js';
+import { storeConformance } from './store-conformance.js';
 
 const roots: string[] = [];
 
-/** A database file of its own in a temporary directory; raw SQL on another connection. */
-async function sqliteDatabase(): Promise<TestDatabase> {
-  const root = await mkdtemp(join(tmpdir(), 'attestor-store-'));
-  roots.push(root);
-  const path = join(root, 'data', 'attestor.db');
-  const stores: Store[] = [];
-  let raw: BetterSqlite3.Database | undefined;
-  return {
-    async open(clock) {
-      const store = await openSqliteStore({ path, ...(clock ? { clock } : {}) });
-      stores.push(store);
-      return store;
-    },
-    async sql(text, params = []) {
-      raw ??= new BetterSqlite3(path);
-      const statement = raw.prepare(text);
-      const bound = Object.fromEntries(params.map((p, i) => [i + 1, p]));
-      return statement.reader ? (statement.all(bound) as Record<string, unknown>[]) : (statement.run(bound), []);
-    },
-    async dispose() {
-      raw?.close();
-      for (const store of stores) await store.close();
-      await rm(root, { recursive: true, force: true });
-    },
-  };
-}
-
-storeConformance('sqlite', sqliteDatabase, async () => {
-  await Promise.all(roots.map((root) => rm(root, { recursive: true, force: true })));
-});
+storeConformance('sqlite', () => sqliteTestDatabase((path, clock) => openSqliteStore({ path, ...(clock ? { clock } : {}) })), async () => undefined);
 
 describe('SQLite store: the file', () => {
   afterAll(async () => {

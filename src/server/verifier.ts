@@ -75,7 +75,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     for (const c of cleanup.reverse()) await c().catch((e: unknown) => logger.error({ err: e }, 'error while closing'));
   };
   try {
-    const store = await openStore({ dataDir: config.dataDir, ...(config.database ? { database: config.database } : {}) });
+    const store = await openStore({ dataDir: config.dataDir, ...(config.database ? { database: config.database } : {}), thread: true });
     cleanup.push(() => store.close());
     const keys: KeyManager = await openKeyManager(keysUri(config));
     cleanup.push(() => keys.close());

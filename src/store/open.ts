@@ -2,19 +2,24 @@ import { join } from 'node:path';
 import { AttestorError } from '../errors.js';
 import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
+import { openSqliteStoreThread } from './sqlite-thread.js';
 import type { Store } from './store.js';
 
 /**
  * SQLite in a data directory (`<dataDir>/attestor.db`), or a database: a postgres:// or
  * postgresql:// URL, whose `schema` query parameter, if any, names the schema of the tables
- * (and is not passed on).
+ * (and is not passed on). `thread`: SQLite runs on a worker thread of its own (the server's
+ * choice: see sqlite-thread.ts); PostgreSQL's work is in its own processes anyway.
  */
-export type OpenStoreOptions = { readonly dataDir: string; readonly database?: undefined } | { readonly dataDir?: string; readonly database: string };
+export type OpenStoreOptions = ({ readonly dataDir: string; readonly database?: undefined } | { readonly dataDir?: string; readonly database: string }) & { readonly thread?: boolean };
 
 /** The store the configuration names. */
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
   const { database } = options;
-  if (database === undefined) return openSqliteStore({ path: join(options.dataDir, 'attestor.db') });
+  if (database === undefined) {
+    const path = join(options.dataDir, 'attestor.db');
+    return options.thread === true ? openSqliteStoreThread({ path }) : openSqliteStore({ path });
+  }
   if (!/^postgres(ql)?:\/\//i.test(database)) {
     throw new AttestorError('ERR_CONFIG', `database "${withoutCredentials(database)}" is neither absent (SQLite in the data directory) nor a postgres:// or postgresql:// URL`);
   }

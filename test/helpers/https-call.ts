@@ -82,6 +82,7 @@ const TITLES: Readonly<Record<number, string>> = {
   415: 'Unsupported media type',
   429: 'Too many requests',
   500: 'Internal error',
+  503: 'Service unavailable',
 };
 const PROBLEM_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'code', 'requestId', 'verdict', 'agentStatus']);
 

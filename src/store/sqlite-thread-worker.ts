@@ -1,0 +1,41 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { openSqliteStore } from './sqlite.js';
+import { describeError, storeMethods, type Call, type Reply, type ThreadData } from './thread-protocol.js';
+
+/*
+ * The SQLite store's thread (src/store/sqlite-thread.ts starts it): the embedded store as
+ * src/store/sqlite.ts builds it, its methods called in the order the messages arrive. The
+ * calls of one turn of this thread's event loop share one synced commit, as they would on the
+ * caller's thread.
+ */
+
+const port = parentPort;
+if (port === null) throw new Error('sqlite-thread-worker.js runs as a worker thread');
+const { path } = workerData as ThreadData;
+
+try {
+  const store = await openSqliteStore({ path });
+  const methods = storeMethods(store);
+  port.on('message', ([id, area, method, args]: Call) => {
+    const fn = methods.get(area)?.get(method);
+    const reply = (message: Reply) => {
+      try {
+        port.postMessage(message);
+      } catch (e) {
+        // A value that cannot be cloned (none of the store's should be) fails its call, not the thread.
+        port.postMessage([id, false, describeError(e)] satisfies Reply);
+      }
+    };
+    if (fn === undefined) {
+      reply([id, false, describeError(new TypeError(`the store has no method ${area}.${method}`))]);
+      return;
+    }
+    fn(...args).then(
+      (value) => reply([id, true, value]),
+      (e: unknown) => reply([id, false, describeError(e)]),
+    );
+  });
+  port.postMessage({ ready: [...methods].map(([area, fns]) => [area, [...fns.keys()]]) });
+} catch (e) {
+  port.postMessage({ failed: describeError(e) });
+}

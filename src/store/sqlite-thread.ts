@@ -1,0 +1,133 @@
+import { Worker } from 'node:worker_threads';
+import { AttestorError } from '../errors.js';
+import type { Store } from './store.js';
+import { reviveError, type Call, type Hello, type Reply, type ThreadData } from './thread-protocol.js';
+
+/**
+ * The embedded SQLite store on a worker thread of its own, for the server: its statements and
+ * its synced commits (0.2-1 ms each, in which a thread can do nothing else) run beside the
+ * event loop that parses, verifies and signs instead of inside it. The same store as
+ * openSqliteStore, the same guarantees: a method resolves once its transaction is on disk;
+ * calls run in the order they were made; the calls that reach the thread in one turn of its
+ * event loop share one synced commit.
+ *
+ * If the thread stops (it should not: it catches what the store throws), the calls in flight
+ * and every later one fail with ERR_STORE_UNAVAILABLE, so readiness fails and the verifier's
+ * supervisor restarts it; their transactions are on disk or rolled back, as after a crash.
+ */
+export async function openSqliteStoreThread(options: { readonly path: string }): Promise<Store> {
+  const thread = await startThread(options.path);
+  let closed = false;
+
+  const call = async (area: string, method: string, args: readonly unknown[]): Promise<unknown> => {
+    if (closed) throw new AttestorError('ERR_STORE_UNAVAILABLE', `${area}.${method}: the SQLite store is closed`);
+    return thread.call(area, method, args);
+  };
+
+  const store: Record<string, unknown> = { dialect: 'sqlite' };
+  for (const [area, methods] of thread.methods) {
+    const target = area === '' ? store : ((store[area] = {}) as Record<string, unknown>);
+    for (const method of methods) target[method] = (...args: unknown[]) => call(area, method, args);
+  }
+  store.close = async () => {
+    if (closed) return;
+    closed = true;
+    if (!thread.alive) return;
+    try {
+      await thread.call('', 'close', []);
+    } finally {
+      await thread.stop();
+    }
+  };
+  return store as unknown as Store;
+}
+
+interface Thread {
+  readonly methods: ReadonlyMap<string, readonly string[]>;
+  readonly alive: boolean;
+  call(area: string, method: string, args: readonly unknown[]): Promise<unknown>;
+  stop(): Promise<void>;
+}
+
+async function startThread(path: string): Promise<Thread> {
+  const worker = new Worker(workerModule(), { workerData: { path } satisfies ThreadData });
+  const pending = new Map<number, { resolve: (value: unknown) => void; reject: (e: unknown) => void }>();
+  let next = 0;
+  let alive = true;
+  // The thread keeps the process running only while a call waits for it (a CLI that is done exits).
+  worker.unref();
+
+  // Listeners of its own, removed again: removeAllListeners would take the Worker's internal ones too.
+  const hello = await new Promise<Hello>((resolve, reject) => {
+    const exit = (code: number) => done(new Error(`the thread exited (${code}) before the store opened`));
+    const done = (e: Error | undefined, message?: Hello) => {
+      worker.off('message', resolveWith).off('error', done).off('exit', exit);
+      if (e === undefined) resolve(message!);
+      else reject(e);
+    };
+    const resolveWith = (message: Hello) => done(undefined, message);
+    worker.on('message', resolveWith).on('error', done).on('exit', exit);
+  }).catch((e: unknown) => {
+    alive = false;
+    void worker.terminate();
+    throw new AttestorError('ERR_STORE_UNAVAILABLE', `cannot start the SQLite store's thread: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  });
+  if ('failed' in hello) {
+    alive = false;
+    await worker.terminate();
+    throw reviveError(hello.failed);
+  }
+
+  let stoppedBecause: string | undefined;
+  const stopped = (why: string) => {
+    if (!alive) return;
+    alive = false;
+    stoppedBecause = why;
+    for (const { reject } of pending.values()) reject(threadStopped(why));
+    pending.clear();
+  };
+  worker.on('message', ([id, ok, value]: Reply) => {
+    const waiting = pending.get(id);
+    if (waiting === undefined) return;
+    pending.delete(id);
+    if (pending.size === 0) worker.unref();
+    if (ok) waiting.resolve(value);
+    else waiting.reject(reviveError(value));
+  });
+  worker.on('error', (e) => stopped(e.message));
+  worker.on('exit', (code) => stopped(`exit code ${code}`));
+
+  return {
+    methods: new Map(hello.ready),
+    get alive() {
+      return alive;
+    },
+    call(area, method, args) {
+      if (!alive) return Promise.reject(threadStopped(stoppedBecause ?? 'closed'));
+      const id = next++;
+      return new Promise((resolve, reject) => {
+        worker.postMessage([id, area, method, args] satisfies Call);
+        if (pending.size === 0) worker.ref();
+        pending.set(id, { resolve, reject });
+      });
+    },
+    async stop() {
+      alive = false;
+      await worker.terminate();
+    },
+  };
+}
+
+function threadStopped(why: string): AttestorError {
+  return new AttestorError('ERR_STORE_UNAVAILABLE', `the SQLite store's thread stopped (${why}): restart the verifier`);
+}
+
+/**
+ * The thread's module, built beside this one. Run from the TypeScript sources (the tests), it
+ * is the build's (`npm test` builds first): a worker thread cannot load TypeScript.
+ */
+function workerModule(): URL {
+  const here = new URL(import.meta.url);
+  if (here.pathname.endsWith('.ts')) return new URL(here.href.replace(/\/src\/store\/[^/]+\.ts$/, '/dist/store/sqlite-thread-worker.js'));
+  return new URL('./sqlite-thread-worker.js', here);
+}

@@ -1,0 +1,89 @@
+/**
+ * The SQLite store on a worker thread (the server's): the conformance suite through the
+ * thread, errors that keep their class and code across it, and a process that exits once its
+ * calls are answered. The thread runs the build (dist/), which `npm test` makes first.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AgentNotActiveError, AttestorError } from '../src/errors.js';
+import { openSqliteStore } from '../src/store/sqlite.js';
+import { openSqliteStoreThread } from '../src/store/sqlite-thread.js';
+import { sqliteTestDatabase } from './helpers/sqlite-test-database.js';
+import { activated, attestation, audit, storeConformance } from './store-conformance.js';
+
+const roots: string[] = [];
+
+async function newPath(): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), 'attestor-store-thread-'));
+  roots.push(root);
+  return join(root, 'data', 'attestor.db');
+}
+
+const removeRoots = async () => {
+  await Promise.all(roots.map((root) => rm(root, { recursive: true, force: true })));
+};
+
+storeConformance(
+  'sqlite',
+  () =>
+    sqliteTestDatabase((path, clock) => {
+      if (clock) throw new Error('a store on a thread reads its own clock');
+      return openSqliteStoreThread({ path });
+    }),
+  async () => undefined,
+  { title: 'sqlite on a worker thread', clock: false },
+);
+
+describe('SQLite store on a worker thread', () => {
+  afterAll(removeRoots);
+
+  it('answers with the values the in-process store gives, byte arrays included, and errors with their class, code and status', async () => {
+    const path = await newPath();
+    const store = await openSqliteStoreThread({ path });
+    try {
+      const agent = await activated(store);
+      expect(agent.akPublic).toBeInstanceOf(Uint8Array);
+      const inProcess = await openSqliteStore({ path });
+      try {
+        expect(await store.agents.get(agent.id)).toStrictEqual(await inProcess.agents.get(agent.id));
+      } finally {
+        await inProcess.close();
+      }
+      await store.agents.setStatus(agent.id, 'quarantined', Date.now(), audit('agent.quarantine', agent.id));
+      const refused = await store.attestations.record(attestation(agent.id)).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(AgentNotActiveError);
+      expect(refused).toMatchObject({ code: 'ERR_AGENT_NOT_ACTIVE', agentStatus: 'quarantined' });
+      const missing = await store.agents.setStatus('no-such-agent', 'active', Date.now(), audit('agent.release', 'x')).catch((e: unknown) => e);
+      expect(missing).toBeInstanceOf(AttestorError);
+      expect(missing).toMatchObject({ code: 'ERR_AGENT_NOT_FOUND' });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses a call it cannot send (an argument that cannot be cloned) alone, and serves the next; after close every call is ERR_STORE_UNAVAILABLE', async () => {
+    const store = await openSqliteStoreThread({ path: await newPath() });
+    const cannotClone = await store.agents.get((() => 'x') as unknown as string).catch((e: unknown) => e);
+    expect((cannotClone as Error).name).toBe('DataCloneError');
+    await store.ping();
+    await store.close();
+    await expect(store.ping()).rejects.toMatchObject({ code: 'ERR_STORE_UNAVAILABLE' });
+  });
+
+  it('keeps a process alive while a call is waiting, and lets it exit when none is (no close needed)', async () => {
+    const path = await newPath();
+    const module = new URL('../dist/store/sqlite-thread.js', import.meta.url).href;
+    const script = `const { openSqliteStoreThread } = await import(${JSON.stringify(module)});
+      const store = await openSqliteStoreThread({ path: ${JSON.stringify(path)} });
+      await new Promise((r) => setTimeout(r, 50));
+      console.log(JSON.stringify(await store.keys.ring()));`;
+    const file = join(dirname(path), '..', 'exits.mjs');
+    await writeFile(file, script);
+    const { stdout } = await promisify(execFile)(process.execPath, [file], { timeout: 20_000 });
+    expect(JSON.parse(stdout)).toStrictEqual({ sequence: expect.any(Number), keys: [] });
+  });
+});
