@@ -67,8 +67,12 @@ describe('SQLite store on a worker thread', () => {
 
   it('refuses a call it cannot send (an argument that cannot be cloned) alone, and serves the next; after close every call is ERR_STORE_UNAVAILABLE', async () => {
     const store = await openSqliteStoreThread({ path: await newPath() });
-    const cannotClone = await store.agents.get((() => 'x') as unknown as string).catch((e: unknown) => e);
-    expect((cannotClone as Error).name).toBe('DataCloneError');
+    const cannotClone = (() => 'x') as unknown as string;
+    expect(((await store.agents.get(cannotClone).catch((e: unknown) => e)) as Error).name).toBe('DataCloneError');
+    // Calls made together travel together: the one that cannot be sent fails, the others are answered.
+    const [before, refused, after] = await Promise.allSettled([store.agents.count(), store.agents.get(cannotClone), store.agents.count()]);
+    expect([before, after]).toStrictEqual([{ status: 'fulfilled', value: 0 }, { status: 'fulfilled', value: 0 }]);
+    expect(refused).toMatchObject({ status: 'rejected', reason: { name: 'DataCloneError' } });
     await store.ping();
     await store.close();
     await expect(store.ping()).rejects.toMatchObject({ code: 'ERR_STORE_UNAVAILABLE' });

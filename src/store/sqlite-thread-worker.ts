@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openSqliteStore } from './sqlite.js';
-import { describeError, storeMethods, type Call, type Reply, type ThreadData } from './thread-protocol.js';
+import { batched, describeError, storeMethods, type Call, type Reply, type ThreadData } from './thread-protocol.js';
 
 /*
  * The SQLite store's thread (src/store/sqlite-thread.ts starts it): the embedded store as
@@ -16,24 +16,23 @@ const { path } = workerData as ThreadData;
 try {
   const store = await openSqliteStore({ path });
   const methods = storeMethods(store);
-  port.on('message', ([id, area, method, args]: Call) => {
-    const fn = methods.get(area)?.get(method);
-    const reply = (message: Reply) => {
-      try {
-        port.postMessage(message);
-      } catch (e) {
-        // A value that cannot be cloned (none of the store's should be) fails its call, not the thread.
-        port.postMessage([id, false, describeError(e)] satisfies Reply);
+  // A value that cannot be cloned (none of the store's should be) fails its call, not the thread.
+  const reply = batched<Reply>(
+    (replies) => port.postMessage(replies),
+    ([id], e) => port.postMessage([[id, false, describeError(e)]] satisfies Reply[]),
+  );
+  port.on('message', (calls: readonly Call[]) => {
+    for (const [id, area, method, args] of calls) {
+      const fn = methods.get(area)?.get(method);
+      if (fn === undefined) {
+        reply([id, false, describeError(new TypeError(`the store has no method ${area}.${method}`))]);
+        continue;
       }
-    };
-    if (fn === undefined) {
-      reply([id, false, describeError(new TypeError(`the store has no method ${area}.${method}`))]);
-      return;
+      fn(...args).then(
+        (value) => reply([id, true, value]),
+        (e: unknown) => reply([id, false, describeError(e)]),
+      );
     }
-    fn(...args).then(
-      (value) => reply([id, true, value]),
-      (e: unknown) => reply([id, false, describeError(e)]),
-    );
   });
   port.postMessage({ ready: [...methods].map(([area, fns]) => [area, [...fns.keys()]]) });
 } catch (e) {

@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { AttestorError } from '../errors.js';
 import type { Store } from './store.js';
-import { reviveError, type Call, type Hello, type Reply, type ThreadData } from './thread-protocol.js';
+import { batched, reviveError, type Call, type Hello, type Reply, type ThreadData } from './thread-protocol.js';
 
 /**
  * The embedded SQLite store on a worker thread of its own, for the server: its statements and
@@ -86,14 +86,22 @@ async function startThread(path: string): Promise<Thread> {
     for (const { reject } of pending.values()) reject(threadStopped(why));
     pending.clear();
   };
-  worker.on('message', ([id, ok, value]: Reply) => {
+  const take = (id: number) => {
     const waiting = pending.get(id);
-    if (waiting === undefined) return;
     pending.delete(id);
     if (pending.size === 0) worker.unref();
-    if (ok) waiting.resolve(value);
-    else waiting.reject(reviveError(value));
+    return waiting;
+  };
+  worker.on('message', (replies: readonly Reply[]) => {
+    for (const [id, ok, value] of replies) {
+      if (ok) take(id)?.resolve(value);
+      else take(id)?.reject(reviveError(value));
+    }
   });
+  const send = batched<Call>(
+    (calls) => worker.postMessage(calls),
+    ([id], e) => take(id)?.reject(e),
+  );
   worker.on('error', (e) => stopped(e.message));
   worker.on('exit', (code) => stopped(`exit code ${code}`));
 
@@ -106,9 +114,9 @@ async function startThread(path: string): Promise<Thread> {
       if (!alive) return Promise.reject(threadStopped(stoppedBecause ?? 'closed'));
       const id = next++;
       return new Promise((resolve, reject) => {
-        worker.postMessage([id, area, method, args] satisfies Call);
         if (pending.size === 0) worker.ref();
         pending.set(id, { resolve, reject });
+        send([id, area, method, args]);
       });
     },
     async stop() {

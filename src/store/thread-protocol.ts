@@ -2,8 +2,8 @@ import { AgentNotActiveError, AttestorError, ParseError, PolicyError, Verificati
 import type { Store } from './store.js';
 
 /*
- * The messages between a store on a worker thread and its callers (src/store/sqlite-thread.ts):
- * a call names the store's area (`agents`, `audit`, ... or '' for ping and close), the method
+ * The messages between a store on a worker thread and its callers (src/store/sqlite-thread.ts),
+ * sent in batches (`batched`): a call names the store's area (`agents`, `audit`, ... or '' for ping and close), the method
  * and its arguments; the reply carries the value or the error, both structured clones. Store
  * values are plain data (strings, numbers, JSON, Uint8Arrays), which the clone keeps as they
  * are; a Buffer argument arrives as a Uint8Array, which is what the store's types ask for.
@@ -61,4 +61,32 @@ export function reviveError(d: ErrorDescription): Error {
   const error = new Error(d.message);
   error.name = d.name;
   return error;
+}
+
+/**
+ * Items sent as one message per turn of the microtask queue: every message wakes the other
+ * thread, which on busy cores preempts this one (a wake-up cost 12-22 us a message under load,
+ * more than cloning it). An item that cannot be cloned fails alone; the others are still sent.
+ */
+export function batched<T>(post: (items: readonly T[]) => void, failed: (item: T, e: unknown) => void): (item: T) => void {
+  let items: T[] = [];
+  const flush = () => {
+    const sending = items;
+    items = [];
+    try {
+      post(sending);
+    } catch {
+      for (const item of sending) {
+        try {
+          post([item]);
+        } catch (e) {
+          failed(item, e);
+        }
+      }
+    }
+  };
+  return (item) => {
+    if (items.length === 0) queueMicrotask(flush);
+    items.push(item);
+  };
 }
