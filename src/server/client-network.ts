@@ -13,18 +13,6 @@ export function clientNetwork(address: string): string {
   return `${expandIpv6(address.replace(/%.*$/, '')).slice(0, 4).join(':')}::/64`;
 }
 
-/**
- * The network a client's network is counted in when a rate limiter's map is full: an IPv4
- * /24, or the /32 of an IPv6 /64 (what a registry allocates to a provider), so that filling
- * the map takes networks no one holds 100,000 of, not 100,000 /64s of one /48.
- */
-export function widerNetwork(network: string): string {
-  const ipv4 = /^(\d+\.\d+\.\d+)\.\d+$/.exec(network);
-  if (ipv4) return `${ipv4[1]}.0/24`;
-  const ipv6 = /^([0-9a-f]+:[0-9a-f]+):[0-9a-f]+:[0-9a-f]+::\/64$/.exec(network);
-  return ipv6 ? `${ipv6[1]}::/32` : network;
-}
-
 /** The eight 16-bit groups of a valid IPv6 address, lowercase without leading zeros. */
 function expandIpv6(address: string): string[] {
   // A dotted IPv4 tail (::ffff:..., 64:ff9b::...) is the last two groups.

@@ -1,51 +1,51 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { AttestorError } from '../errors.js';
-import { widerNetwork } from './client-network.js';
 
 /**
  * A fixed-window counter per key: DESIGN asks that enrollment attempts be rate limited,
  * challenges are durable writes anyone may ask for, and each attestation costs signature
  * checks and log replays. Keys are a client's network (src/server/client-network.ts), or an
  * agent with a client's network: an agent id is public, so a budget of the agent alone would
- * let anyone spend it and keep the host itself from renewing. Per verifier process; the
- * window's map holds at most MAX_KEYS keys, so a full map must not become a way to lock
- * everyone else out: past it, a new key is counted under `wider(key)` in a second map of the
- * same bound (refused only when that is full too), or, without `wider`, not counted.
+ * let anyone spend it and keep the host itself from renewing. Per verifier process.
+ *
+ * The counts are a count-min sketch (Cormode and Muthukrishnan, 2005), not a map: its memory
+ * is fixed whatever clients do, and no number of keys fills it, so there is no "full" state in
+ * which new clients go uncounted or are counted together with an attacker's. A key's count is
+ * the least of its DEPTH counters, each in a row of WIDTH, never less than its true count and
+ * more only where other keys share all its counters; the rows are chosen by a hash keyed with a
+ * secret of this process, so no one can pick keys that collide. Updates are conservative (only
+ * the counters at the least value grow), which keeps the excess small: 100,000 clients a minute
+ * add about one request to anyone's count.
  */
-export function createRateLimiter(opts: {
-  perMinute: number;
-  now: () => number;
-  what: string;
-  per: 'address' | 'agent';
-  maxKeys?: number;
-  wider?: (key: string) => string;
-}) {
-  const maxKeys = opts.maxKeys ?? MAX_KEYS;
+export function createRateLimiter(opts: { perMinute: number; now: () => number; what: string; per: 'address' | 'agent' }) {
+  const secret = randomBytes(16);
+  const counters = new Uint32Array(DEPTH * WIDTH);
+  const slots = new Uint32Array(DEPTH);
   let windowStart = 0;
-  let counts = new Map<string, number>();
-  let widerCounts = new Map<string, number>();
-  const refuse = (why: string) => new AttestorError('ERR_RATE_LIMITED', `${why}; wait and retry`);
   return (key: string): void => {
     const now = opts.now();
     if (now - windowStart >= 60_000) {
       windowStart = now;
-      counts = new Map();
-      widerCounts = new Map();
+      counters.fill(0);
     }
-    let map = counts;
-    if (!counts.has(key) && counts.size >= maxKeys) {
-      if (!opts.wider) return;
-      key = opts.wider(key);
-      map = widerCounts;
-      if (!map.has(key) && map.size >= maxKeys) throw refuse(`more than ${maxKeys} client networks asked for ${opts.what} this minute`);
+    const digest = createHash('sha256').update(secret).update(key).digest();
+    let least = Infinity;
+    for (let row = 0; row < DEPTH; row++) {
+      slots[row] = row * WIDTH + (digest.readUInt32LE(row * 4) & (WIDTH - 1));
+      least = Math.min(least, counters[slots[row]!]!);
     }
-    const n = (map.get(key) ?? 0) + 1;
-    map.set(key, n);
-    if (n > opts.perMinute) throw refuse(`more than ${opts.perMinute} ${opts.what} a minute ${opts.per === 'address' ? 'from this address' : 'for this agent from this address'}`);
+    const n = least + 1;
+    for (const slot of slots) if (counters[slot]! < n) counters[slot] = n;
+    if (n > opts.perMinute) {
+      const from = opts.per === 'address' ? 'from this address' : 'for this agent from this address';
+      throw new AttestorError('ERR_RATE_LIMITED', `more than ${opts.perMinute} ${opts.what} a minute ${from}; wait and retry`);
+    }
   };
 }
 
-/** Enough for a large fleet's minute, and a bounded map (about 10 MB) whatever clients do. */
-const MAX_KEYS = 100_000;
+/** Rows and counters per row: 2 MiB a limiter, six limiters. */
+const DEPTH = 4;
+const WIDTH = 1 << 17;
 
 export type RateLimit = (key: string) => void;
 
@@ -64,7 +64,7 @@ export function createAgentRouteLimits(
   now: () => number,
 ): AgentRouteLimits {
   const pair = (perAddress: number, what: string) => ({
-    address: createRateLimiter({ perMinute: perAddress, now, what, per: 'address', wider: widerNetwork }),
+    address: createRateLimiter({ perMinute: perAddress, now, what, per: 'address' }),
     // Always behind the address budget, which counts every request it lets through.
     agent: createRateLimiter({ perMinute: limits.agentRequestsPerMinute, now, what, per: 'agent' }),
   });
