@@ -93,18 +93,18 @@ export function createApp(deps: AppDeps): express.Express {
 }
 
 /**
- * Refuses a body whose declared length is over `limit` before reading any of it: body-parser
- * would read such a body to its end before answering, and for a compressed body it caps the
- * inflated size only, never the bytes sent. So a compressed body must declare its length: sent
- * chunked, one that inflates to little (empty gzip members) would be read for as long as the
- * client sends. Node discards the rest of the body itself.
+ * Refuses a body whose length is not declared, or is over `limit`, before reading any of it:
+ * body-parser reads a body over its limit to the end before it answers (one sent chunked,
+ * for as long as the client sends: an attacker's review measured it), and for a compressed body
+ * it caps the inflated size only, never the bytes sent. Attestor's clients, curl and the HTTP
+ * libraries send a Content-Length with a body they hold. Node discards the rest of a refused
+ * body itself, and the refusal closes the connection.
  */
 function declaredLengthWithin(limit: number): express.RequestHandler {
   return (req, _res, next) => {
     const length = req.get('content-length');
-    const encoding = req.get('content-encoding');
-    if (length === undefined && encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
-      next(new AttestorError('ERR_LENGTH_REQUIRED', 'a compressed request body must declare its Content-Length'));
+    if (length === undefined && req.get('transfer-encoding') !== undefined) {
+      next(new AttestorError('ERR_LENGTH_REQUIRED', 'a request body must declare its Content-Length'));
       return;
     }
     next(Number(length ?? 0) > limit ? new AttestorError('ERR_BODY_TOO_LARGE', 'the request body is larger than this route takes') : undefined);
