@@ -128,12 +128,12 @@ describe('problem+json', () => {
     }
   });
 
-  it('413 over the default body limit, on agent and operator routes, with or without a Content-Length', async () => {
+  it('413 over the default body limit, on agent and operator routes; 411 without a Content-Length', async () => {
     const json = (size: number) => Buffer.from(`"${'a'.repeat(size - 2)}"`);
-    for (const chunks of [undefined, 4]) {
+    for (const [chunks, status, code] of [[undefined, 413, 'ERR_BODY_TOO_LARGE'], [4, 411, 'ERR_LENGTH_REQUIRED']] as const) {
       const over = { body: json(BODY_LIMIT + 1), headers: { 'content-type': JSON_TYPE }, ...(chunks ? { chunks } : {}) };
-      problem(await call(v, '/v1/enrollments', over), 413, 'ERR_BODY_TOO_LARGE');
-      problem(await call(v, '/v1/baselines', { ...over, headers: { ...over.headers, ...bearer(v.adminToken) } }), 413, 'ERR_BODY_TOO_LARGE');
+      problem(await call(v, '/v1/enrollments', over), status, code);
+      problem(await call(v, '/v1/baselines', { ...over, headers: { ...over.headers, ...bearer(v.adminToken) } }), status, code);
     }
     // At the limit the body is read and judged on its content.
     problem(await call(v, '/v1/enrollments', { body: json(BODY_LIMIT), headers: { 'content-type': JSON_TYPE } }), 400, 'ERR_INPUT');
@@ -151,7 +151,15 @@ describe('problem+json', () => {
     problem(await attest(BODY_LIMIT + 1), 400, 'ERR_INPUT');
     problem(await attest(ATTESTATION_LIMIT), 400, 'ERR_INPUT');
     problem(await attest(ATTESTATION_LIMIT + 1), 413, 'ERR_BODY_TOO_LARGE');
-    problem(await attest(ATTESTATION_LIMIT + 1, 16), 413, 'ERR_BODY_TOO_LARGE');
+    problem(await attest(ATTESTATION_LIMIT + 1, 16), 411, 'ERR_LENGTH_REQUIRED');
+  });
+
+  it('an operator route answers a request without a valid token before reading its body: 401 at once, the connection closed', async () => {
+    const client = await openTls(v.verifier.port, caPem);
+    // A body declared but never sent: read first, this would wait for the request timeout.
+    client.socket.write(`POST /v1/baselines HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${BODY_LIMIT}\r\n\r\n{`);
+    await client.closed;
+    expect(client.received()).toMatch(/^HTTP\/1\.1 401 [^]*\r\nConnection: close\r\n[^]*"code":"ERR_UNAUTHENTICATED"/i);
   });
 
   it('415 for a content type or content coding the route does not take', async () => {

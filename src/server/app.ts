@@ -82,7 +82,7 @@ export function createApp(deps: AppDeps): express.Express {
       } catch (e) {
         next(e);
       }
-    }, declaredLengthWithin(limit), raw, (req, res, next) => {
+    }, declaredLengthWithin(limit), authorized(deps, r), raw, (req, res, next) => {
       handle(deps, r, req, res).catch(next);
     });
   }
@@ -111,14 +111,28 @@ function declaredLengthWithin(limit: number): express.RequestHandler {
   };
 }
 
-async function handle(deps: AppDeps, r: Route, req: Request, res: Response): Promise<void> {
-  let token: OperatorToken | null = null;
-  if (r.access !== 'public' && r.access !== 'agent') {
-    token = await authenticate(deps.store, req.get('authorization'));
-    if (!roleHas(token.role, r.access)) {
-      throw new AttestorError('ERR_FORBIDDEN', `the token's role "${token.role}" does not grant ${r.access}`);
+/**
+ * An operator or relying-party route's token and role, checked before its body is read: no one
+ * without a token can make the verifier hold a body (the refusal closes the connection).
+ */
+function authorized(deps: AppDeps, r: Route): express.RequestHandler {
+  const { access } = r;
+  return (req, res, next) => {
+    if (access === 'public' || access === 'agent') {
+      next();
+      return;
     }
-  }
+    authenticate(deps.store, req.get('authorization'))
+      .then((token) => {
+        if (!roleHas(token.role, access)) throw new AttestorError('ERR_FORBIDDEN', `the token's role "${token.role}" does not grant ${access}`);
+        res.locals.token = token;
+      })
+      .then(() => next(), next);
+  };
+}
+
+async function handle(deps: AppDeps, r: Route, req: Request, res: Response): Promise<void> {
+  const token = (res.locals.token as OperatorToken | undefined) ?? null;
   const formats = r.formats ?? ['json'];
   let body: unknown = undefined;
   let requestFormat: BodyFormat | undefined;
