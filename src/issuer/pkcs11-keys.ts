@@ -75,6 +75,9 @@ const TOKEN_GONE = new Set([
   'CKR_CRYPTOKI_NOT_INITIALIZED',
 ]);
 const RECONNECT_INTERVAL_MS = 1000;
+/** How often and how far apart signerAt looks for a key before it is not there. */
+const FIND_TRIES = 5;
+const FIND_INTERVAL_MS = 100;
 
 /** A key not on a token that answers: that key's failure, not the token's. */
 class KeyMissingError extends Pkcs11Error {}
@@ -179,7 +182,13 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
         let signer = others.get(label);
         if (!signer) {
           signer = pool.current().then(async ({ sessions, generation }) => {
-            const [key, ...more] = await keysLabelled(sessions[0]!, label);
+            let [key, ...more] = await keysLabelled(sessions[0]!, label);
+            // A key another replica has just generated (its row is what names it) may not be in
+            // this process's view of the token yet: SoftHSM was seen to show it a moment later.
+            for (let tries = 1; !key && tries < FIND_TRIES; tries++) {
+              await new Promise((r) => setTimeout(r, FIND_INTERVAL_MS));
+              [key, ...more] = await keysLabelled(sessions[0]!, label);
+            }
             if (!key) throw new Pkcs11Error('ERR_PKCS11_KEY_NOT_FOUND', `the token has no key labelled ${JSON.stringify(label)}: wrong token?`);
             if (more.length > 0) throw new Pkcs11Error('ERR_PKCS11_AMBIGUOUS', `${more.length + 1} keys are labelled ${JSON.stringify(label)}`);
             return pooledSigner(uri, label, key, generation, pool);
