@@ -83,7 +83,7 @@ export const ConfigSchema = z.strictObject({
       enrollmentsPerMinute: z.number().int().positive().default(60),
       /** Challenges, and attestations, per client address and minute (each is a durable write; an agent needs one per attestation). */
       challengesPerMinute: z.number().int().positive().default(600),
-      /** Enrollments, challenges and attestations for one agent and minute, from all addresses together (each counted apart). */
+      /** Enrollments, challenges and attestations for one agent from one client address a minute (each counted apart): no one else can spend a host's budget. */
       agentRequestsPerMinute: z.number().int().positive().default(60),
       /** Open connections per client address: one address cannot take every slot. */
       connectionsPerAddress: z.number().int().positive().default(256),
