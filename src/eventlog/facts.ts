@@ -180,6 +180,8 @@ const KFREEBSD_ENVIRONMENT = /kFreeBSD\./;
  */
 const GRUB_ASSIGNMENT = /^([A-Za-z_][\w.]*)=/;
 const BLANK_OR_CONTROL = /[\s\x00-\x1f\x7f]/;
+/** What grub's script text never holds (it measures menu entries with their tabs and line breaks). */
+const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/;
 const COMMAND_LINE_PCRS = [8, 12];
 /** grub's tags ("grub_cmd", "kernel_cmdline", "module_cmdline") are short; longer runs are not tags. */
 const MAX_TAG = 32;
@@ -438,8 +440,10 @@ function commandLineOf(pcr: number, measured: MeasuredText): CommandLine | undef
     const command = words[first]!;
     if (GRUB_LOADER_COMMANDS.has(command) && first < words.length - 1) return { source: 'grub-command', cmdline: words.slice(first + 1).join(' '), loader: command };
     if (GRUB_CMDLINE_TAGS.includes(measured.tag)) return { source: 'grub', cmdline: text };
-    if (measured.tag === GRUB_COMMAND_TAG && isOtherGrubCommand(words.slice(first))) {
-      return command === 'load_env' && first === words.length - 1 ? { source: 'grub-command', cmdline: text, environmentLoad: true } : undefined;
+    // grub's commands are text: NULs or other control characters inside (systemd's UTF-16 line
+    // with a tag put in front of it reads as `echo` or `set` in UTF-8) are judged as they are.
+    if (measured.tag === GRUB_COMMAND_TAG && !CONTROL.test(text) && isOtherGrubCommand(words.slice(first))) {
+      return command === 'load_env' && loadsWholeEnvironment(words.slice(first + 1)) ? { source: 'grub-command', cmdline: text, environmentLoad: true } : undefined;
     }
     return { source: 'grub-command', cmdline: text };
   }
@@ -451,6 +455,15 @@ function commandLineOf(pcr: number, measured: MeasuredText): CommandLine | undef
  * a bare `load_env`, a command line only where a kfreebsd loader runs.
  */
 type CommandLine = Pick<KernelCmdlineFact, 'source' | 'cmdline'> & { readonly loader?: string; readonly environmentLoad?: true };
+
+/** Whether `load_env`'s arguments name no variables (options and a file only): it loads all the file holds. */
+function loadsWholeEnvironment(args: readonly string[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '-f' || args[i] === '--file') i++;
+    else if (!args[i]!.startsWith('-')) return false;
+  }
+  return true;
+}
 
 /** Whether grub's command (its words, prefixes removed) is one that loads nothing with a command line. */
 function isOtherGrubCommand(words: readonly string[]): boolean {

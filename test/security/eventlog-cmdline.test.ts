@@ -107,13 +107,18 @@ describe('grub text in PCR 8 judged as a command line', () => {
     }
   });
 
-  it("kfreebsd's environment named by grub's other commands (read, --set=, load_env): judged; a bare load_env too where kfreebsd boots, but not where Linux does", () => {
+  it("kfreebsd's environment named by grub's other commands (read, --set=, load_env): judged; a load_env naming no variables too where kfreebsd boots, but not where Linux does", () => {
     for (const text of ['read kFreeBSD.init_path', 'search --set=kFreeBSD.init_path -f /x', 'regexp --set=kFreeBSD.init_path x x', 'load_env kFreeBSD.init_path', 'probe --set=kFreeBSD.x -u (hd0)']) {
       expect(codes([...HONEST, grubEvent('grub_cmd', text)]), text).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
     }
     const kernel = '/boot/kernel/kernel';
     const kfreebsd = [grubEvent('grub_cmd', 'load_env'), grubEvent('grub_cmd', `kfreebsd ${kernel}`)];
     expect(codes(kfreebsd, [kernel])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 1]]);
+    for (const options of ['-f (hd0,1)/boot/grub/grubenv', '--skip-sig', '-s', '--file=(hd0,1)/grubenv']) {
+      expect(codes([grubEvent('grub_cmd', `load_env ${options}`), grubEvent('grub_cmd', `kfreebsd ${kernel}`)], [kernel]), options).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 1]]);
+    }
+    // Named variables other than kFreeBSD.* load nothing the kernel gets.
+    expect(codes([grubEvent('grub_cmd', 'load_env -f (hd0,1)/grubenv saved_entry'), grubEvent('grub_cmd', `kfreebsd ${kernel}`)], [kernel])).toEqual([]);
     expect(codes([grubEvent('grub_cmd', 'load_env'), ...HONEST])).toEqual([]);
   });
 
@@ -126,6 +131,11 @@ describe('grub text in PCR 8 judged as a command line', () => {
     // "grub_cmd: set " then UTF-16 "=1 init=/bin/sh": not dropped as grub's `set`.
     const hidden = wholeEvent(Buffer.concat([Buffer.from('grub_cmd: set '), Buffer.from('=1 init=/bin/sh', 'utf16le'), Buffer.alloc(2)]));
     expect(codes([...HONEST, hidden])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    // A tag put in front of the proven UTF-16 line, which then reads `echo` in UTF-8: judged, not dropped.
+    for (const stray of [2, 3]) {
+      const line = Buffer.concat([Buffer.from('echo'), Buffer.from(' init=/bin/sh', 'utf16le'), Buffer.alloc(stray)]);
+      expect(codes([...HONEST, grubEvent('grub_cmd', line)]), `stray ${stray}`).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    }
   });
 
   it('blanks and marks the kernel does not strip (no-break space, BOM, ideographic space) or bytes that are not UTF-8: another line, KERNEL_CMDLINE_NOT_ALLOWED', () => {
