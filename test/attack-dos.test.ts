@@ -3,6 +3,7 @@
  * keys, swtpm host). Each `describe` is one finding, named by its title; the tests assert the
  * secure behaviour found missing then and fixed since: they stay as regression tests.
  */
+import { once } from 'node:events';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -83,6 +84,31 @@ describe('One client address can hold every connection slot', () => {
       expect(health).toBe('200');
     } finally {
       for (const s of idle) s.destroy();
+    }
+  });
+
+  it('idle connections from several addresses that fill every slot do not lock out a client from another address: it takes the oldest of the heaviest', async () => {
+    // 127.0.0.4 and 127.0.0.5 open connections in turn until the verifier drops one: every slot is then taken.
+    const idle: Array<TLSSocket | null> = [];
+    try {
+      for (let i = 0; i <= MAX_CONNECTIONS; i++) {
+        const socket = await idleTls(i % 2 === 0 ? '127.0.0.4' : '127.0.0.5');
+        if (socket === null) break;
+        idle.push(socket);
+      }
+      expect(idle.length).toBeGreaterThan(MAX_CONNECTIONS / 2);
+      const closed = Promise.race(idle.map((s) => once(s!, 'close')));
+      const agent = createApiClient({ server: bed.v.url, caPem: bed.caPem });
+      const health = await agent.get('/healthz').then(
+        (r) => String(r.status),
+        (e: unknown) => (e instanceof AttestorError ? e.code : String(e)),
+      );
+      agent.close();
+      // Node's maxConnections dropped the agent's connection for as long as the attackers held the slots.
+      expect(health).toBe('200');
+      await closed;
+    } finally {
+      for (const s of idle) s?.destroy();
     }
   });
 });

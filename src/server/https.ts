@@ -40,24 +40,42 @@ export function listenHttps(opts: { host: string; port: number; limits: HttpsLim
     connectionsCheckingInterval: Math.min(opts.limits.headersTimeoutMs, 1_000),
     maxHeaderSize: 16 * 1024,
   });
-  server.maxConnections = opts.limits.maxConnections;
   // Counted per client network (an IPv6 /64 is one host's) at the TCP level, before any TLS
-  // work is spent on the connection. The map holds at most maxConnections keys.
-  const perAddress = new Map<string, number>();
+  // work is spent on the connection. At the cap in all, a newcomer takes the oldest connection
+  // of the network holding the most, if that holds more than the newcomer's own: a few networks
+  // that open connections and never finish TLS cannot keep everyone else out (Node's own
+  // maxConnections would refuse every newcomer instead). The map holds at most maxConnections keys.
+  const perNetwork = new Map<string, Set<Socket>>();
+  let open = 0;
   server.on('connection', (socket: Socket) => {
-    const address = clientNetwork(socket.remoteAddress ?? '');
-    const open = (perAddress.get(address) ?? 0) + 1;
-    if (open > opts.limits.connectionsPerAddress) {
+    const network = clientNetwork(socket.remoteAddress ?? '');
+    const own = perNetwork.get(network) ?? new Set<Socket>();
+    if (own.size >= opts.limits.connectionsPerAddress) {
       socket.destroy();
       return;
     }
-    perAddress.set(address, open);
-    socket.once('close', () => {
-      const left = (perAddress.get(address) ?? 1) - 1;
-      if (left > 0) perAddress.set(address, left);
-      else perAddress.delete(address);
-    });
+    if (open >= opts.limits.maxConnections) {
+      let heaviest: [string, Set<Socket>] | undefined;
+      for (const entry of perNetwork) if (!heaviest || entry[1].size > heaviest[1].size) heaviest = entry;
+      if (!heaviest || heaviest[1].size <= own.size + 1) {
+        socket.destroy();
+        return;
+      }
+      const [oldest] = heaviest[1];
+      forget(oldest!, heaviest[0]);
+      oldest!.destroy();
+    }
+    own.add(socket);
+    perNetwork.set(network, own);
+    open++;
+    socket.once('close', () => forget(socket, network));
   });
+  function forget(socket: Socket, network: string): void {
+    const sockets = perNetwork.get(network);
+    if (!sockets?.delete(socket)) return;
+    open--;
+    if (sockets.size === 0) perNetwork.delete(network);
+  }
   // A socket with no traffic at all (after the handshake, between requests) is closed.
   server.setTimeout(opts.limits.requestTimeoutMs + opts.limits.keepAliveTimeoutMs);
   return new Promise((resolve, reject) => {
