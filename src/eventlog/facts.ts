@@ -409,7 +409,13 @@ function measuredText(t: TrustedEvent): MeasuredText | undefined {
   const tag = Buffer.from(data.subarray(0, tagEnd - 2)).toString('latin1');
   const content = data.subarray(tagEnd);
   const bare = content[content.length - 1] === 0 ? content.subarray(0, content.length - 1) : content;
-  if (t.proves(content) || (bare !== content && t.proves(bare))) return { tag, content, proven: content };
+  const proven = t.proves(content) ? content : bare !== content && t.proves(bare) ? bare : undefined;
+  if (proven !== undefined) {
+    // grub's text has at most its one final NUL; systemd's UTF-16 line ends in two or more, and a
+    // tag put in front of it must not make it read as grub's (ASCII hidden in its code units).
+    const inner = proven.subarray(0, proven.length - 1);
+    return inner.includes(0) ? { content: proven, proven } : { tag, content, proven: content };
+  }
   // systemd's UTF-16 line can spell "<tag>: <grub command>" in its bytes: judged as what it is.
   return t.provesData ? { content: data, proven: data } : undefined;
 }

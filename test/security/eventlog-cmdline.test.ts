@@ -131,6 +131,13 @@ describe('grub text in PCR 8 judged as a command line', () => {
     // "grub_cmd: set " then UTF-16 "=1 init=/bin/sh": not dropped as grub's `set`.
     const hidden = wholeEvent(Buffer.concat([Buffer.from('grub_cmd: set '), Buffer.from('=1 init=/bin/sh', 'utf16le'), Buffer.alloc(2)]));
     expect(codes([...HONEST, hidden])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
+    // Code units whose bytes are ASCII: under any tag, a line ending in systemd's two NULs is judged as UTF-16.
+    const units = (text: string) => Buffer.concat([Buffer.from(text.length % 2 === 0 ? text : `${text} `), Buffer.alloc(2)]);
+    expect(codes([grubEvent('kernel_cmdline', units(ALLOWED))])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 1]]);
+    expect(codes([grubEvent('grub_cmd', units(`linux ${ALLOWED}`))])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 1]]);
+    // "[ " then each character with 0x78 as its high byte: a stub that truncates UCS-2 gets "[ <line> init=/bin/sh".
+    const interleaved = Buffer.concat([Buffer.from('[ '), ...[...` ${EVIL}`].map((c) => Buffer.from([c.charCodeAt(0), 0x78])), Buffer.alloc(2)]);
+    expect(codes([...HONEST, grubEvent('grub_cmd', interleaved)])).toEqual([['KERNEL_CMDLINE_NOT_ALLOWED', 4]]);
     // A tag put in front of the proven UTF-16 line, which then reads `echo` in UTF-8: judged, not dropped.
     for (const stray of [2, 3]) {
       const line = Buffer.concat([Buffer.from('echo'), Buffer.from(' init=/bin/sh', 'utf16le'), Buffer.alloc(stray)]);
