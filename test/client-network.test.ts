@@ -47,26 +47,41 @@ describe('createRateLimiter', () => {
     limit('a');
   });
 
-  it('has no full state: after 200,000 keys in a minute a new key still gets its whole budget and no more', () => {
-    const limit = createRateLimiter({ perMinute: 5, now: () => 0, what: 'challenges', per: 'agent' });
+  /** How many calls `admit` takes before its first refusal (ERR_RATE_LIMITED), up to `most` + 1. */
+  const admittedBeforeRefusal = (admit: () => void, most: number): number => {
+    for (let n = 0; n <= most; n++) {
+      try {
+        admit();
+      } catch (e) {
+        expect(e).toMatchObject({ code: 'ERR_RATE_LIMITED' });
+        return n;
+      }
+    }
+    return most + 1;
+  };
+
+  // A sketch may count a key a little high (others share its counters), never low: after
+  // 200,000 keys in a minute, by at most one (30 runs measured), here allowed two.
+  it('has no full state: after 200,000 keys in a minute a new key is still counted, its budget all but a request or two', () => {
+    const limit = createRateLimiter({ perMinute: 20, now: () => 0, what: 'challenges', per: 'agent' });
     for (let i = 0; i < 200_000; i++) limit(`agent-${i} 2001:db8:${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}::/64`);
-    for (let i = 0; i < 5; i++) limit('late-agent 192.0.2.7');
-    expect(() => limit('late-agent 192.0.2.7')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED', message: 'more than 5 challenges a minute for this agent from this address; wait and retry' }));
+    expect(admittedBeforeRefusal(() => limit('late-agent 192.0.2.7'), 20)).toBeGreaterThanOrEqual(18);
+    expect(() => limit('late-agent 192.0.2.7')).toThrow(expect.objectContaining({ message: 'more than 20 challenges a minute for this agent from this address; wait and retry' }));
   });
 
-  it("100,100 /64s of one /32 (an agent each) lock no one out: another client of that /32 and of another network each get their whole budget; a flooding /64 is refused past its own", () => {
-    const limits = createAgentRouteLimits({ enrollmentsPerMinute: 10, challengesPerMinute: 10, agentRequestsPerMinute: 5 }, () => 0);
+  it("100,100 /64s of one /32 (an agent each) lock no one out: another client of that /32 and of another network each get their budget; a flooding /64 is refused past its own", () => {
+    const limits = createAgentRouteLimits({ enrollmentsPerMinute: 20, challengesPerMinute: 20, agentRequestsPerMinute: 5 }, () => 0);
     const admit = (client: string, agent: string) => {
       limits.challenge.address(client);
       limits.challenge.agent(`${agent} ${client}`);
     };
     for (let net = 0; net < 100_100; net++) admit(clientNetwork(`2001:db8:${(net >> 16).toString(16)}:${(net & 0xffff).toString(16)}::1`), `agent-${net}`);
     for (const client of ['2001:db8:ffff:1::1', '192.0.2.7']) {
-      for (let i = 0; i < 10; i++) admit(clientNetwork(client), `honest-${i}`);
-      expect(() => admit(clientNetwork(client), 'honest-10')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED' }));
+      let i = 0;
+      expect(admittedBeforeRefusal(() => admit(clientNetwork(client), `honest-${i++}`), 20), client).toBeGreaterThanOrEqual(18);
     }
-    const flooding = clientNetwork('2001:db8:0:1::1');
-    for (let i = 0; i < 9; i++) admit(flooding, `again-${i}`);
-    expect(() => admit(flooding, 'again-9')).toThrow(expect.objectContaining({ code: 'ERR_RATE_LIMITED' }));
+    // It sent one in the flood: at most 19 more.
+    let j = 0;
+    expect(admittedBeforeRefusal(() => admit(clientNetwork('2001:db8:0:1::1'), `again-${j++}`), 20)).toBeLessThanOrEqual(19);
   });
 });
