@@ -28,10 +28,13 @@ try {
         reply([id, false, describeError(new TypeError(`the store has no method ${area}.${method}`))]);
         continue;
       }
-      fn(...args).then(
-        (value) => reply([id, true, value]),
-        (e: unknown) => reply([id, false, describeError(e)]),
-      );
+      // Through a promise, so that a method throwing before its first await fails its call alone.
+      Promise.resolve()
+        .then(() => fn(...args))
+        .then(
+          (value) => reply([id, true, value]),
+          (e: unknown) => reply([id, false, describeError(e)]),
+        );
     }
   });
   port.postMessage({ ready: [...methods].map(([area, fns]) => [area, [...fns.keys()]]) });

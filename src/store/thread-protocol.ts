@@ -3,8 +3,9 @@ import type { Store } from './store.js';
 
 /*
  * The messages between a store on a worker thread and its callers (src/store/sqlite-thread.ts),
- * sent in batches (`batched`): a call names the store's area (`agents`, `audit`, ... or '' for ping and close), the method
- * and its arguments; the reply carries the value or the error, both structured clones. Store
+ * sent in batches (`batched`): a call names the store's area (`agents`, `audit`, ... or '' for
+ * ping and close), the method and its arguments; the reply carries the value or the error, both
+ * structured clones. Store
  * values are plain data (strings, numbers, JSON, Uint8Arrays), which the clone keeps as they
  * are; a Buffer argument arrives as a Uint8Array, which is what the store's types ask for.
  */
