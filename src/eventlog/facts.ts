@@ -377,7 +377,8 @@ function commandLineFacts(events: TrustedEvent[]): Pick<EventlogFacts, 'kernelCm
     const cmdline = commandLineOf(pcr, measured);
     if (cmdline === undefined) continue;
     const { loader, environmentLoad, ...fact } = cmdline;
-    // With kfreebsd, the unmeasured grubenv a bare `load_env` reads is the kernel's environment too.
+    // With kfreebsd, the unmeasured grubenv that a `load_env` naming no variables reads is the
+    // kernel's environment too.
     if (loader === 'kfreebsd') kfreebsd = true;
     (environmentLoad ? environmentLoads : kernelCmdlines).push({ event, pcr, ...fact });
   }
@@ -458,7 +459,7 @@ function commandLineOf(pcr: number, measured: MeasuredText): CommandLine | undef
 
 /**
  * A command line an event states; `loader`: the grub command that loads it; `environmentLoad`:
- * a bare `load_env`, a command line only where a kfreebsd loader runs.
+ * a `load_env` naming no variables, a command line only where a kfreebsd loader runs.
  */
 type CommandLine = Pick<KernelCmdlineFact, 'source' | 'cmdline'> & { readonly loader?: string; readonly environmentLoad?: true };
 
