@@ -15,7 +15,7 @@ import { AttestorError } from '../errors.js';
  * more only where other keys share all its counters; the rows are chosen by a hash keyed with a
  * secret of this process, so no one can pick keys that collide. Updates are conservative (only
  * the counters at the least value grow), which keeps the excess small: 100,000 clients a minute
- * add about one request to anyone's count.
+ * sending one request each add at most one to anyone's count.
  */
 export function createRateLimiter(opts: { perMinute: number; now: () => number; what: string; per: 'address' | 'agent' }) {
   const secret = randomBytes(16);
