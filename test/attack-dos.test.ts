@@ -63,52 +63,52 @@ describe('One client address can hold every connection slot', () => {
     });
   }
 
-  it('idle connections from one address do not lock out a client from another address', async () => {
-    // The loopback net is 127/8: 127.0.0.2 plays the attacker, 127.0.0.1 the agent. The
-    // attacker opens connections until the verifier drops one: then every slot is taken.
+  /** Idle TLS connections, from `addresses` in turn, opened until the verifier drops one: every slot is then taken. */
+  async function fillSlots(addresses: readonly string[]): Promise<TLSSocket[]> {
     const idle: TLSSocket[] = [];
+    for (let i = 0; i <= MAX_CONNECTIONS; i++) {
+      const socket = await idleTls(addresses[i % addresses.length]!);
+      if (socket === null) break;
+      idle.push(socket);
+    }
+    return idle;
+  }
+
+  /** The agent's GET /healthz: its status, or the client's error code when it could not connect. */
+  async function agentHealth(): Promise<string> {
+    const agent = createApiClient({ server: bed.v.url, caPem: bed.caPem });
     try {
-      for (let i = 0; i <= MAX_CONNECTIONS; i++) {
-        const socket = await idleTls('127.0.0.2');
-        if (socket === null) break;
-        idle.push(socket);
-      }
-      expect(idle.length).toBeLessThanOrEqual(MAX_CONNECTIONS);
-      const agent = createApiClient({ server: bed.v.url, caPem: bed.caPem });
-      const health = await agent.get('/healthz').then(
+      return await agent.get('/healthz').then(
         (r) => String(r.status),
         (e: unknown) => (e instanceof AttestorError ? e.code : String(e)),
       );
+    } finally {
       agent.close();
+    }
+  }
+
+  it('idle connections from one address do not lock out a client from another address', async () => {
+    // The loopback net is 127/8: 127.0.0.2 plays the attacker, 127.0.0.1 the agent.
+    const idle = await fillSlots(['127.0.0.2']);
+    try {
+      expect(idle.length).toBeLessThanOrEqual(MAX_CONNECTIONS);
       // Before the fix: the agent's connection is dropped (ERR_SERVER_UNREACHABLE) for as long as the attacker holds the slots.
-      expect(health).toBe('200');
+      expect(await agentHealth()).toBe('200');
     } finally {
       for (const s of idle) s.destroy();
     }
   });
 
   it('idle connections from several addresses that fill every slot do not lock out a client from another address: it takes the oldest of the heaviest', async () => {
-    // 127.0.0.4 and 127.0.0.5 open connections in turn until the verifier drops one: every slot is then taken.
-    const idle: Array<TLSSocket | null> = [];
+    const idle = await fillSlots(['127.0.0.4', '127.0.0.5']);
     try {
-      for (let i = 0; i <= MAX_CONNECTIONS; i++) {
-        const socket = await idleTls(i % 2 === 0 ? '127.0.0.4' : '127.0.0.5');
-        if (socket === null) break;
-        idle.push(socket);
-      }
       expect(idle.length).toBeGreaterThan(MAX_CONNECTIONS / 2);
-      const closed = Promise.race(idle.map((s) => once(s!, 'close')));
-      const agent = createApiClient({ server: bed.v.url, caPem: bed.caPem });
-      const health = await agent.get('/healthz').then(
-        (r) => String(r.status),
-        (e: unknown) => (e instanceof AttestorError ? e.code : String(e)),
-      );
-      agent.close();
+      const closed = Promise.race(idle.map((s) => once(s, 'close')));
       // Node's maxConnections dropped the agent's connection for as long as the attackers held the slots.
-      expect(health).toBe('200');
+      expect(await agentHealth()).toBe('200');
       await closed;
     } finally {
-      for (const s of idle) s?.destroy();
+      for (const s of idle) s.destroy();
     }
   });
 });
