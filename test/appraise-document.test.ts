@@ -161,7 +161,7 @@ describe('fast-check', () => {
         version: fc.constant(1),
         selector: fc.record({ labels: fc.dictionary(fc.stringMatching(/^[a-z0-9]{1,12}$/), fc.string({ maxLength: 20 }), { maxKeys: 4 }) }),
         pcrs: fc.record({ sha256: pcrMap(32), sha384: pcrMap(48) }, { requiredKeys: ['sha256'] }),
-        eventlog: fc.constantFrom({ requireSecureBoot: true }, { kernelCmdlines: [' ro quiet '] }, { kernels: { allowed: [`SHA256:${hexOf(32, 'AA')}`] } }),
+        eventlog: fc.constantFrom({ requireSecureBoot: true }, { kernelCmdlines: [' ro quiet '], bootComponents: { match: 'any', allowed: [`sha256:${hexOf(32, 'BB')}`] } }, { kernels: { allowed: [`SHA256:${hexOf(32, 'AA')}`] } }),
         ima: fc.constantFrom({ allow: {} }, { exclude: ['/tmp/**'], allowViolations: true }),
         key: fc.record({ residence: fc.subarray(['tpm', 'pkcs11'], { minLength: 1 }) }, { requiredKeys: [] }),
         audiences: fc.array(fc.stringMatching(/^[a-z]{1,8}:\/\/[a-z.]{1,16}$/), { maxLength: 5 }),

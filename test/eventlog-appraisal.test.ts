@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { appraiseEventlog, type EventlogReason } from '../src/appraisal/appraise-eventlog.js';
-import { parseEventlogRules, type EventlogRules } from '../src/baseline/eventlog-rules.js';
+import { parseEventlogRules, trimCmdline, type EventlogRules } from '../src/baseline/eventlog-rules.js';
 import { EV } from '../src/eventlog/event-types.js';
 import { parseTcgLog } from '../src/eventlog/tcg-log.js';
 import { TPM_ALG } from '../src/tpm/constants.js';
@@ -25,8 +25,11 @@ function tamper(bytes: Uint8Array, edit: (events: Array<EventSpec | undefined>) 
   return rebuildLog(log, bytes, events.slice(1).filter((e): e is EventSpec => e !== undefined));
 }
 
-function appraise(bytes: Uint8Array, quoted: PcrValues, rules: unknown = {}) {
-  return appraiseEventlog(parseTcgLog(bytes), quoted, parseEventlogRules(rules));
+function appraise(bytes: Uint8Array, quoted: PcrValues, rules: { readonly kernelCmdlines?: readonly string[] } & Record<string, unknown> = {}) {
+  // These tests judge command lines alone; the rules' need for bootComponents or PCR 8 pinned with them is in eventlog-cmdline.test.ts.
+  const { kernelCmdlines, ...others } = rules;
+  const parsed = parseEventlogRules(others);
+  return appraiseEventlog(parseTcgLog(bytes), quoted, kernelCmdlines ? { ...parsed, kernelCmdlines: kernelCmdlines.map(trimCmdline) } : parsed);
 }
 
 const codes = (reasons: readonly EventlogReason[]) => reasons.map((r) => r.code);

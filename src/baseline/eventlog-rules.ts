@@ -68,6 +68,10 @@ export interface EventlogRules {
    * these (compared with outer whitespace trimmed); PCR 8 and 12 must hold no event whose
    * data their digests do not prove. A multiboot2 (Xen) boot proves one per image: the
    * hypervisor's and each module's (dom0's kernel, its initrd), each starting with its path.
+   * Needs bootComponents or PCR 8 pinned: which loader wrote PCR 8 (grub, systemd-stub) is
+   * not in PCR 8, and a systemd-stub before v251 started from a Boot#### entry measures its
+   * load options there as they are, bytes that can read as grub text while the kernel gets
+   * the low byte of each UTF-16 unit. Allowed components keep an unlisted stub from running.
    */
   readonly kernelCmdlines?: readonly string[];
   /** Allowed values of quoted PCRs, lowercase hex, by bank and index. */
@@ -110,7 +114,18 @@ export function parseEventlogRules(value: unknown): EventlogRules {
     });
   }
   if (root.pcrs !== undefined) rules.pcrs = pcrValues(root.pcrs);
+  if (rules.kernelCmdlines && !rules.bootComponents && !pinsPcr(rules, 8)) {
+    json.fail(
+      'kernelCmdlines',
+      'need bootComponents (or PCR 8 pinned in pcrs): PCR 8 is read as grub or systemd-stub wrote it, and only the boot ' +
+        'components in PCR 4 show which ran (systemd-stub before v251 measures any load option bytes there)',
+    );
+  }
   return rules;
+}
+
+function pinsPcr(rules: EventlogRules, pcr: number): boolean {
+  return Object.values(rules.pcrs ?? {}).some((byIndex) => byIndex[pcr] !== undefined);
 }
 
 /**

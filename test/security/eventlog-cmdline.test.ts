@@ -47,12 +47,19 @@ function wholeEvent(data: Uint8Array): EventSpec {
   };
 }
 
+/** The PCRs of `log` as they replay, PCR 12 at its reset value. */
+function quotedAsReplayed(log: ReturnType<typeof parseTcgLog>) {
+  return Object.fromEntries(Object.entries(replayTcgLog(log)).map(([bank, values]) => [bank, { ...values, 12: new Uint8Array(bank === 'sha1' ? 20 : 32) }]));
+}
+
 /** The appraisal of a log of `events` whose PCRs are quoted as they replay (PCR 12 at its reset value). */
 function appraise(events: readonly EventSpec[], cmdlines: string[] = [ALLOWED]) {
   const log = parseTcgLog(agileLog(events));
   const replayed = replayTcgLog(log);
-  const quoted = Object.fromEntries(Object.entries(replayed).map(([bank, values]) => [bank, { ...values, 12: new Uint8Array(bank === 'sha1' ? 20 : 32) }]));
-  return appraiseEventlog(log, quoted, parseEventlogRules({ kernelCmdlines: cmdlines }));
+  const quoted = quotedAsReplayed(log);
+  // PCR 8 pinned to its value: command-line rules need it or the boot components (see 'the loader that wrote PCR 8').
+  const pcr8 = Buffer.from(replayed.sha256![8]!).toString('hex');
+  return appraiseEventlog(log, quoted, parseEventlogRules({ kernelCmdlines: cmdlines, pcrs: { sha256: { 8: [pcr8] } } }));
 }
 const codes = (events: readonly EventSpec[], cmdlines?: string[]) => appraise(events, cmdlines).reasons.map((r) => [r.code, r.event]);
 
@@ -164,5 +171,45 @@ describe('grub text in PCR 8 judged as a command line', () => {
 
   it('a rule cannot allow the replacement character, which every byte that is not UTF-8 decodes to', () => {
     expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [`${ALLOWED}\ufffd`] }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
+  });
+});
+
+/** An image loaded from PCR 4's point of view: only its digest tells it apart. */
+function imageEvent(image: string): EventSpec {
+  return {
+    pcr: 4,
+    type: EV.EFI_BOOT_SERVICES_APPLICATION,
+    data: new Uint8Array(32),
+    digests: [
+      [TPM_ALG.SHA1, createHash('sha1').update(image).digest()],
+      [TPM_ALG.SHA256, createHash('sha256').update(image).digest()],
+    ],
+  };
+}
+
+describe('the loader that wrote PCR 8', () => {
+  const GRUB = imageEvent('grub');
+  const allowGrub = { match: 'any', allowed: [`sha256:${createHash('sha256').update('grub').digest('hex')}`] };
+
+  it('command-line rules need the boot components (PCR 4) or PCR 8 pinned: ERR_BASELINE_EVENTLOG_RULES without either', () => {
+    expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [ALLOWED] }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
+    expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha256: { 9: ['00'.repeat(32)] } } }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
+    expect(parseEventlogRules({ kernelCmdlines: [ALLOWED], bootComponents: allowGrub }).kernelCmdlines).toEqual([ALLOWED]);
+    expect(parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha1: { 8: ['00'.repeat(20)] } } }).kernelCmdlines).toEqual([ALLOWED]);
+  });
+
+  it("a systemd-stub before v251 booted from a Boot#### entry after grub's allowed line: its load options read as grub's `[` command, the kernel gets their low bytes; the stub is an image the rules do not allow", () => {
+    // The stub measures its load options as they are; the kernel gets the low byte of each UTF-16 unit: "[ init=/bin/sh".
+    const options = Buffer.from([...'[ init=/bin/sh'].flatMap((c, i) => [c.charCodeAt(0), i === 0 ? 0x20 : 0x78]));
+    expect(options.toString('latin1')).toBe('[  xixnxixtx=x/xbxixnx/xsxhx');
+    const stub = imageEvent('systemd-stub v250');
+    const events = [GRUB, ...HONEST, stub, grubEvent('grub_cmd', options)];
+    const log = parseTcgLog(agileLog(events));
+    const rules = parseEventlogRules({ bootComponents: allowGrub, kernelCmdlines: [ALLOWED] });
+    const result = appraiseEventlog(log, quotedAsReplayed(log), rules);
+    expect(result.reasons.map((r) => [r.code, r.event])).toEqual([['BOOT_COMPONENT_NOT_ALLOWED', 5]]);
+    // Without the stub, the same PCR 8 passes: the boot components are what tell the two boots apart.
+    const grubOnly = parseTcgLog(agileLog([GRUB, ...HONEST, grubEvent('grub_cmd', options)]));
+    expect(appraiseEventlog(grubOnly, quotedAsReplayed(grubOnly), rules).reasons).toEqual([]);
   });
 });

@@ -17,7 +17,7 @@ import { AttestationResponse, BaselineBody } from '../../src/wire/schemas.js';
 import { challenge, enrollOverApi, refused, startAttackBed, withSession, type AttackBed } from '../attack-harness.js';
 import { agileLog, type EventSpec } from '../eventlog-fixtures.js';
 import { tpm2 } from '../helpers/swtpm.js';
-import { expectRefusedVerdictOnly, recordOf } from './harness.js';
+import { expectNothingRecorded, expectRefusedVerdictOnly, recordOf } from './harness.js';
 
 const XEN = '/boot/xen.gz console=vga dom0_mem=2G';
 const DOM0 = '/boot/vmlinuz root=/dev/sda1 ro init=/bin/sh';
@@ -47,6 +47,18 @@ const XEN_BOOT: readonly EventSpec[] = [
   grubEvent('module_cmdline', INITRD),
 ];
 
+/** The boot loader's image in PCR 4: command-line rules need the boot components ruled. */
+const LOADER_IMAGE = Buffer.from('the boot loader image of this test');
+const LOADER: EventSpec = {
+  pcr: 4,
+  type: EV.EFI_BOOT_SERVICES_APPLICATION,
+  data: new Uint8Array(32),
+  digests: [
+    [TPM_ALG.SHA1, createHash('sha1').update(LOADER_IMAGE).digest()],
+    [TPM_ALG.SHA256, createHash('sha256').update(LOADER_IMAGE).digest()],
+  ],
+};
+
 let bed: AttackBed;
 let agentId: string;
 let tmp: string;
@@ -55,9 +67,9 @@ beforeAll(async () => {
   bed = await startAttackBed({ store: 'sqlite', config: { attestation: { quarantineOnFailure: false } } });
   tmp = mkdtempSync(join(tmpdir(), 'attestor-security-eventlog-'));
   agentId = await enrollOverApi(bed, { role: 'xen' });
-  for (const e of XEN_BOOT) {
+  for (const e of [...XEN_BOOT, LOADER]) {
     const [sha1, sha256] = e.digests!.map(([, d]) => Buffer.from(d).toString('hex'));
-    await tpm2(bed.host, ['tpm2_pcrextend', `8:sha1=${sha1},sha256=${sha256}`]);
+    await tpm2(bed.host, ['tpm2_pcrextend', `${e.pcr}:sha1=${sha1},sha256=${sha256}`]);
   }
 }, 120_000);
 
@@ -68,7 +80,11 @@ afterAll(async () => {
 
 /** Enforces event-log rules allowing `cmdlines` for the duration of `work`. */
 async function withRules<T>(cmdlines: string[], work: () => Promise<T>): Promise<T> {
-  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, { name: 'xen', document: { version: 1, eventlog: { kernelCmdlines: cmdlines } } });
+  const b = await bed.admin.call('POST', '/v1/baselines', BaselineBody, { name: 'xen', document: {
+      version: 1,
+      eventlog: { bootComponents: { match: 'any', allowed: [`sha256:${Buffer.from(LOADER.digests![1]![1]).toString('hex')}`] }, kernelCmdlines: cmdlines },
+    },
+  });
   await bed.admin.call('POST', `/v1/baselines/${b.id}/enforce`, BaselineBody, {});
   try {
     return await work();
@@ -80,7 +96,8 @@ async function withRules<T>(cmdlines: string[], work: () => Promise<T>): Promise
 /** The host's answer to a fresh challenge with `events` as its event log. */
 async function attestWith(events: readonly EventSpec[]) {
   const path = join(tmp, 'eventlog.bin');
-  writeFileSync(path, agileLog(events));
+  // The loader's PCR 4 event last: XEN_BOOT[i] stays event i + 1.
+  writeFileSync(path, agileLog([...events, LOADER]));
   const c = await challenge(bed, agentId);
   const body = await withSession(bed, (session) => buildAttestationRequest({ session, key: { kind: 'tpm' }, challenge: c, logs: { eventLog: { path, ifPresent: false } } }));
   return bed.anon.call('POST', `/v1/agents/${agentId}/attestations`, AttestationResponse, body);
@@ -95,6 +112,21 @@ async function refusedWith(events: readonly EventSpec[]): Promise<Array<[string,
 }
 
 const notAllowed = (...events: number[]) => events.map((event) => ['KERNEL_CMDLINE_NOT_ALLOWED', event]);
+
+describe('command-line rules without the boot components', () => {
+  it('refused: ERR_BASELINE_INVALID, no baseline stored (which loader wrote PCR 8 is only in PCR 4)', async () => {
+    const before = await recordOf(bed.v);
+    const listed = await bed.v.verifier.store.baselines.list({ limit: 100 });
+    const e = await refused(
+      bed.admin.call('POST', '/v1/baselines', BaselineBody, { name: 'cmdline-only', document: { version: 1, eventlog: { kernelCmdlines: [XEN] } } }),
+      'ERR_BASELINE_INVALID',
+    );
+    expect(e.status).toBe(400);
+    expect(e.problem.detail).toContain('bootComponents');
+    expect(await bed.v.verifier.store.baselines.list({ limit: 100 })).toEqual(listed);
+    await expectNothingRecorded(bed.v, before);
+  });
+});
 
 describe('grub command lines of a multiboot2 (Xen) boot', () => {
   it('every command line allowed: affirming (the rules see all three)', async () => {
