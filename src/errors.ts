@@ -122,6 +122,8 @@ export type ErrorCode =
   | 'ERR_UNSUPPORTED_MEDIA_TYPE'
   | 'ERR_DECODE'
   | 'ERR_RATE_LIMITED'
+  /** The request-body bytes in flight, in all or from the client's network, are at their bound (src/server/body-budget.ts). */
+  | 'ERR_BUSY'
   | 'ERR_TIMEOUT'
   | 'ERR_INTERNAL'
   // Storage (src/store)

@@ -149,6 +149,14 @@ describe('refusals name the key', () => {
     expect(loadConfig({ flags: { ...base, limits: { headersTimeoutMs: 30_000, requestTimeoutMs: 30_000 } } }).limits.headersTimeoutMs).toBe(30_000);
   });
 
+  it("body bytes in flight per address below a route's body limit, or above those in all, are refused (a body could never be admitted)", () => {
+    const mib = 1024 * 1024;
+    expect(refusal({ flags: { ...base, limits: { bodyBytesInFlightPerAddress: 8 * mib } } })).toMatch(/^configuration key "limits\.bodyBytesInFlightPerAddress": must be at least/);
+    expect(refusal({ flags: { ...base, limits: { bodyBytesInFlight: 16 * mib } } })).toMatch(/^configuration key "limits\.bodyBytesInFlightPerAddress": must not exceed/);
+    const c = loadConfig({ flags: { ...base, limits: { attestationBodyBytes: 8 * mib, bodyBytesInFlightPerAddress: 8 * mib, bodyBytesInFlight: 16 * mib } } });
+    expect(c.limits).toMatchObject({ bodyBytesInFlightPerAddress: 8 * mib, bodyBytesInFlight: 16 * mib });
+  });
+
   it('a file that cannot be read, is not JSON, or is not an object', () => {
     expect(refusal({ file: join(tmp, 'absent.json') })).toContain('ENOENT');
     expect(refusal({ file: configFile('{"dataDir": "/d",') })).toContain('is not valid JSON');
@@ -171,6 +179,8 @@ describe('defaults', () => {
       limits: {
         attestationBodyBytes: 12 * 1024 * 1024,
         bodyBytes: 256 * 1024,
+        bodyBytesInFlight: 128 * 1024 * 1024,
+        bodyBytesInFlightPerAddress: 32 * 1024 * 1024,
         headersTimeoutMs: 10_000,
         requestTimeoutMs: 30_000,
         keepAliveTimeoutMs: 5_000,

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { bootstrapCa } from '../src/client/api-client.js';
 import { createApp } from '../src/server/app.js';
+import { createBodyBudget } from '../src/server/body-budget.js';
 import { createMetrics } from '../src/server/metrics.js';
 import type { Route } from '../src/server/route.js';
 import { ROLE_SCOPES } from '../src/server/scopes.js';
@@ -124,7 +125,7 @@ describe('no drift between the router and the document', () => {
 
   it("every route express registered (its router stack) is documented with the same method and path, and nothing else is", () => {
     // The app as startVerifier builds it, from the running verifier's route list.
-    const app = createApp({ store: v.verifier.store, routes, logger: pino({ level: 'silent' }), metrics: createMetrics(), limits: v.config.limits });
+    const app = createApp({ store: v.verifier.store, routes, logger: pino({ level: 'silent' }), metrics: createMetrics(), limits: v.config.limits, bodyBudget: createBodyBudget({ total: 1, perNetwork: 1 }) });
     // express 5 (router 2): app.router.stack holds one Layer per app.METHOD(path) call, its Route
     // with the path as given and the methods it handles ({get: true}).
     const stack = (app.router as unknown as { stack: Array<{ route?: { path: unknown; methods: Record<string, boolean> } }> }).stack;

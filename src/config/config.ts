@@ -76,6 +76,10 @@ export const ConfigSchema = z.strictObject({
       attestationBodyBytes: z.number().int().positive().max(64 * 1024 * 1024).default(12 * 1024 * 1024),
       /** Largest body of any other route. */
       bodyBytes: z.number().int().positive().max(16 * 1024 * 1024).default(256 * 1024),
+      /** Request-body bytes taken on at once (declared lengths, reserved before a body is read), in all... */
+      bodyBytesInFlight: z.number().int().positive().default(128 * 1024 * 1024),
+      /** ...and from one client address (its network, as for connections). */
+      bodyBytesInFlightPerAddress: z.number().int().positive().default(32 * 1024 * 1024),
       headersTimeoutMs: z.number().int().positive().default(10_000),
       requestTimeoutMs: z.number().int().positive().default(30_000),
       keepAliveTimeoutMs: z.number().int().positive().default(5_000),
@@ -91,6 +95,12 @@ export const ConfigSchema = z.strictObject({
     })
     // Node's listener refuses to start otherwise: say so here, naming the key.
     .refine((l) => l.headersTimeoutMs <= l.requestTimeoutMs, { path: ['headersTimeoutMs'], message: 'must not exceed limits.requestTimeoutMs' })
+    // Otherwise a body a route takes could never be admitted.
+    .refine((l) => Math.max(l.attestationBodyBytes, l.bodyBytes) <= l.bodyBytesInFlightPerAddress, {
+      path: ['bodyBytesInFlightPerAddress'],
+      message: 'must be at least limits.attestationBodyBytes and limits.bodyBytes',
+    })
+    .refine((l) => l.bodyBytesInFlightPerAddress <= l.bodyBytesInFlight, { path: ['bodyBytesInFlightPerAddress'], message: 'must not exceed limits.bodyBytesInFlight' })
     .prefault({}),
   audit: z
     .strictObject({

@@ -6,6 +6,7 @@ import { AgentNotActiveError, AttestorError, isAttestorError, type ErrorCode } f
 import type { Store, OperatorToken } from '../store/store.js';
 import { CBOR_TYPE, JSON_TYPE, MAX_ENTRIES, PROBLEM_TYPE, decodeBody, encodeBody, formatOf, type BodyFormat } from '../wire/codec.js';
 import { authenticate } from './auth.js';
+import type { BodyBudget } from './body-budget.js';
 import { clientNetwork } from './client-network.js';
 import { FORM_TYPE, decodeForm, isForm } from './form.js';
 import type { Metrics } from './metrics.js';
@@ -19,6 +20,8 @@ export interface AppDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly limits: { readonly bodyBytes: number; readonly attestationBodyBytes: number };
+  /** Request-body bytes in flight, across connections. */
+  readonly bodyBudget: BodyBudget;
 }
 
 /** What a refused request may carry besides its code (a refused attestation's verdict). */
@@ -82,7 +85,7 @@ export function createApp(deps: AppDeps): express.Express {
       } catch (e) {
         next(e);
       }
-    }, declaredLengthWithin(limit), authorized(deps, r), raw, (req, res, next) => {
+    }, declaredLengthWithin(limit), authorized(deps, r), reserved(deps.bodyBudget), raw, (req, res, next) => {
       handle(deps, r, req, res).catch(next);
     });
   }
@@ -128,6 +131,27 @@ function authorized(deps: AppDeps, r: Route): express.RequestHandler {
         res.locals.token = token;
       })
       .then(() => next(), next);
+  };
+}
+
+/**
+ * The body's declared length reserved in the budget before any of it is read, released when
+ * the response ends or the connection closes ('close' comes either way, once).
+ */
+function reserved(budget: BodyBudget): express.RequestHandler {
+  return (req, res, next) => {
+    const length = Number(req.get('content-length') ?? 0);
+    if (length === 0) {
+      next();
+      return;
+    }
+    try {
+      res.once('close', budget.reserve(res.locals.client as string, length));
+      next();
+    } catch (e) {
+      res.set('Retry-After', '1');
+      next(e);
+    }
   };
 }
 

@@ -24,6 +24,7 @@ import { createSelfIssuedTls, type ServerTls } from './server-tls.js';
 import { createKeyRotation } from './key-rotation.js';
 import { createMetrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
+import { createBodyBudget } from './body-budget.js';
 import { createAgentRouteLimits } from './rate-limit.js';
 import type { Route } from './route.js';
 import { agentRoutes } from './routes/agent.js';
@@ -141,7 +142,8 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
       introspectionRoute(createIntrospection({ store, jwks: () => authority.jwks as JSONWebKeySet, issuer: publicUrl, now })),
       ...publicRoutes({ store, authority, metrics, publicUrl, now, openapi: () => openApiDocument(routes, { version: API_VERSION, serverUrl: publicUrl }) }),
     );
-    const app = createApp({ store, routes, logger, metrics, limits: config.limits });
+    const bodyBudget = createBodyBudget({ total: config.limits.bodyBytesInFlight, perNetwork: config.limits.bodyBytesInFlightPerAddress });
+    const app = createApp({ store, routes, logger, metrics, limits: config.limits, bodyBudget });
     if (config.tls) {
       listening.serve(app, { key: readTlsFile(config.tls.key, 'tls.key'), cert: readTlsFile(config.tls.cert, 'tls.cert') });
     } else {

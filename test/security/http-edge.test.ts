@@ -355,6 +355,98 @@ describe('slow and idle connections do not starve a well-behaved client (Keylime
   });
 });
 
+// ---- body bytes in flight -------------------------------------------------------------------
+
+describe('request bytes in flight, bounded per address and in all: 503 ERR_BUSY, others served', () => {
+  const SHARE = 2 * ATTESTATION_LIMIT;
+  let b: TestVerifier;
+  let bCa: string;
+
+  beforeAll(async () => {
+    b = await startTestVerifier({
+      config: {
+        limits: {
+          bodyBytes: BODY_LIMIT,
+          attestationBodyBytes: ATTESTATION_LIMIT,
+          bodyBytesInFlightPerAddress: SHARE,
+          bodyBytesInFlight: 2 * SHARE,
+          enrollmentsPerMinute: 100_000,
+          challengesPerMinute: 100_000,
+          agentRequestsPerMinute: 100_000,
+        },
+      },
+    });
+    bCa = await bootstrapCa(b.url, b.caFingerprint);
+  });
+  afterAll(async () => {
+    await b?.stop();
+  });
+
+  /** Attestation uploads from `localAddress` that declare the route's largest body and send a few bytes of it. */
+  async function slowUploads(localAddress: string, n: number) {
+    const uploads = await Promise.all(Array.from({ length: n }, () => tlsClient(b.verifier.port, bCa, localAddress)));
+    for (const u of uploads) {
+      u.socket.write(`POST /v1/agents/${someAgent}/attestations HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${ATTESTATION_LIMIT}\r\n\r\n{"nonce":`);
+    }
+    // The reservation is made when the headers are parsed: a bodiless round trip on each connection's heels orders it.
+    await httpsCall(b.url, bCa, '/healthz', { localAddress });
+    return uploads;
+  }
+  const askChallenge = (localAddress: string) =>
+    httpsCall(b.url, bCa, `/v1/agents/${someAgent}/challenges`, { body: encodeBody({}, 'json'), headers: { 'content-type': JSON_TYPE }, localAddress });
+  /** Asks until the answer is not ERR_BUSY (the server sees the uploads' connections close a moment after the client). */
+  async function admittedAgain(localAddress: string): Promise<Answer> {
+    for (let i = 0; ; i++) {
+      const a = await askChallenge(localAddress);
+      if (a.status !== 503 || i === 50) return a;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  it("an address holding its share in slow uploads has its next body refused at once, 503 ERR_BUSY with Retry-After, the connection closed; another address's body is admitted", { timeout: 20_000 }, async () => {
+    const uploads = await slowUploads('127.0.2.1', 2);
+    const refusedBody = await askChallenge('127.0.2.1');
+    problem(refusedBody, 503, 'ERR_BUSY');
+    expect(refusedBody.headers['retry-after']).toBe('1');
+    expect(refusedBody.headers.connection).toBe('close');
+    // Another address: its body is read, decoded and handled (an unknown agent).
+    problem(await askChallenge('127.0.2.2'), 404, 'ERR_AGENT_NOT_FOUND');
+    // Requests without a body reserve nothing.
+    expect((await httpsCall(b.url, bCa, '/healthz', { localAddress: '127.0.2.1' })).status).toBe(200);
+    for (const u of uploads) u.socket.destroy();
+    await Promise.all(uploads.map((u) => u.closed));
+    problem(await admittedAgain('127.0.2.1'), 404, 'ERR_AGENT_NOT_FOUND');
+  });
+
+  it('addresses each within their share that together hold the whole budget: a newcomer\'s body is refused 503 ERR_BUSY, bodiless requests are served; freed, it is admitted', { timeout: 20_000 }, async () => {
+    const uploads = [...(await slowUploads('127.0.2.3', 2)), ...(await slowUploads('127.0.2.4', 2))];
+    problem(await askChallenge('127.0.2.5'), 503, 'ERR_BUSY');
+    expect((await httpsCall(b.url, bCa, '/healthz', { localAddress: '127.0.2.5' })).status).toBe(200);
+    for (const u of uploads) u.socket.destroy();
+    await Promise.all(uploads.map((u) => u.closed));
+    problem(await admittedAgain('127.0.2.5'), 404, 'ERR_AGENT_NOT_FOUND');
+  });
+
+  it('a slow upload answered at the request deadline gives its bytes back', { timeout: 20_000 }, async () => {
+    const t = await startTestVerifier({
+      config: { limits: { bodyBytes: BODY_LIMIT, attestationBodyBytes: ATTESTATION_LIMIT, bodyBytesInFlightPerAddress: ATTESTATION_LIMIT, bodyBytesInFlight: ATTESTATION_LIMIT, headersTimeoutMs: HEADERS_DEADLINE_MS, requestTimeoutMs: REQUEST_DEADLINE_MS } },
+    });
+    try {
+      const tCa = await bootstrapCa(t.url, t.caFingerprint);
+      const upload = await tlsClient(t.verifier.port, tCa, '127.0.2.6');
+      upload.socket.write(`POST /v1/agents/${someAgent}/attestations HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${ATTESTATION_LIMIT}\r\n\r\n{`);
+      await httpsCall(t.url, tCa, '/healthz', { localAddress: '127.0.2.6' });
+      const ask = () => httpsCall(t.url, tCa, `/v1/agents/${someAgent}/challenges`, { body: encodeBody({}, 'json'), headers: { 'content-type': JSON_TYPE }, localAddress: '127.0.2.7' });
+      problem(await ask(), 503, 'ERR_BUSY');
+      await upload.closed;
+      expect(upload.received()).toMatch(/^HTTP\/1\.1 408 /);
+      problem(await ask(), 404, 'ERR_AGENT_NOT_FOUND');
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
 // ---- rate limits ----------------------------------------------------------------------------
 
 describe('rate limits per client address and per agent: 429 ERR_RATE_LIMITED, others served', () => {
