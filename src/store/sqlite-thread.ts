@@ -1,37 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { AttestorError } from '../errors.js';
-import { openSqliteStore } from './sqlite.js';
 import type { Store } from './store.js';
-import { batched, reviveError, storeMethods, type Call, type Hello, type Reply, type ThreadData } from './thread-protocol.js';
-
-/**
- * The methods that only read, answered by a read-only connection in the caller's thread: in WAL
- * mode a reader never waits for the writer, so they do not queue behind the thread's synced
- * commits (one took up to 20 ms on a busy disk here, and every read sent meanwhile waited for
- * it), nor pay a round trip to it. Each runs its statements alone, outside a transaction (a
- * read-only connection cannot BEGIN IMMEDIATE); one that wrote would fail with SQLITE_READONLY,
- * and the store's conformance suite runs through this store.
- */
-const READS: ReadonlySet<string> = new Set([
-  'agents.get',
-  'agents.attesting',
-  'agents.list',
-  'agents.count',
-  'baselines.get',
-  'baselines.list',
-  'baselines.inForce',
-  'attestations.imaProgress',
-  'attestations.verdict',
-  'attestations.credentialsOf',
-  'attestations.countCredentials',
-  'attestations.credential',
-  'tokens.findByHash',
-  'tokens.list',
-  'audit.list',
-  'audit.head',
-  'audit.checkpoints',
-  'audit.lastCheckpoint',
-]);
+import { batched, reviveError, type Call, type Hello, type Reply, type ThreadData } from './thread-protocol.js';
 
 /**
  * The embedded SQLite store on a worker thread of its own, for the server: its statements and
@@ -47,18 +17,11 @@ const READS: ReadonlySet<string> = new Set([
  */
 export async function openSqliteStoreThread(options: { readonly path: string }): Promise<Store> {
   const thread = await startThread(options.path);
-  // Opened once the thread has created and migrated the database.
-  const reader = await openSqliteStore({ path: options.path, readOnly: true }).catch(async (e: unknown) => {
-    await thread.stop();
-    throw e;
-  });
-  const reads = storeMethods(reader);
   let closed = false;
 
   const call = async (area: string, method: string, args: readonly unknown[]): Promise<unknown> => {
     if (closed) throw new AttestorError('ERR_STORE_UNAVAILABLE', `${area}.${method}: the SQLite store is closed`);
-    const read = READS.has(`${area}.${method}`) ? reads.get(area)?.get(method) : undefined;
-    return read ? read(...args) : thread.call(area, method, args);
+    return thread.call(area, method, args);
   };
 
   const store: Record<string, unknown> = { dialect: 'sqlite' };
@@ -69,7 +32,6 @@ export async function openSqliteStoreThread(options: { readonly path: string }):
   store.close = async () => {
     if (closed) return;
     closed = true;
-    await reader.close();
     if (!thread.alive) return;
     try {
       await thread.call('', 'close', []);

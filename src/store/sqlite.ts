@@ -12,11 +12,6 @@ export interface SqliteStoreOptions {
   readonly path: string;
   /** Times of audit entries and migrations (default Date.now). */
   readonly clock?: Clock;
-  /**
-   * A connection that only reads a store another connection opened (it must exist, in WAL
-   * mode, migrated): nothing is created or migrated, and a method that writes fails.
-   */
-  readonly readOnly?: boolean;
 }
 
 /** How long a write waits for another process's write lock before ERR_STORE_UNAVAILABLE. */
@@ -33,7 +28,6 @@ const BUSY_TIMEOUT_MS = 5000;
 export async function openSqliteStore(options: SqliteStoreOptions): Promise<Store> {
   const { path } = options;
   const clock = options.clock ?? Date.now;
-  if (options.readOnly) return createStore(sqliteDatabase(openReader(path)), clock);
   let db: BetterSqlite3.Database;
   try {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
@@ -55,25 +49,6 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Stor
     throw sqliteError(e, `opening ${path}`);
   }
   return createStore(sqliteDatabase(db), clock);
-}
-
-function openReader(path: string): BetterSqlite3.Database {
-  let db: BetterSqlite3.Database;
-  try {
-    db = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
-  } catch (e) {
-    throw new AttestorError('ERR_STORE_UNAVAILABLE', `cannot open the SQLite database ${path} to read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
-  }
-  try {
-    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-    // A reader never waits for the writer in WAL mode; in another mode it would.
-    const mode = db.pragma('journal_mode', { simple: true });
-    if (mode !== 'wal') throw new AttestorError('ERR_STORE', `the SQLite database ${path} is not in WAL mode (${String(mode)})`);
-  } catch (e) {
-    db.close();
-    throw sqliteError(e, `opening ${path} to read`);
-  }
-  return db;
 }
 
 function migrate(db: BetterSqlite3.Database, clock: Clock): void {
