@@ -119,7 +119,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     const attestation = createAttestationFlow({
       store,
       authority,
-      baselinesFor: createBaselineSelection(store),
+      baselinesInForce: createBaselineSelection(store),
       trustDomain: config.trustDomain,
       ttl: config.attestation,
       allowSha1: config.attestation.allowSha1,

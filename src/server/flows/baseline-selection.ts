@@ -16,12 +16,16 @@ export interface BaselinesFor {
   readonly staged: readonly SelectedBaseline[];
 }
 
+/** Which of the baselines in force apply to an agent with these labels. */
+export type BaselineSelector = (labels: { readonly [key: string]: string }) => BaselinesFor;
+
 /**
- * Which baselines apply to an agent with these labels. Of several enforced baselines whose
- * selectors match, the most specific (most selector labels) wins, then the most recently
- * enforced: a fleet-wide default and a narrower one for some hosts can coexist.
- * Documents are immutable once stored, so each is read and validated once per verifier
- * process; each call reads only which baselines are in force (a status changes on any replica).
+ * The baselines in force now, as a selector by labels: read without knowing the agent, so a
+ * caller can read both at once. Of several enforced baselines whose selectors match, the most
+ * specific (most selector labels) wins, then the most recently enforced: a fleet-wide default
+ * and a narrower one for some hosts can coexist. Documents are immutable once stored, so each
+ * is read and validated once per verifier process; each call reads only which baselines are in
+ * force (a status changes on any replica).
  */
 export function createBaselineSelection(store: Store) {
   const parsed = new Map<string, Promise<BaselineDocument>>();
@@ -38,15 +42,17 @@ export function createBaselineSelection(store: Store) {
     }
     return document;
   };
-  return async (labels: { readonly [key: string]: string }): Promise<BaselinesFor> => {
+  return async (): Promise<BaselineSelector> => {
     const inForce = await Promise.all(
       (await store.baselines.inForce()).map(async (b) => ({ id: b.id, version: b.version, status: b.status, document: await documentOf(b.id) })),
     );
-    const matching = (status: Baseline['status']) =>
-      inForce.filter((b) => b.status === status && selectorMatches(b.document, labels)).map(({ id, version, document }) => ({ id, version, document }));
-    // inForce lists the newest first, and sort is stable: ties keep that order.
-    const enforced = matching('enforced').sort((a, b) => specificity(b.document) - specificity(a.document));
-    return { enforced: enforced[0], staged: matching('staged') };
+    return (labels) => {
+      const matching = (status: Baseline['status']) =>
+        inForce.filter((b) => b.status === status && selectorMatches(b.document, labels)).map(({ id, version, document }) => ({ id, version, document }));
+      // inForce lists the newest first, and sort is stable: ties keep that order.
+      const enforced = matching('enforced').sort((a, b) => specificity(b.document) - specificity(a.document));
+      return { enforced: enforced[0], staged: matching('staged') };
+    };
   };
 }
 
