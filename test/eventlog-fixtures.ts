@@ -116,3 +116,16 @@ export const eventlogVector = (name: string): Uint8Array => vector(`eventlog/${n
 
 /** What the PCRs of a TPM that ran the boot a raw log records hold: the tests' quote. */
 export const replayedPcrs = (bytes: Uint8Array): PcrValues => replayTcgLog(parseTcgLog(bytes));
+
+/** An image the firmware loaded, as PCR 4 shows it: only its digests (of `image`) tell it apart. */
+export function imageEvent(image: string | Uint8Array): EventSpec {
+  return {
+    pcr: 4,
+    type: EV.EFI_BOOT_SERVICES_APPLICATION,
+    data: new Uint8Array(32),
+    digests: [
+      [TPM_ALG.SHA1, createHash('sha1').update(image).digest()],
+      [TPM_ALG.SHA256, createHash('sha256').update(image).digest()],
+    ],
+  };
+}

@@ -14,7 +14,7 @@ import { EV } from '../../src/eventlog/event-types.js';
 import { replayTcgLog } from '../../src/eventlog/replay.js';
 import { parseTcgLog } from '../../src/eventlog/tcg-log.js';
 import { TPM_ALG } from '../../src/tpm/constants.js';
-import { agileLog, type EventSpec } from '../eventlog-fixtures.js';
+import { agileLog, imageEvent, type EventSpec } from '../eventlog-fixtures.js';
 import { codeOf } from '../helpers/code-of.js';
 
 const ALLOWED = '/boot/vmlinuz root=/dev/sda1 ro lockdown=confidentiality';
@@ -173,19 +173,6 @@ describe('grub text in PCR 8 judged as a command line', () => {
     expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [`${ALLOWED}\ufffd`] }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
   });
 });
-
-/** An image loaded from PCR 4's point of view: only its digest tells it apart. */
-function imageEvent(image: string): EventSpec {
-  return {
-    pcr: 4,
-    type: EV.EFI_BOOT_SERVICES_APPLICATION,
-    data: new Uint8Array(32),
-    digests: [
-      [TPM_ALG.SHA1, createHash('sha1').update(image).digest()],
-      [TPM_ALG.SHA256, createHash('sha256').update(image).digest()],
-    ],
-  };
-}
 
 describe('the loader that wrote PCR 8', () => {
   const GRUB = imageEvent('grub');

@@ -15,7 +15,7 @@ import { EV } from '../../src/eventlog/event-types.js';
 import { TPM_ALG } from '../../src/tpm/constants.js';
 import { AttestationResponse, BaselineBody } from '../../src/wire/schemas.js';
 import { challenge, enrollOverApi, refused, startAttackBed, withSession, type AttackBed } from '../attack-harness.js';
-import { agileLog, type EventSpec } from '../eventlog-fixtures.js';
+import { agileLog, imageEvent, type EventSpec } from '../eventlog-fixtures.js';
 import { tpm2 } from '../helpers/swtpm.js';
 import { expectNothingRecorded, expectRefusedVerdictOnly, recordOf } from './harness.js';
 
@@ -48,16 +48,7 @@ const XEN_BOOT: readonly EventSpec[] = [
 ];
 
 /** The boot loader's image in PCR 4: command-line rules need the boot components ruled. */
-const LOADER_IMAGE = Buffer.from('the boot loader image of this test');
-const LOADER: EventSpec = {
-  pcr: 4,
-  type: EV.EFI_BOOT_SERVICES_APPLICATION,
-  data: new Uint8Array(32),
-  digests: [
-    [TPM_ALG.SHA1, createHash('sha1').update(LOADER_IMAGE).digest()],
-    [TPM_ALG.SHA256, createHash('sha256').update(LOADER_IMAGE).digest()],
-  ],
-};
+const LOADER = imageEvent('the boot loader image of this test');
 
 let bed: AttackBed;
 let agentId: string;
