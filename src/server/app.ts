@@ -85,7 +85,7 @@ export function createApp(deps: AppDeps): express.Express {
       } catch (e) {
         next(e);
       }
-    }, declaredLengthWithin(limit), authorized(deps, r), reserved(deps.bodyBudget), raw, (req, res, next) => {
+    }, declaredLengthWithin(limit), authorized(deps, r), reserved(deps.bodyBudget, limit), raw, (req, res, next) => {
       handle(deps, r, req, res).catch(next);
     });
   }
@@ -135,23 +135,39 @@ function authorized(deps: AppDeps, r: Route): express.RequestHandler {
 }
 
 /**
- * The body's declared length reserved in the budget before any of it is read, released when
- * the response ends or the connection closes ('close' comes either way, once).
+ * The body's size reserved in the budget before any of it is read: its declared length, or the
+ * route's limit for a compressed body (it may inflate that far, and body-parser holds what it
+ * inflated until the end). Released when the response ends or the connection closes, whichever
+ * comes first: a pipelined request's response waiting behind another never emits 'close' when
+ * the connection goes. A client gone before this runs (during an operator token's lookup)
+ * reserves nothing: its body is never read.
  */
-function reserved(budget: BodyBudget): express.RequestHandler {
+function reserved(budget: BodyBudget, limit: number): express.RequestHandler {
   return (req, res, next) => {
-    const length = Number(req.get('content-length') ?? 0);
-    if (length === 0) {
+    const declared = Number(req.get('content-length') ?? 0);
+    if (declared === 0 || req.socket.destroyed || res.closed) {
       next();
       return;
     }
+    const encoding = req.get('content-encoding');
+    const length = encoding === undefined || encoding.trim().toLowerCase() === 'identity' ? declared : Math.max(declared, limit);
+    let release: () => void;
     try {
-      res.once('close', budget.reserve(res.locals.client as string, length));
-      next();
+      release = budget.reserve(res.locals.client as string, length);
     } catch (e) {
       res.set('Retry-After', '1');
       next(e);
+      return;
     }
+    const socket = req.socket;
+    const done = () => {
+      release();
+      socket.off('close', done);
+      res.off('close', done);
+    };
+    res.once('close', done);
+    socket.once('close', done);
+    next();
   };
 }
 

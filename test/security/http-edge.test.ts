@@ -8,6 +8,8 @@
  * (one slow client, the body limits with and without a Content-Length, the depth limit).
  */
 import { once } from 'node:events';
+import { join } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
 import { connect as netConnect, type Socket } from 'node:net';
 import { brotliCompressSync, constants as zlibConstants, deflateSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -425,6 +427,64 @@ describe('request bytes in flight, bounded per address and in all: 503 ERR_BUSY,
     for (const u of uploads) u.socket.destroy();
     await Promise.all(uploads.map((u) => u.closed));
     problem(await admittedAgain('127.0.2.5'), 404, 'ERR_AGENT_NOT_FOUND');
+  });
+
+  it("a body pipelined behind a pending response, its connection closed at once, gives its bytes back (the queued response never emits 'close')", { timeout: 20_000 }, async () => {
+    for (let i = 0; i < 3; i++) {
+      const c = await tlsClient(b.verifier.port, bCa, '127.0.2.8');
+      // An operator route's token lookup keeps the first response pending while the attestation behind it is admitted.
+      c.socket.write(
+        `GET /v1/agents HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${'A'.repeat(43)}\r\n\r\n` +
+          `POST /v1/agents/${someAgent}/attestations HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${ATTESTATION_LIMIT}\r\n\r\n{"nonce":`,
+      );
+      c.socket.destroy();
+      await c.closed;
+    }
+    problem(await admittedAgain('127.0.2.8'), 404, 'ERR_AGENT_NOT_FOUND');
+  });
+
+  it("a compressed body reserves the route's limit, what it may inflate to, not its declared length", { timeout: 20_000 }, async () => {
+    const uploads = await Promise.all([0, 1].map(() => tlsClient(b.verifier.port, bCa, '127.0.2.9')));
+    for (const u of uploads) {
+      u.socket.write(`POST /v1/agents/${someAgent}/attestations HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Encoding: gzip\r\nContent-Length: 100\r\n\r\n\x1f\x8b`);
+    }
+    await httpsCall(b.url, bCa, '/healthz', { localAddress: '127.0.2.9' });
+    problem(await askChallenge('127.0.2.9'), 503, 'ERR_BUSY');
+    for (const u of uploads) u.socket.destroy();
+    await Promise.all(uploads.map((u) => u.closed));
+    problem(await admittedAgain('127.0.2.9'), 404, 'ERR_AGENT_NOT_FOUND');
+  });
+
+  it('a client gone while its operator token is looked up reserves nothing', { timeout: 30_000 }, async () => {
+    // Bodies of at most 8 KiB, and one such body in flight per address: one leaked reservation would refuse the address for good.
+    const small = 8 * 1024;
+    const t = await startTestVerifier({
+      config: {
+        registeredEkHashes: [agentIdOf(ekPublic)],
+        limits: { bodyBytes: small, attestationBodyBytes: small, bodyBytesInFlightPerAddress: small, bodyBytesInFlight: 2 * small, enrollmentsPerMinute: 100_000 },
+      },
+    });
+    const lock = new BetterSqlite3(join(t.dataDir, 'attestor.db'));
+    try {
+      const tCa = await bootstrapCa(t.url, t.caFingerprint);
+      // The store's thread waits for the write lock on an enrollment, and the token lookup queued behind it waits too.
+      lock.pragma('busy_timeout = 0');
+      lock.exec('BEGIN IMMEDIATE');
+      const blocked = httpsCall(t.url, tCa, '/v1/enrollments', { body: encodeBody(goodEnrollment, 'json'), headers: { 'content-type': JSON_TYPE }, localAddress: '127.0.2.10' });
+      await new Promise((r) => setTimeout(r, 100));
+      const c = await tlsClient(t.verifier.port, tCa, '127.0.2.11');
+      c.socket.write(`POST /v1/baselines HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${t.adminToken}\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${small}\r\n\r\n{`);
+      await new Promise((r) => setTimeout(r, 100));
+      c.socket.destroy();
+      await c.closed;
+      lock.exec('ROLLBACK');
+      expect((await blocked).status).toBe(201);
+      const ask = () => httpsCall(t.url, tCa, `/v1/agents/${someAgent}/challenges`, { body: encodeBody({}, 'json'), headers: { 'content-type': JSON_TYPE }, localAddress: '127.0.2.11' });
+      problem(await ask(), 404, 'ERR_AGENT_NOT_FOUND');
+    } finally {
+      lock.close();
+      await t.stop();
+    }
   });
 
   it('a slow upload answered at the request deadline gives its bytes back', { timeout: 20_000 }, async () => {
