@@ -173,7 +173,8 @@ export function parseBaselineDocument(value: unknown): BaselineDocument {
   const d = parsed.data;
   const allowSha1 = d.allowSha1 ?? false;
   const pcrs = d.pcrs && pcrAllowlist(d.pcrs, allowSha1);
-  const eventlog = d.eventlog === undefined ? undefined : compile('eventlog', () => parseEventlogRules(d.eventlog));
+  const pinned = [...new Set(Object.values(d.pcrs ?? {}).flatMap((byIndex) => Object.keys(byIndex ?? {}).map(Number)))];
+  const eventlog = d.eventlog === undefined ? undefined : compile('eventlog', () => parseEventlogRules(d.eventlog, pinned));
   if (eventlog && rulePcrs(eventlog).length === 0) fail('eventlog', 'has no rule: it would check nothing');
   if (eventlog?.pcrs?.sha1 && !allowSha1) fail('eventlog.pcrs.sha1', 'SHA-1 PCR values are legacy: they need "allowSha1": true');
   const ima = d.ima === undefined ? undefined : compile('ima', () => parseImaRules(d.ima));

@@ -68,7 +68,7 @@ export interface EventlogRules {
    * these (compared with outer whitespace trimmed); PCR 8 and 12 must hold no event whose
    * data their digests do not prove. A multiboot2 (Xen) boot proves one per image: the
    * hypervisor's and each module's (dom0's kernel, its initrd), each starting with its path.
-   * Needs bootComponents or PCR 8 pinned: which loader wrote PCR 8 (grub, systemd-stub) is
+   * Needs bootComponents, or PCR 4 or 8 pinned: which loader wrote PCR 8 (grub, systemd-stub) is
    * not in PCR 8, and a systemd-stub before v251 started from a Boot#### entry measures its
    * load options there as they are, bytes that can read as grub text while the kernel gets
    * the low byte of each UTF-16 unit. Allowed components keep an unlisted stub from running.
@@ -87,7 +87,11 @@ const json: JsonRules = new JsonRules('ERR_BASELINE_EVENTLOG_RULES', 'event-log 
 /** The PCR banks a digest may be of: the bank names the digest, so rules for SHA-1-only fleets stay possible. */
 const BANKS: DigestAlgorithms = { term: 'bank', sizeOf: (name) => hashByName(name).size, accepted: 'sha1, sha256, sha384 or sha512' };
 
-export function parseEventlogRules(value: unknown): EventlogRules {
+/**
+ * `pinned`: PCR indexes whose values the enclosing baseline document pins in its own `pcrs`
+ * (they count, as the rules' own `pcrs` do, for what kernelCmdlines needs beside them).
+ */
+export function parseEventlogRules(value: unknown, pinned: readonly number[] = []): EventlogRules {
   const root = json.fields(value, 'rules', TOP_LEVEL);
   const rules: {
     -readonly [K in keyof EventlogRules]: EventlogRules[K];
@@ -114,10 +118,10 @@ export function parseEventlogRules(value: unknown): EventlogRules {
     });
   }
   if (root.pcrs !== undefined) rules.pcrs = pcrValues(root.pcrs);
-  if (rules.kernelCmdlines && !rules.bootComponents && !pinsPcr(rules, 8)) {
+  if (rules.kernelCmdlines && !rules.bootComponents && ![4, 8].some((pcr) => pinned.includes(pcr) || pinsPcr(rules, pcr))) {
     json.fail(
       'kernelCmdlines',
-      'need bootComponents (or PCR 8 pinned in pcrs): PCR 8 is read as grub or systemd-stub wrote it, and only the boot ' +
+      'need bootComponents (or PCR 4 or 8 pinned in pcrs): PCR 8 is read as grub or systemd-stub wrote it, and only the boot ' +
         'components in PCR 4 show which ran (systemd-stub before v251 measures any load option bytes there)',
     );
   }

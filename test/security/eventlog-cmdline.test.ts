@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { appraiseEventlog } from '../../src/appraisal/appraise-eventlog.js';
+import { parseBaselineDocument } from '../../src/baseline/document.js';
 import { parseEventlogRules } from '../../src/baseline/eventlog-rules.js';
 import { EV } from '../../src/eventlog/event-types.js';
 import { replayTcgLog } from '../../src/eventlog/replay.js';
@@ -183,6 +184,13 @@ describe('the loader that wrote PCR 8', () => {
     expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha256: { 9: ['00'.repeat(32)] } } }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
     expect(parseEventlogRules({ kernelCmdlines: [ALLOWED], bootComponents: allowGrub }).kernelCmdlines).toEqual([ALLOWED]);
     expect(parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha1: { 8: ['00'.repeat(20)] } } }).kernelCmdlines).toEqual([ALLOWED]);
+    // PCR 4 pinned fixes the boot components as bootComponents would.
+    expect(parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha256: { 4: ['00'.repeat(32)] } } }).kernelCmdlines).toEqual([ALLOWED]);
+    // A baseline document's own pcrs count too; another PCR does not.
+    const documentWith = (pcr: number) => ({ version: 1, pcrs: { sha256: { [pcr]: ['00'.repeat(32)] } }, eventlog: { kernelCmdlines: [ALLOWED] } });
+    expect(parseBaselineDocument(documentWith(8)).rules.eventlog?.kernelCmdlines).toEqual([ALLOWED]);
+    expect(parseBaselineDocument(documentWith(4)).rules.eventlog?.kernelCmdlines).toEqual([ALLOWED]);
+    expect(codeOf(() => parseBaselineDocument(documentWith(9)))).toBe('ERR_BASELINE_INVALID');
   });
 
   it("a systemd-stub before v251 booted from a Boot#### entry after grub's allowed line: its load options read as grub's `[` command, the kernel gets their low bytes; the stub is an image the rules do not allow", () => {
