@@ -108,6 +108,8 @@ export type ErrorCode =
   | 'ERR_NONCE_EXPIRED'
   | 'ERR_ATTESTATION_REFUSED'
   | 'ERR_NO_BASELINE'
+  /** The enforced baseline that applies to an agent was stored before rules it breaks: an operator must replace it. */
+  | 'ERR_BASELINE_UNUSABLE'
   | 'ERR_AUDIENCE_NOT_ALLOWED'
   | 'ERR_BASELINE_NOT_FOUND'
   | 'ERR_BASELINE_STATE'

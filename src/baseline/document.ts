@@ -162,6 +162,18 @@ const DOCUMENT = z.strictObject({
   allowSha1: z.boolean().optional(),
 });
 
+const STORED_SELECTOR = z.object({ selector: z.strictObject({ labels: LABELS }).optional() });
+
+/**
+ * The selector labels of a stored document read alone ({} when it has none), for a document
+ * that no longer validates as a whole (stored before a rule was tightened): null when even
+ * they cannot be read.
+ */
+export function storedSelectorOf(value: unknown): { readonly [name: string]: string } | null {
+  const parsed = STORED_SELECTOR.safeParse(value);
+  return parsed.success ? (parsed.data.selector?.labels ?? {}) : null;
+}
+
 /** Validates a baseline document; anything wrong is ERR_BASELINE_INVALID naming the path. */
 export function parseBaselineDocument(value: unknown): BaselineDocument {
   const parsed = DOCUMENT.safeParse(value);
@@ -213,7 +225,12 @@ export function pcrSelectionOf(doc: BaselineDocument): PcrSelection {
 
 /** The document applies to an agent with these labels: every selector label has the same value there. */
 export function selectorMatches(doc: BaselineDocument, labels: { readonly [name: string]: string }): boolean {
-  return Object.entries(doc.selector?.labels ?? {}).every(([name, value]) => Object.hasOwn(labels, name) && labels[name] === value);
+  return labelsSelect(doc.selector?.labels ?? {}, labels);
+}
+
+/** Selector labels `selector` select an agent with `labels`: each has the same value there. */
+export function labelsSelect(selector: { readonly [name: string]: string }, labels: { readonly [name: string]: string }): boolean {
+  return Object.entries(selector).every(([name, value]) => Object.hasOwn(labels, name) && labels[name] === value);
 }
 
 function pcrAllowlist(banks: Partial<Record<(typeof BANKS)[number], Record<string, string[]>>>, allowSha1: boolean): PcrAllowlist {

@@ -1,5 +1,5 @@
-import { parseBaselineDocument, selectorMatches, type BaselineDocument } from '../../baseline/document.js';
-import { AttestorError } from '../../errors.js';
+import { labelsSelect, parseBaselineDocument, selectorMatches, storedSelectorOf, type BaselineDocument } from '../../baseline/document.js';
+import { AttestorError, ParseError } from '../../errors.js';
 import type { Baseline, Store } from '../../store/store.js';
 
 /** A baseline with its document validated. */
@@ -28,34 +28,57 @@ export type BaselineSelector = (labels: { readonly [key: string]: string }) => B
  * force (a status changes on any replica).
  */
 export function createBaselineSelection(store: Store) {
-  const parsed = new Map<string, Promise<BaselineDocument>>();
-  const documentOf = (id: string): Promise<BaselineDocument> => {
-    let document = parsed.get(id);
-    if (!document) {
-      document = store.baselines.get(id).then((b) => {
+  const stored = new Map<string, Promise<Stored>>();
+  const storedOf = (id: string): Promise<Stored> => {
+    let entry = stored.get(id);
+    if (!entry) {
+      entry = store.baselines.get(id).then((b) => {
         if (!b) throw new AttestorError('ERR_BASELINE_NOT_FOUND', `baseline ${id} is gone`);
-        return parseBaselineDocument(b.document);
+        try {
+          return { document: parseBaselineDocument(b.document) };
+        } catch (e) {
+          if (!(e instanceof ParseError)) throw e;
+          return { unusable: e.message, selector: storedSelectorOf(b.document) };
+        }
       });
-      // Not kept when it failed: the next call reads it again.
-      document.catch(() => parsed.delete(id));
-      parsed.set(id, document);
+      // Not kept when reading it failed: the next call reads it again.
+      entry.catch(() => stored.delete(id));
+      stored.set(id, entry);
     }
-    return document;
+    return entry;
   };
   return async (): Promise<BaselineSelector> => {
-    const inForce = await Promise.all(
-      (await store.baselines.inForce()).map(async (b) => ({ id: b.id, version: b.version, status: b.status, document: await documentOf(b.id) })),
-    );
+    const inForce = await Promise.all((await store.baselines.inForce()).map(async (b) => ({ id: b.id, version: b.version, status: b.status, stored: await storedOf(b.id) })));
     return (labels) => {
-      const matching = (status: Baseline['status']) =>
-        inForce.filter((b) => b.status === status && selectorMatches(b.document, labels)).map(({ id, version, document }) => ({ id, version, document }));
+      const applying = (status: Baseline['status']) => inForce.filter((b) => b.status === status && applies(b.stored, labels));
       // inForce lists the newest first, and sort is stable: ties keep that order.
-      const enforced = matching('enforced').sort((a, b) => specificity(b.document) - specificity(a.document));
-      return { enforced: enforced[0], staged: matching('staged') };
+      const enforced = applying('enforced').sort((a, b) => specificity(b.stored) - specificity(a.stored))[0];
+      if (enforced && 'unusable' in enforced.stored) {
+        throw new AttestorError(
+          'ERR_BASELINE_UNUSABLE',
+          `the enforced baseline ${enforced.id} (version ${enforced.version}) that applies to this agent no longer validates: ` +
+            `${enforced.stored.unusable}; retire it, or enforce a corrected one`,
+        );
+      }
+      const usable = (b: (typeof inForce)[number]) => ('document' in b.stored ? [{ id: b.id, version: b.version, document: b.stored.document }] : []);
+      return { enforced: enforced && usable(enforced)[0], staged: applying('staged').flatMap(usable) };
     };
   };
 }
 
-function specificity(doc: BaselineDocument): number {
-  return Object.keys(doc.selector?.labels ?? {}).length;
+/**
+ * A stored document as this verifier reads it: validated, or refused by rules tightened since
+ * it was stored. An unusable one still selects the agents its selector names (every agent when
+ * that cannot be read, ahead of any other): those fail closed, the rest of the fleet goes on.
+ */
+type Stored = { readonly document: BaselineDocument } | { readonly unusable: string; readonly selector: { readonly [name: string]: string } | null };
+
+function applies(stored: Stored, labels: { readonly [key: string]: string }): boolean {
+  if ('document' in stored) return selectorMatches(stored.document, labels);
+  return stored.selector === null || labelsSelect(stored.selector, labels);
+}
+
+function specificity(stored: Stored): number {
+  if ('document' in stored) return Object.keys(stored.document.selector?.labels ?? {}).length;
+  return stored.selector === null ? Infinity : Object.keys(stored.selector).length;
 }
