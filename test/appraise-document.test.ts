@@ -70,8 +70,21 @@ describe('a valid document', () => {
     expect(refusal(sha1)).toContain('pcrs.sha1: SHA-1 PCR values are legacy');
     expect(parseBaselineDocument({ ...sha1, allowSha1: true }).pcrs).toEqual({ sha1: { 0: [hexOf(20)] } });
     const eventlogSha1 = { version: 1, eventlog: { pcrs: { sha1: { 0: [hexOf(20)] } } } };
-    expect(refusal(eventlogSha1)).toContain('eventlog.pcrs.sha1');
+    expect(refusal(eventlogSha1)).toContain('eventlog: SHA-1 digests and PCR values are legacy');
     expect(() => parseBaselineDocument({ ...eventlogSha1, allowSha1: true })).not.toThrow();
+  });
+
+  it('SHA-1 digests of boot components, kernels and signature databases only with allowSha1: no decision rests on SHA-1 otherwise', () => {
+    const sha1 = `sha1:${hexOf(20)}`;
+    for (const eventlog of [
+      { bootComponents: { match: 'any', allowed: [sha1] } },
+      { bootComponents: { match: 'sequence', allowed: [[`sha256:${hexOf(32)}`], [sha1]] } },
+      { kernels: { allowed: [`sha256:${hexOf(32)}`], otherFiles: [sha1] } },
+      { signatureDatabases: { db: [sha1] } },
+    ]) {
+      expect(refusal({ version: 1, eventlog }), JSON.stringify(eventlog)).toContain('SHA-1 digests and PCR values are legacy');
+      expect(() => parseBaselineDocument({ version: 1, eventlog, allowSha1: true })).not.toThrow();
+    }
   });
 });
 

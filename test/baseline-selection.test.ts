@@ -63,6 +63,6 @@ describe('a stored baseline that no longer validates', () => {
     expect((await createBaselineSelection(store)())({ role: 'web', zone: 'a' }).enforced?.id).toBe(narrower);
     await stored({ version: 1, selector: { labels: { Role: 'x' } }, pcrs: PCRS });
     const select = await createBaselineSelection(store)();
-    for (const labels of [{}, { role: 'web', zone: 'a' }]) expect(codeOf(() => select(labels))).toBe('ERR_BASELINE_UNUSABLE');
+    for (const labels of [{}, { role: 'web', zone: 'a' }] as { [key: string]: string }[]) expect(codeOf(() => select(labels))).toBe('ERR_BASELINE_UNUSABLE');
   });
 });

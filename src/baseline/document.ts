@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { AttestorError, ParseError } from '../errors.js';
 import { hashByName } from '../tpm/constants.js';
-import { parseEventlogRules, rulePcrs, type EventlogRules } from './eventlog-rules.js';
+import { parseEventlogRules, ruleBanks, rulePcrs, type EventlogRules } from './eventlog-rules.js';
 import { parseImaRules, type ImaRules } from './ima-rules.js';
 
 /*
@@ -188,7 +188,7 @@ export function parseBaselineDocument(value: unknown): BaselineDocument {
   const pinned = [...new Set(Object.values(d.pcrs ?? {}).flatMap((byIndex) => Object.keys(byIndex ?? {}).map(Number)))];
   const eventlog = d.eventlog === undefined ? undefined : compile('eventlog', () => parseEventlogRules(d.eventlog, pinned));
   if (eventlog && rulePcrs(eventlog).length === 0) fail('eventlog', 'has no rule: it would check nothing');
-  if (eventlog?.pcrs?.sha1 && !allowSha1) fail('eventlog.pcrs.sha1', 'SHA-1 PCR values are legacy: they need "allowSha1": true');
+  if (eventlog && ruleBanks(eventlog).has('sha1') && !allowSha1) fail('eventlog', 'SHA-1 digests and PCR values are legacy: they need "allowSha1": true');
   const ima = d.ima === undefined ? undefined : compile('ima', () => parseImaRules(d.ima));
   if (!pcrs && !eventlog && !ima) fail('', 'a baseline that checks nothing: give pcrs, eventlog or ima');
 

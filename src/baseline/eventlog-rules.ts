@@ -141,6 +141,16 @@ export function trimCmdline(cmdline: string): string {
   return cmdline.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
 }
 
+/** The banks the rules' digests and PCR values are in: a decision rests on each. */
+export function ruleBanks(rules: EventlogRules): Set<string> {
+  const digests = [
+    ...(rules.bootComponents?.allowed.flat() ?? []),
+    ...Object.values(rules.signatureDatabases ?? {}).flat(),
+    ...(rules.kernels ? [...rules.kernels.allowed, ...rules.kernels.otherFiles] : []),
+  ];
+  return new Set([...digests.map((d) => d.bank), ...Object.keys(rules.pcrs ?? {})]);
+}
+
 /** PCR indexes the rules depend on: a quote for this baseline must cover them. */
 export function rulePcrs(rules: EventlogRules): number[] {
   const pcrs = new Set<number>();
