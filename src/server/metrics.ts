@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The verifier's Prometheus metrics, in a registry of the app's own (no process-wide default registry). */
 export interface Metrics {
@@ -46,4 +46,16 @@ export function createMetrics(): Metrics {
       registers: [registry],
     }),
   };
+}
+
+/** A gauge in `registry` whose value is read when the metrics are scraped. */
+export function watchedGauge(registry: Registry, name: string, help: string, read: () => number): void {
+  new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
 }

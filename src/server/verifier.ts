@@ -22,7 +22,7 @@ import { openKeyRing } from './issuing-keys.js';
 import { runEvery } from './periodic.js';
 import { createSelfIssuedTls, type ServerTls } from './server-tls.js';
 import { createKeyRotation } from './key-rotation.js';
-import { createMetrics } from './metrics.js';
+import { createMetrics, watchedGauge } from './metrics.js';
 import { openApiDocument } from './openapi.js';
 import { createBodyBudget } from './body-budget.js';
 import { createAgentRouteLimits } from './rate-limit.js';
@@ -143,6 +143,7 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
       ...publicRoutes({ store, authority, metrics, publicUrl, now, openapi: () => openApiDocument(routes, { version: API_VERSION, serverUrl: publicUrl }) }),
     );
     const bodyBudget = createBodyBudget({ total: config.limits.bodyBytesInFlight, perNetwork: config.limits.bodyBytesInFlightPerAddress });
+    watchedGauge(metrics.registry, 'attestor_request_body_bytes_in_flight', 'Request-body bytes reserved now (limits.bodyBytesInFlight)', () => bodyBudget.held);
     const app = createApp({ store, routes, logger, metrics, limits: config.limits, bodyBudget });
     if (config.tls) {
       listening.serve(app, { key: readTlsFile(config.tls.key, 'tls.key'), cert: readTlsFile(config.tls.cert, 'tls.cert') });

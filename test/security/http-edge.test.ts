@@ -396,6 +396,11 @@ describe('request bytes in flight, bounded per address and in all: 503 ERR_BUSY,
   }
   const askChallenge = (localAddress: string) =>
     httpsCall(b.url, bCa, `/v1/agents/${someAgent}/challenges`, { body: encodeBody({}, 'json'), headers: { 'content-type': JSON_TYPE }, localAddress });
+  /** The gauge operators watch. */
+  async function bytesInFlight(): Promise<number> {
+    const text = (await httpsCall(b.url, bCa, '/metrics')).body.toString();
+    return Number(/^attestor_request_body_bytes_in_flight (\d+)$/m.exec(text)?.[1]);
+  }
   /** Asks until the answer is not ERR_BUSY (the server sees the uploads' connections close a moment after the client). */
   async function admittedAgain(localAddress: string): Promise<Answer> {
     for (let i = 0; ; i++) {
@@ -407,6 +412,7 @@ describe('request bytes in flight, bounded per address and in all: 503 ERR_BUSY,
 
   it("an address holding its share in slow uploads has its next body refused at once, 503 ERR_BUSY with Retry-After, the connection closed; another address's body is admitted", { timeout: 20_000 }, async () => {
     const uploads = await slowUploads('127.0.2.1', 2);
+    expect(await bytesInFlight()).toBe(SHARE);
     const refusedBody = await askChallenge('127.0.2.1');
     problem(refusedBody, 503, 'ERR_BUSY');
     expect(refusedBody.headers['retry-after']).toBe('1');
@@ -418,6 +424,7 @@ describe('request bytes in flight, bounded per address and in all: 503 ERR_BUSY,
     for (const u of uploads) u.socket.destroy();
     await Promise.all(uploads.map((u) => u.closed));
     problem(await admittedAgain('127.0.2.1'), 404, 'ERR_AGENT_NOT_FOUND');
+    expect(await bytesInFlight()).toBe(0);
   });
 
   it('addresses each within their share that together hold the whole budget: a newcomer\'s body is refused 503 ERR_BUSY, bodiless requests are served; freed, it is admitted', { timeout: 20_000 }, async () => {
