@@ -23,8 +23,10 @@ import { JsonRules, type DigestAlgorithms } from './json-rules.js';
  * of PCRs 4, 8, 9 and 12 (an allowed component, kernel or command line is present) can be met
  * after boot where the real boot measured nothing there or less than the baseline lists (a
  * UKI's command line goes to PCR 11; systemd-boot and EFI-stub kernels appear in PCR 4, not
- * 9). Pin those PCRs' values with `pcrs` where the platform's layout allows, and judge every
- * stage (bootComponents "sequence" plus kernels) rather than one.
+ * 9). Pinning those PCRs' values with `pcrs` is no better there: root extends a PCR the boot
+ * left at its reset value to the pinned value. PCRs 0-7, which firmware extends before any
+ * loader runs (PCR 4 with its separator), cannot be replayed so: judge every stage
+ * (bootComponents "sequence", or PCR 4 pinned, plus kernels) rather than one.
  */
 
 /** A digest in one bank: component and database digests are compared bank by bank. */
@@ -68,7 +70,7 @@ export interface EventlogRules {
    * these (compared with outer whitespace trimmed); PCR 8 and 12 must hold no event whose
    * data their digests do not prove. A multiboot2 (Xen) boot proves one per image: the
    * hypervisor's and each module's (dom0's kernel, its initrd), each starting with its path.
-   * Needs bootComponents, or PCR 4 or 8 pinned: which loader wrote PCR 8 (grub, systemd-stub) is
+   * Needs bootComponents, or PCR 4 pinned: which loader wrote PCR 8 (grub, systemd-stub) is
    * not in PCR 8, and a systemd-stub before v251 started from a Boot#### entry measures its
    * load options there as they are, bytes that can read as grub text while the kernel gets
    * the low byte of each UTF-16 unit. Allowed components keep an unlisted stub from running.
@@ -89,7 +91,7 @@ const BANKS: DigestAlgorithms = { term: 'bank', sizeOf: (name) => hashByName(nam
 
 /**
  * `pinned`: PCR indexes whose values the enclosing baseline document pins in its own `pcrs`
- * (they count, as the rules' own `pcrs` do, for what kernelCmdlines needs beside them).
+ * (PCR 4 there counts, as in the rules' own `pcrs`, for what kernelCmdlines needs beside it).
  */
 export function parseEventlogRules(value: unknown, pinned: readonly number[] = []): EventlogRules {
   const root = json.fields(value, 'rules', TOP_LEVEL);
@@ -118,10 +120,13 @@ export function parseEventlogRules(value: unknown, pinned: readonly number[] = [
     });
   }
   if (root.pcrs !== undefined) rules.pcrs = pcrValues(root.pcrs);
-  if (rules.kernelCmdlines && !rules.bootComponents && ![4, 8].some((pcr) => pinned.includes(pcr) || pinsPcr(rules, pcr))) {
+  // PCR 4 pinned does what bootComponents does; PCR 8 pinned does not: after a boot that
+  // measured nothing into PCR 8 (a UKI's line goes to PCR 11), root can extend it from its
+  // reset value to the pinned one. Firmware extends PCR 4 before any loader runs.
+  if (rules.kernelCmdlines && !rules.bootComponents && !pinned.includes(4) && !pinsPcr(rules, 4)) {
     json.fail(
       'kernelCmdlines',
-      'need bootComponents (or PCR 4 or 8 pinned in pcrs): PCR 8 is read as grub or systemd-stub wrote it, and only the boot ' +
+      'need bootComponents (or PCR 4 pinned in pcrs): PCR 8 is read as grub or systemd-stub wrote it, and only the boot ' +
         'components in PCR 4 show which ran (systemd-stub before v251 measures any load option bytes there)',
     );
   }

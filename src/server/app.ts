@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
@@ -54,6 +55,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
+  const onSocketClose = socketCloseHooks();
 
   app.use((req, res, next) => {
     const given = req.get('x-request-id');
@@ -85,7 +87,7 @@ export function createApp(deps: AppDeps): express.Express {
       } catch (e) {
         next(e);
       }
-    }, declaredLengthWithin(limit), authorized(deps, r), reserved(deps.bodyBudget, limit), raw, (req, res, next) => {
+    }, declaredLengthWithin(limit), authorized(deps, r), reserved(deps.bodyBudget, limit, onSocketClose), raw, (req, res, next) => {
       handle(deps, r, req, res).catch(next);
     });
   }
@@ -142,7 +144,7 @@ function authorized(deps: AppDeps, r: Route): express.RequestHandler {
  * the connection goes. A client gone before this runs (during an operator token's lookup)
  * reserves nothing: its body is never read.
  */
-function reserved(budget: BodyBudget, limit: number): express.RequestHandler {
+function reserved(budget: BodyBudget, limit: number, onSocketClose: SocketCloseHooks): express.RequestHandler {
   return (req, res, next) => {
     const declared = Number(req.get('content-length') ?? 0);
     if (declared === 0 || req.socket.destroyed || res.closed) {
@@ -159,15 +161,40 @@ function reserved(budget: BodyBudget, limit: number): express.RequestHandler {
       next(e);
       return;
     }
-    const socket = req.socket;
+    const unhook = onSocketClose(req.socket, () => done());
     const done = () => {
       release();
-      socket.off('close', done);
+      unhook();
       res.off('close', done);
     };
     res.once('close', done);
-    socket.once('close', done);
     next();
+  };
+}
+
+/** Adds a hook to run once when a socket closes; returns its removal. */
+type SocketCloseHooks = (socket: Socket, hook: () => void) => () => void;
+
+/**
+ * One 'close' listener per socket, however many requests on it hold a hook (pipelined ones
+ * all at once: a listener each would pass Node's limit of 10 and print its warning for any
+ * client that pipelines eleven).
+ */
+function socketCloseHooks(): SocketCloseHooks {
+  const hooks = new WeakMap<Socket, Set<() => void>>();
+  return (socket, hook) => {
+    let set = hooks.get(socket);
+    if (!set) {
+      const own = new Set<() => void>();
+      set = own;
+      hooks.set(socket, own);
+      socket.once('close', () => {
+        hooks.delete(socket);
+        for (const h of own) h();
+      });
+    }
+    set.add(hook);
+    return () => set.delete(hook);
   };
 }
 

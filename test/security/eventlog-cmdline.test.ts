@@ -48,19 +48,23 @@ function wholeEvent(data: Uint8Array): EventSpec {
   };
 }
 
-/** The PCRs of `log` as they replay, PCR 12 at its reset value. */
+/** The PCRs of `log` as they replay, PCR 12 (and PCR 4, without events of its own) at its reset value. */
 function quotedAsReplayed(log: ReturnType<typeof parseTcgLog>) {
-  return Object.fromEntries(Object.entries(replayTcgLog(log)).map(([bank, values]) => [bank, { ...values, 12: new Uint8Array(bank === 'sha1' ? 20 : 32) }]));
+  return Object.fromEntries(
+    Object.entries(replayTcgLog(log)).map(([bank, values]) => {
+      const reset = new Uint8Array(bank === 'sha1' ? 20 : 32);
+      return [bank, { 4: reset, ...values, 12: reset }];
+    }),
+  );
 }
 
 /** The appraisal of a log of `events` whose PCRs are quoted as they replay (PCR 12 at its reset value). */
 function appraise(events: readonly EventSpec[], cmdlines: string[] = [ALLOWED]) {
   const log = parseTcgLog(agileLog(events));
-  const replayed = replayTcgLog(log);
   const quoted = quotedAsReplayed(log);
-  // PCR 8 pinned to its value: command-line rules need it or the boot components (see 'the loader that wrote PCR 8').
-  const pcr8 = Buffer.from(replayed.sha256![8]!).toString('hex');
-  return appraiseEventlog(log, quoted, parseEventlogRules({ kernelCmdlines: cmdlines, pcrs: { sha256: { 8: [pcr8] } } }));
+  // PCR 4 pinned to its value: command-line rules need it or the boot components (see 'the loader that wrote PCR 8').
+  const pcr4 = Buffer.from(quoted.sha256![4]!).toString('hex');
+  return appraiseEventlog(log, quoted, parseEventlogRules({ kernelCmdlines: cmdlines, pcrs: { sha256: { 4: [pcr4] } } }));
 }
 const codes = (events: readonly EventSpec[], cmdlines?: string[]) => appraise(events, cmdlines).reasons.map((r) => [r.code, r.event]);
 
@@ -179,18 +183,26 @@ describe('the loader that wrote PCR 8', () => {
   const GRUB = imageEvent('grub');
   const allowGrub = { match: 'any', allowed: [`sha256:${createHash('sha256').update('grub').digest('hex')}`] };
 
-  it('command-line rules need the boot components (PCR 4) or PCR 8 pinned: ERR_BASELINE_EVENTLOG_RULES without either', () => {
+  it('command-line rules need the boot components (PCR 4), ruled or pinned: ERR_BASELINE_EVENTLOG_RULES without, and a PCR 8 pin is no substitute', () => {
     expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [ALLOWED] }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
-    expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha256: { 9: ['00'.repeat(32)] } } }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
+    for (const pcr of [8, 9]) {
+      expect(codeOf(() => parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha256: { [pcr]: ['00'.repeat(32)] } } }))).toBe('ERR_BASELINE_EVENTLOG_RULES');
+    }
     expect(parseEventlogRules({ kernelCmdlines: [ALLOWED], bootComponents: allowGrub }).kernelCmdlines).toEqual([ALLOWED]);
-    expect(parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha1: { 8: ['00'.repeat(20)] } } }).kernelCmdlines).toEqual([ALLOWED]);
-    // PCR 4 pinned fixes the boot components as bootComponents would.
     expect(parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha256: { 4: ['00'.repeat(32)] } } }).kernelCmdlines).toEqual([ALLOWED]);
-    // A baseline document's own pcrs count too; another PCR does not.
+    // A baseline document's own pcrs count too, PCR 4 only.
     const documentWith = (pcr: number) => ({ version: 1, pcrs: { sha256: { [pcr]: ['00'.repeat(32)] } }, eventlog: { kernelCmdlines: [ALLOWED] } });
-    expect(parseBaselineDocument(documentWith(8)).rules.eventlog?.kernelCmdlines).toEqual([ALLOWED]);
     expect(parseBaselineDocument(documentWith(4)).rules.eventlog?.kernelCmdlines).toEqual([ALLOWED]);
-    expect(codeOf(() => parseBaselineDocument(documentWith(9)))).toBe('ERR_BASELINE_INVALID');
+    for (const pcr of [8, 9]) expect(codeOf(() => parseBaselineDocument(documentWith(pcr)))).toBe('ERR_BASELINE_INVALID');
+  });
+
+  it("a UKI booted from a Boot#### entry (its line in PCR 11), PCR 8 replayed from reset to grub's allowed value by root: PCR 4 pinned to grub's boot refuses it", () => {
+    const grubBoot = parseTcgLog(agileLog([GRUB, ...HONEST]));
+    const pcr4 = Buffer.from(replayTcgLog(grubBoot).sha256![4]!).toString('hex');
+    const rules = parseEventlogRules({ kernelCmdlines: [ALLOWED], pcrs: { sha256: { 4: [pcr4] } } });
+    expect(appraiseEventlog(grubBoot, quotedAsReplayed(grubBoot), rules).reasons).toEqual([]);
+    const uki = parseTcgLog(agileLog([imageEvent('a UKI with init=/bin/sh in its .cmdline'), ...HONEST]));
+    expect(appraiseEventlog(uki, quotedAsReplayed(uki), rules).reasons.map((r) => [r.code, r.pcr])).toEqual([['PCR_VALUE_NOT_ALLOWED', 4]]);
   });
 
   it("a systemd-stub before v251 booted from a Boot#### entry after grub's allowed line: its load options read as grub's `[` command, the kernel gets their low bytes; the stub is an image the rules do not allow", () => {

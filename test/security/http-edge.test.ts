@@ -450,6 +450,25 @@ describe('request bytes in flight, bounded per address and in all: 503 ERR_BUSY,
     problem(await admittedAgain('127.0.2.8'), 404, 'ERR_AGENT_NOT_FOUND');
   });
 
+  it('thirty bodies pipelined on one connection: all answered, one close listener on the socket (no MaxListenersExceededWarning), nothing held after', { timeout: 20_000 }, async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      const c = await tlsClient(b.verifier.port, bCa, '127.0.2.12');
+      const one = `POST /v1/agents/${someAgent}/challenges HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 2\r\n\r\n{}`;
+      c.socket.write(one.repeat(30));
+      while ((c.received().match(/HTTP\/1\.1 404 /g) ?? []).length < 30) await once(c.socket, 'data');
+      c.socket.destroy();
+      await c.closed;
+      await new Promise((r) => setImmediate(r));
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+      expect(await bytesInFlight()).toBe(0);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it("a compressed body reserves the route's limit, what it may inflate to, not its declared length", { timeout: 20_000 }, async () => {
     const uploads = await Promise.all([0, 1].map(() => tlsClient(b.verifier.port, bCa, '127.0.2.9')));
     for (const u of uploads) {
