@@ -350,7 +350,7 @@ describe('warning (rule 4) and staged baselines (rule 5)', () => {
       {
         code: 'LEGACY_SHA1_ACCEPTED',
         message:
-          'legacy SHA-1 accepted: the quote is signed with SHA-1; the AK uses SHA-1; the key is named or certified with SHA-1; the baseline relies on sha1 PCR values',
+          'legacy SHA-1 accepted: the quote is signed with SHA-1; the AK uses SHA-1; the key is named or certified with SHA-1; the baseline relies on sha1 PCR values or digests',
       },
     ]);
     const strict = baselineOf({ version: 1, pcrs: PINNED.document.pcrs, key: BOTH }, 'staged-5', 1);
