@@ -54,6 +54,10 @@ describe('a stored baseline that no longer validates', () => {
     expect(() => select({ role: 'web' })).toThrow(web);
     expect(select({ role: 'db' })).toMatchObject({ enforced: { id: db }, staged: [] });
     expect(select({})).toMatchObject({ enforced: { id: fleet }, staged: [] });
+    // What the verifier logs at start: both unusable ones, the staged one too.
+    expect(select.unusable.map((u) => u.id)).toContain(web);
+    expect(select.unusable).toHaveLength(2);
+    expect(select.unusable[0]!.problem).toContain('kernelCmdlines need bootComponents');
   });
 
   it('one more specific than it still applies; when its selector cannot be read, it fails every agent', async () => {

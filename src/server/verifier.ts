@@ -116,10 +116,15 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
       now,
       metrics,
     });
+    const baselinesInForce = createBaselineSelection(store);
+    // Rules tightened since a baseline was stored: say so now, not at the first refusal.
+    for (const { id, version, problem } of (await baselinesInForce()).unusable) {
+      logger.error({ baseline: id, version, problem }, 'a baseline in force no longer validates: the agents it selects are refused (ERR_BASELINE_UNUSABLE) until it is retired or replaced');
+    }
     const attestation = createAttestationFlow({
       store,
       authority,
-      baselinesInForce: createBaselineSelection(store),
+      baselinesInForce,
       trustDomain: config.trustDomain,
       ttl: config.attestation,
       allowSha1: config.attestation.allowSha1,

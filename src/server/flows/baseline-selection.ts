@@ -17,7 +17,10 @@ export interface BaselinesFor {
 }
 
 /** Which of the baselines in force apply to an agent with these labels. */
-export type BaselineSelector = (labels: { readonly [key: string]: string }) => BaselinesFor;
+export type BaselineSelector = ((labels: { readonly [key: string]: string }) => BaselinesFor) & {
+  /** The baselines in force whose stored documents no longer validate, and why. */
+  readonly unusable: ReadonlyArray<{ readonly id: string; readonly version: number; readonly problem: string }>;
+};
 
 /**
  * The baselines in force now, as a selector by labels: read without knowing the agent, so a
@@ -49,7 +52,8 @@ export function createBaselineSelection(store: Store) {
   };
   return async (): Promise<BaselineSelector> => {
     const inForce = await Promise.all((await store.baselines.inForce()).map(async (b) => ({ id: b.id, version: b.version, status: b.status, stored: await storedOf(b.id) })));
-    return (labels) => {
+    const unusable = inForce.flatMap((b) => ('unusable' in b.stored ? [{ id: b.id, version: b.version, problem: b.stored.unusable }] : []));
+    return Object.assign((labels: { readonly [key: string]: string }): BaselinesFor => {
       const applying = (status: Baseline['status']) => inForce.filter((b) => b.status === status && applies(b.stored, labels));
       // inForce lists the newest first, and sort is stable: ties keep that order.
       const enforced = applying('enforced').sort((a, b) => specificity(b.stored) - specificity(a.stored))[0];
@@ -62,7 +66,7 @@ export function createBaselineSelection(store: Store) {
       }
       const usable = (b: (typeof inForce)[number]) => ('document' in b.stored ? [{ id: b.id, version: b.version, document: b.stored.document }] : []);
       return { enforced: enforced && usable(enforced)[0], staged: applying('staged').flatMap(usable) };
-    };
+    }, { unusable });
   };
 }
 
