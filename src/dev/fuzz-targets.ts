@@ -137,7 +137,7 @@ export const FUZZ_TARGETS: readonly FuzzTarget[] = [
   },
   {
     name: 'eventlog-rules',
-    samples: [JSON.stringify({ requireSecureBoot: true, kernelCmdlines: ["ro quiet"], kernels: { allowed: [`sha256:${SHA256}`] }, pcrs: { sha256: { 4: [SHA256], 8: [SHA256] } } })],
+    samples: [JSON.stringify({ requireSecureBoot: true, kernelCmdlines: ['ro quiet'], kernels: { allowed: [`sha256:${SHA256}`] }, pcrs: { sha256: { 4: [SHA256] } } })],
     run: (b) => parseEventlogRules(json(b)),
     grow: (_seed, factor) => jsonList(factor, (i) => `"ro quiet root=/dev/sda${i}"`, (l) => `{"kernelCmdlines":[${l}]}`),
   },

@@ -118,9 +118,14 @@ export async function startVerifier(deps: VerifierDeps): Promise<Verifier> {
     });
     const baselinesInForce = createBaselineSelection(store);
     // Rules tightened since a baseline was stored: say so now, not at the first refusal.
-    for (const { id, version, problem } of (await baselinesInForce()).unusable) {
-      logger.error({ baseline: id, version, problem }, 'a baseline in force no longer validates: the agents it selects are refused (ERR_BASELINE_UNUSABLE) until it is retired or replaced');
-    }
+    await baselinesInForce().then(
+      ({ unusable }) => {
+        for (const { id, version, problem } of unusable) {
+          logger.error({ baseline: id, version, problem }, 'a baseline in force no longer validates: the agents it selects are refused (ERR_BASELINE_UNUSABLE) until it is retired or replaced');
+        }
+      },
+      (e: unknown) => logger.warn({ err: e }, 'the baselines in force could not be checked at start'),
+    );
     const attestation = createAttestationFlow({
       store,
       authority,
