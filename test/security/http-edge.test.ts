@@ -8,10 +8,10 @@
  * (one slow client, the body limits with and without a Content-Length, the depth limit).
  */
 import { once } from 'node:events';
-import { join } from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
 import { connect as netConnect, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { brotliCompressSync, constants as zlibConstants, deflateSync, gzipSync } from 'node:zlib';
+import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootstrapCa } from '../../src/client/api-client.js';
 import { agentIdOf } from '../../src/tpm/agent-id.js';
@@ -390,7 +390,7 @@ describe('request bytes in flight, bounded per address and in all: 503 ERR_BUSY,
     for (const u of uploads) {
       u.socket.write(`POST /v1/agents/${someAgent}/attestations HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${ATTESTATION_LIMIT}\r\n\r\n{"nonce":`);
     }
-    // The reservation is made when the headers are parsed: a bodiless round trip on each connection's heels orders it.
+    // The reservations are made as the headers are parsed: a round trip after them gives the server the time to.
     await httpsCall(b.url, bCa, '/healthz', { localAddress });
     return uploads;
   }
