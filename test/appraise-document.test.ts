@@ -83,8 +83,10 @@ describe('a valid document', () => {
       { signatureDatabases: { db: [sha1] } },
     ]) {
       expect(refusal({ version: 1, eventlog }), JSON.stringify(eventlog)).toContain('SHA-1 digests and PCR values are legacy');
-      expect(() => parseBaselineDocument({ version: 1, eventlog, allowSha1: true })).not.toThrow();
+      // Accepted, such a baseline makes its verdicts warn LEGACY_SHA1_ACCEPTED.
+      expect(parseBaselineDocument({ version: 1, eventlog, allowSha1: true }).reliesOnSha1).toBe(true);
     }
+    expect(parseBaselineDocument({ version: 1, eventlog: { kernels: { allowed: [`sha256:${hexOf(32)}`] } }, allowSha1: true }).reliesOnSha1).toBe(false);
   });
 });
 

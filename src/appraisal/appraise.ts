@@ -1,6 +1,5 @@
 import type { CapturedEvidence } from '../baseline/capture.js';
 import { pcrSelectionOf, type BaselineDocument, type KeyResidence, type TokenMatch } from '../baseline/document.js';
-import { ruleBanks } from '../baseline/eventlog-rules.js';
 import { hex } from '../bytes.js';
 import { AttestorError, ParseError, type ErrorCode } from '../errors.js';
 import type { ImaState } from '../eventlog/ima/incremental.js';
@@ -277,7 +276,7 @@ function createEvidenceChecks(input: AppraisalInput, allowSha1: boolean) {
     failures.push(...common);
 
     const keyCheck = keyChecks(doc?.key.allowedTokens);
-    const sha1 = [...legacy, ...(keyCheck.sha1 ? [keyCheck.sha1] : []), ...(doc && reliesOnSha1Pcrs(doc) ? ['the baseline relies on sha1 PCR values or digests'] : [])];
+    const sha1 = [...legacy, ...(keyCheck.sha1 ? [keyCheck.sha1] : []), ...(doc?.reliesOnSha1 ? ['the baseline relies on sha1 PCR values or digests'] : [])];
     if (sha1.length > 0) {
       if (doc ? doc.allowSha1 : allowSha1) warnings.push({ code: 'LEGACY_SHA1_ACCEPTED', message: `legacy SHA-1 accepted: ${sha1.join('; ')}` });
       else failures.push({ code: 'ERR_QUOTE_SHA1_NOT_ALLOWED', message: `legacy SHA-1 is not allowed: ${sha1.join('; ')}` });
@@ -400,11 +399,6 @@ function legacySha1(input: AppraisalInput): string[] {
   if (parseSignature(input.evidence.signature).hash.alg === TPM_ALG.SHA1) uses.push('the quote is signed with SHA-1');
   if (ak.nameAlg === TPM_ALG.SHA1 || ak.scheme?.hashAlg === TPM_ALG.SHA1) uses.push('the AK uses SHA-1');
   return uses;
-}
-
-function reliesOnSha1Pcrs(doc: BaselineDocument): boolean {
-  const eventlog = doc.rules.eventlog;
-  return doc.pcrs?.sha1 !== undefined || (eventlog !== undefined && ruleBanks(eventlog).has('sha1'));
 }
 
 /** Every PCR the baseline needs must be inside the signed selection (go-attestation CVE-2022-0317). */

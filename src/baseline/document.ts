@@ -88,6 +88,7 @@ interface BaselineDocument extends BaselineDocumentJson {}
 class BaselineDocument {
   readonly #rules: CompiledRules;
   readonly #pcrSelection: PcrSelection;
+  readonly #reliesOnSha1: boolean;
 
   constructor(json: BaselineDocumentJson, rules: CompiledRules) {
     // Verifiers share parsed documents between requests: none may change one.
@@ -95,6 +96,7 @@ class BaselineDocument {
     this.#rules = rules;
     // Asked for on every challenge and appraisal: worked out once.
     this.#pcrSelection = selectionOf(json, rules);
+    this.#reliesOnSha1 = json.pcrs?.sha1 !== undefined || (rules.eventlog !== undefined && ruleBanks(rules.eventlog).has('sha1'));
     Object.freeze(this);
   }
 
@@ -105,6 +107,11 @@ class BaselineDocument {
   /** See pcrSelectionOf. */
   get pcrSelection(): PcrSelection {
     return this.#pcrSelection;
+  }
+
+  /** Its PCR values or event-log digests include SHA-1 ones (legacy, allowed only with allowSha1). */
+  get reliesOnSha1(): boolean {
+    return this.#reliesOnSha1;
   }
 }
 
