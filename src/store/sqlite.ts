@@ -42,6 +42,9 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Stor
     const mode = db.pragma('journal_mode = WAL', { simple: true });
     if (mode !== 'wal') throw new AttestorError('ERR_STORE', `SQLite cannot use WAL for ${path} (journal mode stays ${String(mode)})`);
     db.pragma('synchronous = FULL');
+    // Group commit runs each body as a savepoint: its statement journal stays in memory
+    // instead of spilling to a temporary file opened and closed every commit.
+    db.pragma('temp_store = MEMORY');
     db.pragma('foreign_keys = ON');
     migrate(db, clock);
   } catch (e) {
