@@ -39,9 +39,19 @@ export function readPcrSelection(r: TpmReader): PcrBankSelection[] {
     for (const seen of banks) {
       if (seen.hash.alg === hash.alg) throw new ParseError('ERR_TPM_BAD_VALUE', `${r.what}: bank ${hash.name} is selected twice`);
     }
-    banks.push({ hash, pcrs: bitmapToPcrs(r.bytesOf(size, 'pcrSelections.pcrSelect')) });
+    banks.push({ hash, pcrs: readPcrBitmap(r, size) });
   }
   return banks;
+}
+
+/** The PCRs of a selection's `size`-byte bitmap read from `r`, without a view of it (quotes are read on the hot path). */
+function readPcrBitmap(r: TpmReader, size: number): number[] {
+  const pcrs: number[] = [];
+  for (let byte = 0; byte < size; byte++) {
+    const bits = r.u8('pcrSelections.pcrSelect');
+    for (let bit = 0; bit < 8; bit++) if ((bits >> bit) & 1) pcrs.push(byte * 8 + bit);
+  }
+  return pcrs;
 }
 
 export function bitmapToPcrs(bitmap: Uint8Array): number[] {

@@ -88,7 +88,9 @@ export class TpmReader {
 
   /** TPM2B_*: UINT16 size followed by that many bytes; `max` is the structure's own limit. */
   tpm2b(field: string, max = 0xffff): Uint8Array {
-    const size = this.u16(`${field}.size`);
+    // The size's field name is built only for the error: quotes are read on the hot path.
+    if (this.remaining < 2) this.need(2, `${field}.size`);
+    const size = this.u16(field);
     if (size > max) {
       throw new ParseError('ERR_TPM_BAD_VALUE', `${this.what}: ${field}.size ${size} exceeds ${max}`);
     }

@@ -30,13 +30,14 @@ export function verifyTpmSignature(key: SigningKey, message: Uint8Array, sig: Tp
     const raw = Buffer.concat([leftPad(sig.r, size), leftPad(sig.s, size)]);
     ok = verify(sig.hash.name, message, { key: keyObject, dsaEncoding: 'ieee-p1363' }, raw);
   } else {
-    const padding = sig.sigAlg === TPM_ALG.RSAPSS ? constants.RSA_PKCS1_PSS_PADDING : constants.RSA_PKCS1_PADDING;
     ok = verify(
       sig.hash.name,
       message,
-      // The salt length is recovered from the signature: TPMs use the digest size or the largest
-      // the key permits, and PSS is secure with any, so no length is imposed.
-      { key: keyObject, padding, saltLength: constants.RSA_PSS_SALTLEN_AUTO },
+      sig.sigAlg === TPM_ALG.RSAPSS
+        ? // The salt length is recovered from the signature: TPMs use the digest size or the
+          // largest the key permits, and PSS is secure with any, so no length is imposed.
+          { key: keyObject, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO }
+        : { key: keyObject, padding: constants.RSA_PKCS1_PADDING },
       sig.sig,
     );
   }
