@@ -273,7 +273,15 @@ const TICK_MS = 1000 / (Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'ut
 
 /** CPU time (user + system, every thread) a process has used, in ms; 10 ms resolution. */
 export function cpuMsOf(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return ticksMs(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+}
+
+/** CPU ms of the thread `pid` runs its event loop on (its main thread, whose id is the pid's). */
+export function mainThreadCpuMsOf(pid) {
+  return ticksMs(readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8'));
+}
+
+function ticksMs(stat) {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // Fields 14 and 15 of proc(5), utime and stime; `fields` starts at field 3.
   return (Number(fields[11]) + Number(fields[12])) * TICK_MS;

@@ -30,9 +30,10 @@ export function median(xs) {
  * Alternates baseline and candidate in short rounds, so that load on the machine affects both
  * alike; returns both median rates and the median of the per-round ratios.
  */
-export function compare(baseline, candidate, { rounds = 7, ms = 250 } = {}) {
-  rate(baseline, 50);
-  rate(candidate, 50);
+export function compare(baseline, candidate, { rounds = 15, ms = 120, warmUpMs = 300 } = {}) {
+  // Long enough for V8 to finish optimizing both before the first round counts.
+  rate(baseline, warmUpMs);
+  rate(candidate, warmUpMs);
   const b = [];
   const c = [];
   const ratios = [];
