@@ -37,6 +37,13 @@ describe('canonicalJson', () => {
     }
   });
 
+  it('names where the value without a JSON form is', () => {
+    expect(() => canonicalJson({ a: [1, { b: Number.NaN }] } as unknown as Json)).toThrow('$.a[1].b is NaN, which has no JSON form');
+    expect(() => canonicalJson({ z: 1, a: { d: new Date(0) } } as unknown as Json)).toThrow('$.a.d is an instance of a class');
+    expect(() => canonicalJson([0, [undefined]] as unknown as Json)).toThrow('$[1][0] is undefined');
+    expect(() => canonicalJson(1n as unknown as Json)).toThrow('$ is a bigint');
+  });
+
   it('parses back to the value, and is the same text whatever the key order', () => {
     fc.assert(
       fc.property(fc.jsonValue(), fc.infiniteStream(fc.nat()), (value, picks) => {

@@ -18,7 +18,7 @@ export interface ChainHead {
 export function auditEntryHash(prevHash: string, entry: Omit<AuditEntry, 'prevHash' | 'hash'>): string {
   const { seq, at, actor, action, subject, details } = entry;
   return createHash('sha256')
-    .update(Buffer.from(prevHash, 'hex'))
+    .update(prevHash, 'hex')
     .update(canonicalJson({ seq, at, actor, action, subject, details }))
     .digest('hex');
 }

@@ -13,43 +13,57 @@ import type { Json } from './store.js';
  * Date or Uint8Array) is refused with ERR_INPUT rather than silently changed.
  */
 export function canonicalJson(value: Json): string {
-  return write(value, '$');
+  return write(value, undefined);
 }
 
-function write(value: unknown, path: string): string {
+/**
+ * Where a value sits, as a chain to its parent: the text of a path is built only for an error
+ * message (a string per member cost more than the canonical text itself).
+ */
+interface At {
+  readonly parent: At | undefined;
+  readonly key: string | number;
+}
+
+function write(value: unknown, at: At | undefined): string {
   switch (typeof value) {
     case 'string':
     case 'boolean':
       return JSON.stringify(value);
     case 'number':
-      if (!Number.isFinite(value)) throw notJson(path, String(value));
+      if (!Number.isFinite(value)) throw notJson(at, String(value));
       return JSON.stringify(value);
     case 'object': {
       if (value === null) return 'null';
       if (Array.isArray(value)) {
         // An index loop, not map(): map skips the holes of a sparse array, which have no JSON form.
-        const items: string[] = [];
+        let text = '[';
         for (let i = 0; i < value.length; i++) {
-          if (value[i] === undefined) throw notJson(`${path}[${i}]`, 'undefined');
-          items.push(write(value[i], `${path}[${i}]`));
+          if (value[i] === undefined) throw notJson({ parent: at, key: i }, 'undefined');
+          text += (i === 0 ? '' : ',') + write(value[i], { parent: at, key: i });
         }
-        return `[${items.join(',')}]`;
+        return `${text}]`;
       }
       const proto = Object.getPrototypeOf(value) as unknown;
-      if (proto !== Object.prototype && proto !== null) throw notJson(path, 'an instance of a class');
+      if (proto !== Object.prototype && proto !== null) throw notJson(at, 'an instance of a class');
       const record = value as { readonly [key: string]: unknown };
-      const members: string[] = [];
+      let text = '{';
       for (const key of Object.keys(record).sort()) {
         const member = record[key];
-        if (member !== undefined) members.push(`${JSON.stringify(key)}:${write(member, `${path}.${key}`)}`);
+        if (member !== undefined) text += (text.length === 1 ? '' : ',') + JSON.stringify(key) + ':' + write(member, { parent: at, key });
       }
-      return `{${members.join(',')}}`;
+      return `${text}}`;
     }
     default:
-      throw notJson(path, `a ${typeof value}`);
+      throw notJson(at, `a ${typeof value}`);
   }
 }
 
-function notJson(path: string, what: string): AttestorError {
-  return new AttestorError('ERR_INPUT', `${path} is ${what}, which has no JSON form`);
+function pathOf(at: At | undefined): string {
+  if (at === undefined) return '$';
+  return pathOf(at.parent) + (typeof at.key === 'number' ? `[${at.key}]` : `.${at.key}`);
+}
+
+function notJson(at: At | undefined, what: string): AttestorError {
+  return new AttestorError('ERR_INPUT', `${pathOf(at)} is ${what}, which has no JSON form`);
 }
