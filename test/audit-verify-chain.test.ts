@@ -95,6 +95,16 @@ const at = (n: number, f: number) => 1 + Math.floor(f * n);
 const fraction = fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true });
 
 describe('audit chain verification', () => {
+  it('chains on from a malformed stored head (odd-length hex) rather than failing every write, and the verifier names it', () => {
+    const head = { seq: 1, hash: 'a'.repeat(63) };
+    const next = nextAuditEntry(head, { actor: 'system', action: 'test', subject: 's', details: {} }, 0);
+    expect(next.prevHash).toBe(head.hash);
+    const verdict = createChainVerifier({ from: head, head: { seq: 2, hash: next.hash }, checkpoints: [], keys: [] });
+    verdict.add(next);
+    const end = verdict.end();
+    expect(end.ok).toBe(false);
+  });
+
   it('an untouched chain is intact', () => {
     fc.assert(
       fc.property(chain, (entries) => {

@@ -44,6 +44,26 @@ describe('canonicalJson', () => {
     expect(() => canonicalJson(1n as unknown as Json)).toThrow('$ is a bigint');
   });
 
+  it('names a bad value as deep as a good one can be written, without running out of stack for the name', () => {
+    const nested = (depth: number, leaf: unknown): unknown => {
+      let value = leaf;
+      for (let i = 0; i < depth; i++) value = { d: value };
+      return value;
+    };
+    // The deepest value that can be written here, to the nearest 100 levels.
+    let deepest = 100;
+    while (deepest < 100_000) {
+      try {
+        canonicalJson(nested(deepest + 100, 1) as Json);
+        deepest += 100;
+      } catch {
+        break;
+      }
+    }
+    const bad = nested(deepest - 100, Number.NaN) as Json;
+    expect(codeOf(() => canonicalJson(bad))).toBe('ERR_INPUT');
+  });
+
   it('parses back to the value, and is the same text whatever the key order', () => {
     fc.assert(
       fc.property(fc.jsonValue(), fc.infiniteStream(fc.nat()), (value, picks) => {

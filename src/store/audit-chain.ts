@@ -18,7 +18,9 @@ export interface ChainHead {
 export function auditEntryHash(prevHash: string, entry: Omit<AuditEntry, 'prevHash' | 'hash'>): string {
   const { seq, at, actor, action, subject, details } = entry;
   return createHash('sha256')
-    .update(prevHash, 'hex')
+    // Through Buffer.from: a malformed stored hash (odd length) hashes as before and is found
+    // by the chain's verification, where update(hex) would throw on every later write.
+    .update(Buffer.from(prevHash, 'hex'))
     .update(canonicalJson({ seq, at, actor, action, subject, details }))
     .digest('hex');
 }

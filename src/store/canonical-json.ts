@@ -59,9 +59,11 @@ function write(value: unknown, at: At | undefined): string {
   }
 }
 
+/** A loop, not recursion: the value may be nested as deep as the stack allows write() to go. */
 function pathOf(at: At | undefined): string {
-  if (at === undefined) return '$';
-  return pathOf(at.parent) + (typeof at.key === 'number' ? `[${at.key}]` : `.${at.key}`);
+  const parts: string[] = [];
+  for (let a = at; a !== undefined; a = a.parent) parts.push(typeof a.key === 'number' ? `[${a.key}]` : `.${a.key}`);
+  return `$${parts.reverse().join('')}`;
 }
 
 function notJson(at: At | undefined, what: string): AttestorError {
