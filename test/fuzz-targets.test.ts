@@ -73,9 +73,13 @@ describe('running time', () => {
 
   it.each(FUZZ_TARGETS.filter((t) => t.grow).map((t) => [t.name, t] as const))('%s grows linearly with its input', (_name, target) => {
     const seed = seedsOf(target, files)[0]!;
-    // A GC pause can double one timing: only a slowdown seen twice counts.
+    // A GC pause can double one timing: only a slowdown seen twice counts. A measurement whose
+    // timings were too short to compare (undefined) is taken again, up to three times.
     const growth = growthPerByte(target, seed);
-    if (growth !== undefined && growth > SUPER_LINEAR) expect(growthPerByte(target, seed)).toBeLessThanOrEqual(SUPER_LINEAR);
+    if (growth === undefined || growth <= SUPER_LINEAR) return;
+    let again: number | undefined;
+    for (let i = 0; i < 3 && again === undefined; i++) again = growthPerByte(target, seed);
+    expect(again ?? growth).toBeLessThanOrEqual(SUPER_LINEAR);
   });
 
   it('the check finds a quadratic parser', () => {
