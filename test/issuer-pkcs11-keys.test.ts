@@ -27,6 +27,7 @@ const TOKEN = 'attestor';
 /** Tokens of their own for the tests that need an empty one; SoftHSM lists tokens at C_Initialize, so all are made first. */
 const RACE_TOKENS = ['race-1', 'race-2', 'race-3', 'race-4', 'race-5', 'race-6'];
 const DUPLICATES_TOKEN = 'duplicates';
+const VANISH_TOKEN = 'vanish';
 const RECONNECT_TOKEN = 'reconnect';
 
 let hsm: SoftHsm;
@@ -37,7 +38,7 @@ const uriOf = (token: string) => parsePkcs11Uri(`pkcs11:token=${token}?module-pa
 
 beforeAll(async () => {
   hsm = await startSoftHsm({ tokenLabel: TOKEN });
-  for (const token of [...RACE_TOKENS, DUPLICATES_TOKEN]) await hsm.initToken(token);
+  for (const token of [...RACE_TOKENS, DUPLICATES_TOKEN, VANISH_TOKEN]) await hsm.initToken(token);
   const before = new Set(readdirSync(join(hsm.dir, 'tokens')));
   await hsm.initToken(RECONNECT_TOKEN);
   reconnectTokenDir = join(hsm.dir, 'tokens', readdirSync(join(hsm.dir, 'tokens')).find((d) => !before.has(d))!);
@@ -311,6 +312,24 @@ describe('PKCS#11 key manager', () => {
       children.remove();
     }
   });
+
+  it('starts when a key the other process destroys vanishes while the settled keys are listed', async () => {
+    // The other process's destroy falls between C_FindObjects and reading the key, which then
+    // answers CKR_OBJECT_HANDLE_INVALID: made to happen once, in the child, after its reconnect.
+    const children = await compileChild();
+    try {
+      const env = { ...process.env, SOFTHSM2_CONF: hsm.conf, ATTESTOR_PKCS11_PIN: hsm.userPin, VANISH_ONCE_AFTER_RECONNECT: '1' };
+      const { stdout } = await execFileAsync(process.execPath, [children.script, formatPkcs11Uri(uriOf(VANISH_TOKEN)), String(Date.now())], { env, encoding: 'utf8' });
+      const result = JSON.parse(stdout) as { spkis: Record<KeyRole, string>; log: string[]; vanished: number };
+      expect(result.vanished).toBe(1);
+      expect(Object.keys(result.spkis)).toEqual(['x509-ca', 'jwt', 'audit']);
+      await withSession(VANISH_TOKEN, async (session) => {
+        for (const role of ['x509-ca', 'jwt', 'audit']) expect(await privateKeysLabelled(session, role), role).toHaveLength(1);
+      });
+    } finally {
+      children.remove();
+    }
+  });
 });
 
 describe('a token put in the place of ours while the verifier runs', () => {
@@ -477,9 +496,28 @@ async function compileChild(): Promise<{ script: string; remove: () => void }> {
     const script = join(out, 'child.mjs');
     writeFileSync(
       script,
-      `import { openPkcs11KeyManager } from './src/issuer/pkcs11-keys.js';
+      `import pkcs11js from 'pkcs11js';
+import { openPkcs11KeyManager } from './src/issuer/pkcs11-keys.js';
 import { parsePkcs11Uri } from './src/pkcs11/uri.js';
 const [uri, startAt] = process.argv.slice(2);
+let vanished = 0;
+if (process.env.VANISH_ONCE_AFTER_RECONNECT) {
+  const proto = pkcs11js.PKCS11.prototype;
+  const { C_Initialize, C_GetAttributeValue } = proto;
+  let initialized = 0;
+  proto.C_Initialize = function (...args) {
+    initialized++;
+    return C_Initialize.apply(this, args);
+  };
+  proto.C_GetAttributeValue = function (...args) {
+    if (initialized >= 2 && vanished === 0) {
+      vanished++;
+      // As the native module words it: pkcs11js makes a Pkcs11Error of it.
+      throw new Error('CKR_OBJECT_HANDLE_INVALID:130');
+    }
+    return C_GetAttributeValue.apply(this, args);
+  };
+}
 const log = [];
 const logger = { info: (o, m) => log.push(m), warn: (o, m) => log.push(m) };
 await new Promise((r) => setTimeout(r, Math.max(0, Number(startAt) - Date.now())));
@@ -487,7 +525,7 @@ const manager = await openPkcs11KeyManager(parsePkcs11Uri(uri), { logger });
 const roles = ['x509-ca', 'jwt', 'audit'];
 const signers = await Promise.all(roles.map((role) => manager.signer(role)));
 await manager.close();
-process.stdout.write(JSON.stringify({ spkis: Object.fromEntries(roles.map((r, i) => [r, Buffer.from(signers[i].spki).toString('hex')])), log }));
+process.stdout.write(JSON.stringify({ spkis: Object.fromEntries(roles.map((r, i) => [r, Buffer.from(signers[i].spki).toString('hex')])), log, vanished }));
 `,
     );
     return { script, remove };

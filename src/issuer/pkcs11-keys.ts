@@ -123,7 +123,7 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
       await closeAll(sessions);
       await delay(Math.max(SETTLE_MIN_MS, SETTLE_FACTOR * (performance.now() - started)));
       sessions = await connect();
-      found = await listKeys(sessions[0]!);
+      found = await listKeysSettled(sessions[0]!);
     }
     const pool = createSessionPool(uri.token, connect, sessions);
     const signers = new Map<KeyRole, Signer>();
@@ -378,6 +378,22 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, found
 /** Each role's EC private keys, smallest CKA_ID first. */
 function listKeys(session: Pkcs11Session): Promise<Map<KeyRole, Candidate[]>> {
   return session.run('C_FindObjects', (p11, s) => new Map(ROLES.map((role) => [role, candidates(p11, s, role)])));
+}
+
+/**
+ * Each role's keys after a concurrent start: the other process destroys its own key when it
+ * lost the race, and a key destroyed between C_FindObjects and reading its attributes answers
+ * CKR_OBJECT_HANDLE_INVALID; the listing is taken again then, as it is after a generation.
+ */
+async function listKeysSettled(session: Pkcs11Session): Promise<Map<KeyRole, Candidate[]>> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await listKeys(session);
+    } catch (e) {
+      if (attempt >= FIND_TRIES || !(e instanceof Pkcs11Error && e.ckr === 'CKR_OBJECT_HANDLE_INVALID')) throw e;
+      await delay(FIND_INTERVAL_MS);
+    }
+  }
 }
 
 /** The EC private keys labelled `label`, smallest CKA_ID first. */
