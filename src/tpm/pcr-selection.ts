@@ -47,21 +47,19 @@ export function readPcrSelection(r: TpmReader): PcrBankSelection[] {
 /** The PCRs of a selection's `size`-byte bitmap read from `r`, without a view of it (quotes are read on the hot path). */
 function readPcrBitmap(r: TpmReader, size: number): number[] {
   const pcrs: number[] = [];
-  for (let byte = 0; byte < size; byte++) {
-    const bits = r.u8('pcrSelections.pcrSelect');
-    for (let bit = 0; bit < 8; bit++) if ((bits >> bit) & 1) pcrs.push(byte * 8 + bit);
-  }
+  for (let byte = 0; byte < size; byte++) addSelected(pcrs, byte, r.u8('pcrSelections.pcrSelect'));
   return pcrs;
 }
 
 export function bitmapToPcrs(bitmap: Uint8Array): number[] {
   const pcrs: number[] = [];
-  for (let byte = 0; byte < bitmap.length; byte++) {
-    for (let bit = 0; bit < 8; bit++) {
-      if ((bitmap[byte]! >> bit) & 1) pcrs.push(byte * 8 + bit);
-    }
-  }
+  for (let byte = 0; byte < bitmap.length; byte++) addSelected(pcrs, byte, bitmap[byte]!);
   return pcrs;
+}
+
+/** The PCRs whose bits are set in the bitmap's byte number `byte`, lowest bit first (Part 2 §10.6.2). */
+function addSelected(pcrs: number[], byte: number, bits: number): void {
+  for (let bit = 0; bit < 8; bit++) if ((bits >> bit) & 1) pcrs.push(byte * 8 + bit);
 }
 
 /** "sha256:0,1,2+sha1:7" as tpm2-tools writes selections, for messages and CLI output. */
