@@ -39,6 +39,20 @@ describe('audit checkpointer', () => {
     }
   });
 
+  it('verifies the entries since its last checkpoint a page at a time, and signs the head they reach', async () => {
+    // More entries than the checkpointer verifies between two turns of the event loop (25).
+    const { v, client, createToken } = await verifierWith({ checkpointEvery: 60, checkpointSeconds: 3600 });
+    try {
+      const { store } = v.verifier;
+      while ((await store.audit.recordedHead()).seq < 70) await createToken();
+      await vi.waitFor(async () => expect((await store.audit.lastCheckpoint())?.seq).toBeGreaterThanOrEqual(60), { timeout: 10_000, interval: 200 });
+      const last = (await store.audit.lastCheckpoint())!;
+      expect((await verifyStoredChain(store)).verdict).toMatchObject({ ok: true, lastCheckpoint: { seq: last.seq } });
+    } finally {
+      client.close();
+    }
+  });
+
   it('a clean shutdown checkpoints the head', async () => {
     const { v, client, createToken } = await verifierWith({ checkpointEvery: 1000, checkpointSeconds: 3600 });
     await createToken();

@@ -18,7 +18,7 @@ const PAGE = 1000;
 
 /**
  * Entries read per query: memory stays bounded however long the chain, and a running verifier
- * hashes one page between two turns of its event loop, about 1.5 ms (a page of 1,000 held it
+ * hashes one page between two turns of its event loop, about 0.55 ms (a page of 1,000 held it
  * 12-15 ms, and the audit checkpointer's every 1,000 entries made the p99 latency of
  * attestations at 300/s).
  */
@@ -70,12 +70,15 @@ async function pinned(keys: readonly AuditPublicKey[], kids: readonly string[]):
   return kept;
 }
 
-/** Feeds `verifier` the entries with `after` < seq <= `upTo`, page by page, until it wants no more; whether it still does. */
-export async function feedEntries(store: Store, verifier: ChainVerifier, after: number, upTo: number): Promise<boolean> {
+/**
+ * Feeds `verifier` the entries with `after` < seq <= `upTo`, `pageSize` at a time, until it
+ * wants no more; whether it still does.
+ */
+export async function feedEntries(store: Store, verifier: ChainVerifier, after: number, upTo: number, pageSize = ENTRY_PAGE): Promise<boolean> {
   for (let from = after; from < upTo; ) {
-    const page = await store.audit.range(from, upTo, ENTRY_PAGE);
+    const page = await store.audit.range(from, upTo, pageSize);
     for (const entry of page) if (!verifier.add(entry)) return false;
-    if (page.length < ENTRY_PAGE) break;
+    if (page.length < pageSize) break;
     from = page[page.length - 1]!.seq;
   }
   return true;

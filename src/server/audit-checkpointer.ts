@@ -39,6 +39,13 @@ export interface AuditCheckpointer {
 /** How often the head is looked at: two one-row reads. */
 const POLL_MS = 1000;
 
+/**
+ * Entries verified between two turns of the event loop while attestations are served: 0.14 ms
+ * of it (0.55 ms for the 100 that a whole-chain verification reads at once); at 300
+ * attestations/s, 36 reads a second of the store's thread.
+ */
+const CHECKPOINT_PAGE = 25;
+
 export function createAuditCheckpointer(deps: AuditCheckpointerDeps): AuditCheckpointer {
   const { store } = deps;
   const signers = new Map<string, Promise<Signer>>();
@@ -108,7 +115,7 @@ export function createAuditCheckpointer(deps: AuditCheckpointerDeps): AuditCheck
     if (head.seq <= (last?.seq ?? 0) || (due && !due(head.seq - (last?.seq ?? 0), last?.at ?? sinceMs))) return null;
     const from = trusted ?? { seq: 0, hash: GENESIS_HASH };
     const verifier = createChainVerifier({ from, head, checkpoints: await checkpointsAfter(from.seq), keys: await heldKeys() });
-    await feedEntries(store, verifier, from.seq, head.seq);
+    await feedEntries(store, verifier, from.seq, head.seq, CHECKPOINT_PAGE);
     const verdict = verifier.end();
     if (!verdict.ok) throw new AttestorError('ERR_AUDIT_CHAIN', `no checkpoint signed: ${verdict.problem.message}`);
     const { kid, signer } = await auditKey();
