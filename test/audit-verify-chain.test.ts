@@ -101,8 +101,7 @@ describe('audit chain verification', () => {
     expect(next.prevHash).toBe(head.hash);
     const verdict = createChainVerifier({ from: head, head: { seq: 2, hash: next.hash }, checkpoints: [], keys: [] });
     verdict.add(next);
-    const end = verdict.end();
-    expect(end.ok).toBe(false);
+    expect(verdict.end()).toMatchObject({ ok: false, problem: { kind: 'edited', seq: 2 } });
   });
 
   it('an untouched chain is intact', () => {
