@@ -98,6 +98,15 @@ async function startFleet(setup, { name, database }) {
       return verifiers.map((v) => v.pid);
     },
     connect,
+    /**
+     * The first verifier's event-loop delay (node's monitorEventLoopDelay through its
+     * /metrics) since the previous call: each scrape reads the histogram and resets it.
+     */
+    async loopDelay() {
+      const text = (await admin.get('/metrics')).body.toString();
+      const ms = (name) => 1000 * Number(new RegExp(`^attestor_nodejs_eventloop_lag_${name}_seconds ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
+      return { p99: ms('p99'), max: ms('max') };
+    },
     addReplica: () => start(true),
     stop: () => undoAll(undo.splice(0)),
   };
@@ -107,7 +116,12 @@ async function startFleet(setup, { name, database }) {
 async function runsOn(fleet, { paced }) {
   await run(fleet.connect(), fleet.agents, { seconds: WARMUP_SECONDS });
   const keepAlive = await measured(fleet.pids, () => run(fleet.connect(), fleet.agents, { seconds: SECONDS }));
-  const evenly = paced ? await measured(fleet.pids, () => run(fleet.connect(), fleet.agents, { seconds: SECONDS, rate: PACED_RATE })) : undefined;
+  let evenly;
+  if (paced) {
+    await fleet.loopDelay();
+    evenly = await measured(fleet.pids, () => run(fleet.connect(), fleet.agents, { seconds: SECONDS, rate: PACED_RATE }));
+    evenly.loopDelay = await fleet.loopDelay();
+  }
   const fresh = await measured(fleet.pids, () => run(fleet.connect({ fresh: true }), fleet.agents, { seconds: SECONDS }));
   return { keepAlive, paced: evenly, fresh };
 }
@@ -269,7 +283,8 @@ function report(sqlite, postgres, twoReplicas) {
       line:
         `${`  at ${PACED_RATE}/s evenly spaced, SQLite`.padEnd(60)} p50 ${fmt(sqlite.paced.p50, 1)} ms, p99 ${fmt(sqlite.paced.p99, 1)} ms (target <= ${P99_TARGET_MS} ms), ${fmt(sqlite.paced.rate)}/s done; ` +
         // How busy the thread every request passes through was: what requests queue behind.
-        `the verifier's event loop busy ${fmt((sqlite.paced.eventLoopCpuMs * sqlite.paced.rate) / 10)} % of the time, the whole verifier ${fmt(sqlite.paced.verifierCpuMs, 2)} ms of CPU per attestation${errors(sqlite.paced)}`,
+        `the verifier's event loop busy ${fmt((sqlite.paced.eventLoopCpuMs * sqlite.paced.rate) / 10)} % of the time, its delay p99 ${fmt(sqlite.paced.loopDelay.p99, 1)} ms ` +
+        `(max ${fmt(sqlite.paced.loopDelay.max, 1)}), the whole verifier ${fmt(sqlite.paced.verifierCpuMs, 2)} ms of CPU per attestation${errors(sqlite.paced)}`,
     },
     freshRow(sqlite.fresh, sqlite.keepAlive, 'SQLite'),
     saturatedRow(postgres.keepAlive, 'PostgreSQL', 'keep-alive'),
