@@ -39,6 +39,8 @@ import { fmt, rate } from './measure.mjs';
  */
 
 const SEQUENTIAL = 300;
+/** Enrollments timed per store: the agent's TPM side (a CreatePrimary of the EK, ActivateCredential) is most of each. */
+const ENROLLMENTS = 40;
 const WARMUP = 20;
 const LOOP_MS = 10_000;
 const FLOOR_REQUESTS = 2000;
@@ -105,7 +107,7 @@ async function benchStore(setup, store) {
     const dataDir = join(setup.work, `verifier-${store}`);
     // One client attesting back to back is the load measured here, not an abuse: no per-address challenge limit.
     const config = join(setup.work, `config-${store}.json`);
-    writeFileSync(config, JSON.stringify({ limits: { challengesPerMinute: 1_000_000, agentRequestsPerMinute: 1_000_000 } }));
+    writeFileSync(config, JSON.stringify({ limits: { challengesPerMinute: 1_000_000, agentRequestsPerMinute: 1_000_000, enrollmentsPerMinute: 1_000_000 } }));
     const args = ['serve', '--data-dir', dataDir, '--config', config, '--listen', '127.0.0.1:0', '--ek-roots', setup.ekRoots, '--keys', setup.keys, '--log-level', 'warn'];
     let db;
     if (store === 'postgres') {
@@ -152,11 +154,33 @@ async function benchStore(setup, store) {
       store: store === 'sqlite' ? 'SQLite' : 'PostgreSQL',
       latency: latencyOf(sequential),
       loop: { done, seconds, cpu: cpuPerAttestation(before, after, done) },
+      enrollment: await timedEnrollments(setup.session, client, processes, db),
       request: last.request,
     };
   } finally {
     await undoAll(undo);
   }
+}
+
+/**
+ * ENROLLMENTS enrollments of the agent again, one after another: the verifier checks the EK
+ * certificate and makes a credential (POST /v1/enrollments), the agent's TPM activates it, and
+ * the verifier checks the answer (POST .../activation). Their rate, latency and the CPU each
+ * process spent per enrollment.
+ */
+async function timedEnrollments(session, client, processes, db) {
+  const times = [];
+  const before = await cpuSnapshot(processes, db);
+  const started = performance.now();
+  for (let i = 0; i < ENROLLMENTS; i++) {
+    const t = performance.now();
+    await enrollAgent({ client, session, labels: { role: 'bench' } });
+    times.push(performance.now() - t);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const after = await cpuSnapshot(processes, db);
+  times.sort((a, b) => a - b);
+  return { n: ENROLLMENTS, rate: ENROLLMENTS / seconds, p50: percentile(times, 50), cpu: cpuPerAttestation(before, after, ENROLLMENTS) };
 }
 
 /** challenge -> evidence from the TPM -> attestation; wall times of the three steps in ms. */
@@ -465,6 +489,17 @@ function report(stores, b) {
         `${label}${'server CPU per attestation'.padEnd(48)} ${fmt(serverMs, 2)} ms = ${fmt(serverMs / floorMs, 1)}x the baselines' ${fmt(floorMs, 2)} ms ` +
         `(2 bare POSTs + 2 verifies + 2 C_Sign); ceiling ${cores} cores / ${fmt(serverMs, 2)} ms = ${fmt((cores * 1000) / serverMs)}/s ` +
         `(DESIGN >= ${fmt(DESIGN_RATE)}/s with many clients and no TPM: informational, not checked)`,
+    });
+    const e = s.enrollment;
+    const enrollServerMs = e.cpu.verifier + (e.cpu.db ?? 0);
+    rows.push({
+      name: `${s.store}: enrollments/s, sequential, with a TPM (MakeCredential + ActivateCredential + activation)`,
+      value: e.rate,
+      unit: 'enrollments/s',
+      line:
+        `${label}${`enrollment, sequential (n=${e.n})`.padEnd(48)} ${fmt(e.rate, 1)}/s, p50 ${fmt(e.p50, 1)} ms; CPU per enrollment: verifier ${fmt(e.cpu.verifier, 2)} ms` +
+        `${e.cpu.db === undefined ? '' : `, PostgreSQL backends ${fmt(e.cpu.db, 2)} ms`}, agent + client ${fmt(e.cpu.client, 2)} ms, swtpm ${fmt(e.cpu.swtpm, 2)} ms; ` +
+        `the server's ceiling ${cores} cores / ${fmt(enrollServerMs, 2)} ms = ${fmt((cores * 1000) / enrollServerMs)}/s`,
     });
   }
   const base = 'baseline'.padEnd(11);
