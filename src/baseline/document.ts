@@ -90,13 +90,14 @@ class BaselineDocument {
   readonly #pcrSelection: PcrSelection;
   readonly #reliesOnSha1: boolean;
 
-  constructor(json: BaselineDocumentJson, rules: CompiledRules) {
+  /** `sha1Digests`: the event-log rules hold SHA-1 digests or PCR values (worked out by the parser's check). */
+  constructor(json: BaselineDocumentJson, rules: CompiledRules, sha1Digests: boolean) {
     // Verifiers share parsed documents between requests: none may change one.
     Object.assign(this, deepFreeze(json));
     this.#rules = rules;
     // Asked for on every challenge and appraisal: worked out once.
     this.#pcrSelection = selectionOf(json, rules);
-    this.#reliesOnSha1 = json.pcrs?.sha1 !== undefined || (rules.eventlog !== undefined && ruleBanks(rules.eventlog).has('sha1'));
+    this.#reliesOnSha1 = json.pcrs?.sha1 !== undefined || sha1Digests;
     Object.freeze(this);
   }
 
@@ -195,7 +196,8 @@ export function parseBaselineDocument(value: unknown): BaselineDocument {
   const pinned = [...new Set(Object.values(d.pcrs ?? {}).flatMap((byIndex) => Object.keys(byIndex ?? {}).map(Number)))];
   const eventlog = d.eventlog === undefined ? undefined : compile('eventlog', () => parseEventlogRules(d.eventlog, pinned));
   if (eventlog && rulePcrs(eventlog).length === 0) fail('eventlog', 'has no rule: it would check nothing');
-  if (eventlog && ruleBanks(eventlog).has('sha1') && !allowSha1) fail('eventlog', 'SHA-1 digests and PCR values are legacy: they need "allowSha1": true');
+  const sha1Digests = eventlog !== undefined && ruleBanks(eventlog).has('sha1');
+  if (sha1Digests && !allowSha1) fail('eventlog', 'SHA-1 digests and PCR values are legacy: they need "allowSha1": true');
   const ima = d.ima === undefined ? undefined : compile('ima', () => parseImaRules(d.ima));
   if (!pcrs && !eventlog && !ima) fail('', 'a baseline that checks nothing: give pcrs, eventlog or ima');
 
@@ -218,7 +220,7 @@ export function parseBaselineDocument(value: unknown): BaselineDocument {
     ...(credentials && { credentials }),
     allowSha1,
   };
-  return new BaselineDocument(json, { ...(eventlog && { eventlog }), ...(ima && { ima }) });
+  return new BaselineDocument(json, { ...(eventlog && { eventlog }), ...(ima && { ima }) }, sha1Digests);
 }
 
 /**
