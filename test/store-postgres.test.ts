@@ -1,39 +1,14 @@
 import { inspect } from 'node:util';
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { openPostgresStore } from '../src/store/postgres.js';
-import type { Store } from '../src/store/store.js';
+import { postgresTestDatabase } from './helpers/postgres-test-database.js';
 import { rejection } from './helpers/rejection.js';
-import { storeConformance, type TestDatabase } from './store-conformance.js';
+import { storeConformance } from './store-conformance.js';
 import { TEST_PG_URL, createTestSchema, dropTestSchema, schemaClient } from './store-pg.js';
 
 const schemas = new Set<string>();
 
-/** A private schema; each open() is another pool, as another replica would have. */
-async function postgresDatabase(): Promise<TestDatabase> {
-  const schema = await createTestSchema();
-  schemas.add(schema);
-  const stores: Store[] = [];
-  let raw: pg.Client | undefined;
-  return {
-    async open(clock) {
-      const store = await openPostgresStore({ url: TEST_PG_URL, schema, ...(clock ? { clock } : {}) });
-      stores.push(store);
-      return store;
-    },
-    async sql(text, params = []) {
-      raw ??= await schemaClient(schema);
-      return (await raw.query(text, [...params])).rows as Record<string, unknown>[];
-    },
-    // The schema itself is dropped after the suite, with the others: a DROP costs more than a test.
-    async dispose() {
-      await raw?.end();
-      for (const store of stores) await store.close();
-    },
-  };
-}
-
-storeConformance('postgres', postgresDatabase, async () => {
+storeConformance('postgres', () => postgresTestDatabase(schemas, (schema, clock) => openPostgresStore({ url: TEST_PG_URL, schema, ...(clock ? { clock } : {}) })), async () => {
   await dropTestSchema(...schemas);
 });
 

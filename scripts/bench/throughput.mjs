@@ -126,19 +126,30 @@ async function runsOn(fleet, { paced }) {
   return { keepAlive, paced: evenly, fresh };
 }
 
-/** The run's figures and the CPU the verifiers, PostgreSQL's processes and this process spent per attestation. */
+/**
+ * The run's figures, the CPU the verifiers, PostgreSQL's processes and this process spent per
+ * attestation, and how much of the machine's CPU time went unused (`idle`, 0-1).
+ */
 async function measured(pids, work) {
   const cpu = () => pids.reduce((sum, pid) => sum + cpuMsOf(pid), 0);
   // The event loop's thread apart: the store's thread and V8's helpers run beside it.
   const loop = () => pids.reduce((sum, pid) => sum + mainThreadCpuMsOf(pid), 0);
-  const [v0, l0, p0, c0] = [cpu(), loop(), postgresCpu(), ownCpuMs()];
+  const [v0, l0, p0, c0, m0] = [cpu(), loop(), postgresCpu(), ownCpuMs(), machineTicks()];
   const r = await work();
+  const m1 = machineTicks();
   const l1 = loop();
   const p1 = postgresCpu();
   // A backend that started meanwhile (a verifier's pool opening connections) spent all its CPU
   // in the run; one that ended meanwhile is left out.
   const postgresMs = [...p1].reduce((sum, [pid, ms]) => sum + ms - (p0.get(pid) ?? 0), 0);
-  return { ...r, verifierCpuMs: (cpu() - v0) / r.done, eventLoopCpuMs: (l1 - l0) / r.done, postgresCpuMs: postgresMs / r.done, clientCpuMs: (ownCpuMs() - c0) / r.done };
+  const idle = (m1.idle - m0.idle) / (m1.total - m0.total);
+  return { ...r, idle, verifierCpuMs: (cpu() - v0) / r.done, eventLoopCpuMs: (l1 - l0) / r.done, postgresCpuMs: postgresMs / r.done, clientCpuMs: (ownCpuMs() - c0) / r.done };
+}
+
+/** The machine's CPU time so far, all cores, in clock ticks (/proc/stat): idle (and waiting for I/O) and total. */
+function machineTicks() {
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: ticks[3] + ticks[4], total: ticks.reduce((sum, t) => sum + t, 0) };
 }
 
 /** CPU ms by pid of PostgreSQL's processes on this machine (its backends hold the verifiers' pooled connections). */
@@ -253,7 +264,7 @@ function report(sqlite, postgres, twoReplicas) {
   const cpu = (r) => {
     const total = r.verifierCpuMs + r.postgresCpuMs + r.clientCpuMs;
     const postgresPart = r.postgresCpuMs > 0.05 ? `PostgreSQL ${fmt(r.postgresCpuMs, 2)} ms, ` : '';
-    return `CPU per attestation: verifier ${fmt(r.verifierCpuMs, 2)} ms (${fmt(r.eventLoopCpuMs, 2)} on its event loop's thread), ${postgresPart}load generator ${fmt(r.clientCpuMs, 2)} ms (${cpus().length} cores: at most ${fmt((cpus().length * 1000) / total)}/s)`;
+    return `CPU per attestation: verifier ${fmt(r.verifierCpuMs, 2)} ms (${fmt(r.eventLoopCpuMs, 2)} on its event loop's thread), ${postgresPart}load generator ${fmt(r.clientCpuMs, 2)} ms (${cpus().length} cores: at most ${fmt((cpus().length * 1000) / total)}/s); the cores ${fmt(100 * r.idle)} % idle`;
   };
   const saturatedRow = (r, store, how) => ({
     name: `full attestations/s, ${CONCURRENCY} in flight, ${how}, ${store}, software agents`,
@@ -298,7 +309,9 @@ function report(sqlite, postgres, twoReplicas) {
       target: REPLICAS_TARGET,
       line:
         `${'  two verifier processes on one PostgreSQL'.padEnd(60)} ${fmt(twoReplicas.rate)}/s, ${fmt(twoReplicas.rate / postgres.keepAlive.rate, 2)}x one (target >= ${REPLICAS_TARGET}x), ` +
-        `p50 ${fmt(twoReplicas.p50, 1)} ms, p99 ${fmt(twoReplicas.p99, 1)} ms; ${cpu(twoReplicas)}${errors(twoReplicas)}`,
+        `p50 ${fmt(twoReplicas.p50, 1)} ms, p99 ${fmt(twoReplicas.p99, 1)} ms; ${cpu(twoReplicas)}${errors(twoReplicas)}; ` +
+        // A second process can only use the CPU time the first left: its ceiling on these cores.
+        `one verifier left ${fmt(100 * postgres.keepAlive.idle)} % of the cores idle: two at the same CPU per attestation can reach at most ${fmt(1 / (1 - postgres.keepAlive.idle), 2)}x`,
     },
   ];
 }

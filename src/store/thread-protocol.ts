@@ -2,7 +2,7 @@ import { AgentNotActiveError, AttestorError, ParseError, PolicyError, Verificati
 import type { Store } from './store.js';
 
 /*
- * The messages between a store on a worker thread and its callers (src/store/sqlite-thread.ts),
+ * The messages between a store on a worker thread and its callers (src/store/store-thread.ts),
  * sent in batches (`batched`): a call names the store's area (`agents`, `audit`, ... or '' for
  * ping and close), the method and its arguments; the reply carries the value or the error, both
  * structured clones. Store
@@ -10,9 +10,8 @@ import type { Store } from './store.js';
  * are; a Buffer argument arrives as a Uint8Array, which is what the store's types ask for.
  */
 
-export interface ThreadData {
-  readonly path: string;
-}
+/** The store the thread opens: SQLite at a path, or a PostgreSQL database (and schema). */
+export type ThreadData = { readonly sqlite: { readonly path: string } } | { readonly postgres: { readonly url: string; readonly schema?: string } };
 
 export type Call = readonly [id: number, area: string, method: string, args: readonly unknown[]];
 export type Reply = readonly [id: number, ok: true, value: unknown] | readonly [id: number, ok: false, error: ErrorDescription];

@@ -1,20 +1,21 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import { openPostgresStore } from './postgres.js';
 import { openSqliteStore } from './sqlite.js';
 import { batched, describeError, storeMethods, type Call, type Reply, type ThreadData } from './thread-protocol.js';
 
 /*
- * The SQLite store's thread (src/store/sqlite-thread.ts starts it): the embedded store as
- * src/store/sqlite.ts builds it, its methods called in the order the messages arrive. The
- * calls of one turn of this thread's event loop share one synced commit, as they would on the
- * caller's thread.
+ * The store's thread (src/store/store-thread.ts starts it): the store as src/store/sqlite.ts or
+ * src/store/postgres.ts builds it, its methods called in the order the messages arrive. On
+ * SQLite the calls of one turn of this thread's event loop share one synced commit, as they
+ * would on the caller's thread.
  */
 
 const port = parentPort;
-if (port === null) throw new Error('sqlite-thread-worker.js runs as a worker thread');
-const { path } = workerData as ThreadData;
+if (port === null) throw new Error('store-thread-worker.js runs as a worker thread');
+const data = workerData as ThreadData;
 
 try {
-  const store = await openSqliteStore({ path });
+  const store = 'sqlite' in data ? await openSqliteStore(data.sqlite) : await openPostgresStore(data.postgres);
   const methods = storeMethods(store);
   // A value that cannot be cloned (none of the store's should be) fails its call, not the thread.
   const reply = batched<Reply>(

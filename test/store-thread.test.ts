@@ -1,7 +1,8 @@
 /**
- * The SQLite store on a worker thread (the server's): the conformance suite through the
- * thread, errors that keep their class and code across it, and a process that exits once its
- * calls are answered. The thread runs the build (dist/), which `npm test` makes first.
+ * The store on a worker thread (the server's), SQLite and PostgreSQL: the conformance suite
+ * through the thread, errors that keep their class and code across it, and a process that
+ * exits once its calls are answered. The thread runs the build (dist/), which `npm test` makes
+ * first.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -11,9 +12,12 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AgentNotActiveError, AttestorError } from '../src/errors.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import { openSqliteStoreThread } from '../src/store/sqlite-thread.js';
+import { openStoreThread } from '../src/store/store-thread.js';
+import { postgresTestDatabase } from './helpers/postgres-test-database.js';
+import { rejection } from './helpers/rejection.js';
 import { sqliteTestDatabase } from './helpers/sqlite-test-database.js';
 import { activated, attestation, audit, storeConformance } from './store-conformance.js';
+import { TEST_PG_URL, dropTestSchema } from './store-pg.js';
 
 const roots: string[] = [];
 
@@ -32,18 +36,31 @@ storeConformance(
   () =>
     sqliteTestDatabase((path, clock) => {
       if (clock) throw new Error('a store on a thread reads its own clock');
-      return openSqliteStoreThread({ path });
+      return openStoreThread({ sqlite: { path } });
     }),
   async () => undefined,
   { title: 'sqlite on a worker thread', clock: false },
 );
 
-describe('SQLite store on a worker thread', () => {
+const schemas = new Set<string>();
+
+storeConformance(
+  'postgres',
+  () =>
+    postgresTestDatabase(schemas, (schema, clock) => {
+      if (clock) throw new Error('a store on a thread reads its own clock');
+      return openStoreThread({ postgres: { url: TEST_PG_URL, schema } });
+    }),
+  () => dropTestSchema(...schemas),
+  { title: 'postgres on a worker thread', clock: false },
+);
+
+describe('store on a worker thread', () => {
   afterAll(removeRoots);
 
-  it('answers with the values the in-process store gives, byte arrays included, and errors with their class, code and status', async () => {
+  it('SQLite: answers with the values the in-process store gives, byte arrays included, and errors with their class, code and status', async () => {
     const path = await newPath();
-    const store = await openSqliteStoreThread({ path });
+    const store = await openStoreThread({ sqlite: { path } });
     try {
       const agent = await activated(store);
       expect(agent.akPublic).toBeInstanceOf(Uint8Array);
@@ -66,7 +83,7 @@ describe('SQLite store on a worker thread', () => {
   });
 
   it('refuses a call it cannot send (an argument that cannot be cloned) alone, and serves the next; after close every call is ERR_STORE_UNAVAILABLE', async () => {
-    const store = await openSqliteStoreThread({ path: await newPath() });
+    const store = await openStoreThread({ sqlite: { path: await newPath() } });
     const cannotClone = (() => 'x') as unknown as string;
     expect(((await store.agents.get(cannotClone).catch((e: unknown) => e)) as Error).name).toBe('DataCloneError');
     // Calls made together travel together: the one that cannot be sent fails, the others are answered.
@@ -80,14 +97,22 @@ describe('SQLite store on a worker thread', () => {
 
   it('keeps a process alive while a call is waiting, and lets it exit when none is (no close needed)', async () => {
     const path = await newPath();
-    const module = new URL('../dist/store/sqlite-thread.js', import.meta.url).href;
-    const script = `const { openSqliteStoreThread } = await import(${JSON.stringify(module)});
-      const store = await openSqliteStoreThread({ path: ${JSON.stringify(path)} });
+    const module = new URL('../dist/store/store-thread.js', import.meta.url).href;
+    const script = `const { openStoreThread } = await import(${JSON.stringify(module)});
+      const store = await openStoreThread({ sqlite: { path: ${JSON.stringify(path)} } });
       await new Promise((r) => setTimeout(r, 50));
       console.log(JSON.stringify(await store.keys.ring()));`;
     const file = join(dirname(path), '..', 'exits.mjs');
     await writeFile(file, script);
     const { stdout } = await promisify(execFile)(process.execPath, [file], { timeout: 20_000 });
     expect(JSON.parse(stdout)).toStrictEqual({ sequence: expect.any(Number), keys: [] });
+  });
+
+  it('PostgreSQL: a database it cannot open fails as it would in process: its code, host:port, never the password', async () => {
+    const e = await rejection(openStoreThread({ postgres: { url: 'postgres://attestor:s3cret-pw@127.0.0.1:1/attestor' } }), 'ERR_STORE_UNAVAILABLE');
+    expect(e.message).toContain('127.0.0.1:1');
+    expect(e.message).not.toContain('s3cret-pw');
+    await rejection(openStoreThread({ postgres: { url: TEST_PG_URL, schema: 'attestor_test_missing_0' } }), 'ERR_STORE');
+    await rejection(openStoreThread({ postgres: { url: TEST_PG_URL, schema: 'Upper' } }), 'ERR_CONFIG');
   });
 });

@@ -4,27 +4,31 @@ import type { Store } from './store.js';
 import { batched, reviveError, type Call, type Hello, type Reply, type ThreadData } from './thread-protocol.js';
 
 /**
- * The embedded SQLite store on a worker thread of its own, for the server: its statements and
- * its synced commits (0.2-1 ms each, in which a thread can do nothing else) run beside the
- * event loop that parses, verifies and signs instead of inside it. The same store as
- * openSqliteStore, the same guarantees: a method resolves once its transaction is on disk;
- * calls run in the order they were made; the calls that reach the thread in one turn of its
- * event loop share one synced commit.
+ * A store on a worker thread of its own, for the server. SQLite's statements and synced
+ * commits (0.2-1 ms each, in which a thread can do nothing else) run beside the event loop that
+ * parses, verifies and signs instead of inside it. PostgreSQL's driver spends its CPU on
+ * socket writes and protocol messages, 12-16 round trips per attestation; on the thread, a
+ * transaction's round trips are not queued behind the event loop's requests, which matters
+ * most while it holds the audit chain's head, the lock every replica's appends wait for. The
+ * same store as opened in process, the same guarantees: a method resolves once its
+ * transaction is committed; calls start in the order they were made; on SQLite the calls
+ * that reach the thread in one turn of its event loop share one synced commit.
  *
  * If the thread stops (it should not: it catches what the store throws), the calls in flight
  * and every later one fail with ERR_STORE_UNAVAILABLE, so readiness fails and the verifier's
- * supervisor restarts it; their transactions are on disk or rolled back, as after a crash.
+ * supervisor restarts it; their transactions are committed or rolled back, as after a crash.
  */
-export async function openSqliteStoreThread(options: { readonly path: string }): Promise<Store> {
-  const thread = await startThread(options.path);
+export async function openStoreThread(data: ThreadData): Promise<Store> {
+  const thread = await startThread(data);
+  const dialect: Store['dialect'] = 'sqlite' in data ? 'sqlite' : 'postgres';
   let closed = false;
 
   const call = async (area: string, method: string, args: readonly unknown[]): Promise<unknown> => {
-    if (closed) throw new AttestorError('ERR_STORE_UNAVAILABLE', `${area}.${method}: the SQLite store is closed`);
+    if (closed) throw new AttestorError('ERR_STORE_UNAVAILABLE', `${area}.${method}: the store is closed`);
     return thread.call(area, method, args);
   };
 
-  const store: Record<string, unknown> = { dialect: 'sqlite' };
+  const store: Record<string, unknown> = { dialect };
   for (const [area, methods] of thread.methods) {
     const target = area === '' ? store : ((store[area] = {}) as Record<string, unknown>);
     for (const method of methods) target[method] = (...args: unknown[]) => call(area, method, args);
@@ -49,8 +53,8 @@ interface Thread {
   stop(): Promise<void>;
 }
 
-async function startThread(path: string): Promise<Thread> {
-  const worker = new Worker(workerModule(), { workerData: { path } satisfies ThreadData });
+async function startThread(data: ThreadData): Promise<Thread> {
+  const worker = new Worker(workerModule(), { workerData: data });
   const pending = new Map<number, { resolve: (value: unknown) => void; reject: (e: unknown) => void }>();
   let next = 0;
   let alive = true;
@@ -70,7 +74,7 @@ async function startThread(path: string): Promise<Thread> {
   }).catch((e: unknown) => {
     alive = false;
     void worker.terminate();
-    throw new AttestorError('ERR_STORE_UNAVAILABLE', `cannot start the SQLite store's thread: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    throw new AttestorError('ERR_STORE_UNAVAILABLE', `cannot start the store's thread: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   });
   if ('failed' in hello) {
     alive = false;
@@ -127,7 +131,7 @@ async function startThread(path: string): Promise<Thread> {
 }
 
 function threadStopped(why: string): AttestorError {
-  return new AttestorError('ERR_STORE_UNAVAILABLE', `the SQLite store's thread stopped (${why}): restart the verifier`);
+  return new AttestorError('ERR_STORE_UNAVAILABLE', `the store's thread stopped (${why}): restart the verifier`);
 }
 
 /**
@@ -136,6 +140,6 @@ function threadStopped(why: string): AttestorError {
  */
 function workerModule(): URL {
   const here = new URL(import.meta.url);
-  if (here.pathname.endsWith('.ts')) return new URL(here.href.replace(/\/src\/store\/[^/]+\.ts$/, '/dist/store/sqlite-thread-worker.js'));
-  return new URL('./sqlite-thread-worker.js', here);
+  if (here.pathname.endsWith('.ts')) return new URL(here.href.replace(/\/src\/store\/[^/]+\.ts$/, '/dist/store/store-thread-worker.js'));
+  return new URL('./store-thread-worker.js', here);
 }
