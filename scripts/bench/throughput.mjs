@@ -99,13 +99,18 @@ async function startFleet(setup, { name, database }) {
     },
     connect,
     /**
-     * The first verifier's event-loop delay (node's monitorEventLoopDelay through its
-     * /metrics) since the previous call: each scrape reads the histogram and resets it.
+     * The first verifier's event loop from its /metrics: its delay since the previous call
+     * (node's monitorEventLoopDelay: each scrape reads the histogram and resets it), and its
+     * garbage collections so far (counts and seconds by kind, cumulative: callers subtract).
      */
-    async loopDelay() {
+    async loopStats() {
       const text = (await admin.get('/metrics')).body.toString();
-      const ms = (name) => 1000 * Number(new RegExp(`^attestor_nodejs_eventloop_lag_${name}_seconds ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
-      return { p99: ms('p99'), max: ms('max') };
+      const value = (metric) => Number(new RegExp(`^attestor_${metric} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
+      const ms = (name) => 1000 * value(`nodejs_eventloop_lag_${name}_seconds`);
+      const gc = (kind, part) => value(`nodejs_gc_duration_seconds_${part}\\{${part === 'bucket' ? 'le="0.01",' : ''}kind="${kind}"\\}`) || 0;
+      const minor = { count: gc('minor', 'count'), seconds: gc('minor', 'sum'), within10ms: gc('minor', 'bucket') };
+      const seconds = ['minor', 'major', 'incremental', 'weakcb'].reduce((sum, kind) => sum + gc(kind, 'sum'), 0);
+      return { p99: ms('p99'), max: ms('max'), gc: { minor, seconds } };
     },
     addReplica: () => start(true),
     stop: () => undoAll(undo.splice(0)),
@@ -118,9 +123,11 @@ async function runsOn(fleet, { paced }) {
   const keepAlive = await measured(fleet.pids, () => run(fleet.connect(), fleet.agents, { seconds: SECONDS }));
   let evenly;
   if (paced) {
-    await fleet.loopDelay();
+    const before = await fleet.loopStats();
     evenly = await measured(fleet.pids, () => run(fleet.connect(), fleet.agents, { seconds: SECONDS, rate: PACED_RATE }));
-    evenly.loopDelay = await fleet.loopDelay();
+    const after = await fleet.loopStats();
+    const minor = (key) => after.gc.minor[key] - before.gc.minor[key];
+    evenly.loop = { p99: after.p99, max: after.max, gcMs: 1000 * (after.gc.seconds - before.gc.seconds), scavenges: minor('count'), scavengeMs: 1000 * minor('seconds'), scavengesOver10ms: minor('count') - minor('within10ms') };
   }
   const fresh = await measured(fleet.pids, () => run(fleet.connect({ fresh: true }), fleet.agents, { seconds: SECONDS }));
   return { keepAlive, paced: evenly, fresh };
@@ -294,8 +301,10 @@ function report(sqlite, postgres, twoReplicas) {
       line:
         `${`  at ${PACED_RATE}/s evenly spaced, SQLite`.padEnd(60)} p50 ${fmt(sqlite.paced.p50, 1)} ms, p99 ${fmt(sqlite.paced.p99, 1)} ms (target <= ${P99_TARGET_MS} ms), ${fmt(sqlite.paced.rate)}/s done; ` +
         // How busy the thread every request passes through was: what requests queue behind.
-        `the verifier's event loop busy ${fmt((sqlite.paced.eventLoopCpuMs * sqlite.paced.rate) / 10)} % of the time, its delay p99 ${fmt(sqlite.paced.loopDelay.p99, 1)} ms ` +
-        `(max ${fmt(sqlite.paced.loopDelay.max, 1)}), the whole verifier ${fmt(sqlite.paced.verifierCpuMs, 2)} ms of CPU per attestation${errors(sqlite.paced)}`,
+        `the verifier's event loop busy ${fmt((sqlite.paced.eventLoopCpuMs * sqlite.paced.rate) / 10)} % of the time, its delay p99 ${fmt(sqlite.paced.loop.p99, 1)} ms ` +
+        `(max ${fmt(sqlite.paced.loop.max, 1)}); garbage collection held it ${fmt(sqlite.paced.loop.gcMs)} ms in the run, of which ${fmt(sqlite.paced.loop.scavenges)} young-generation ` +
+        `collections ${fmt(sqlite.paced.loop.scavengeMs)} ms (${fmt(sqlite.paced.loop.scavengeMs / sqlite.paced.loop.scavenges, 1)} ms each, ${fmt(sqlite.paced.loop.scavengesOver10ms)} over 10 ms); ` +
+        `the whole verifier ${fmt(sqlite.paced.verifierCpuMs, 2)} ms of CPU per attestation${errors(sqlite.paced)}`,
     },
     freshRow(sqlite.fresh, sqlite.keepAlive, 'SQLite'),
     saturatedRow(postgres.keepAlive, 'PostgreSQL', 'keep-alive'),
