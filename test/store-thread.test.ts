@@ -17,7 +17,7 @@ import { postgresTestDatabase } from './helpers/postgres-test-database.js';
 import { rejection } from './helpers/rejection.js';
 import { sqliteTestDatabase } from './helpers/sqlite-test-database.js';
 import { activated, attestation, audit, storeConformance } from './store-conformance.js';
-import { TEST_PG_URL, dropTestSchema } from './store-pg.js';
+import { TEST_PG_URL, createTestSchema, dropTestSchema } from './store-pg.js';
 
 const roots: string[] = [];
 
@@ -114,5 +114,23 @@ describe('store on a worker thread', () => {
     expect(e.message).not.toContain('s3cret-pw');
     await rejection(openStoreThread({ postgres: { url: TEST_PG_URL, schema: 'attestor_test_missing_0' } }), 'ERR_STORE');
     await rejection(openStoreThread({ postgres: { url: TEST_PG_URL, schema: 'Upper' } }), 'ERR_CONFIG');
+  });
+
+  it('PostgreSQL: closed with more calls in flight than its pool has connections, every call settles: answered, or ERR_STORE_UNAVAILABLE', async () => {
+    const schema = await createTestSchema();
+    schemas.add(schema);
+    const store = await openStoreThread({ postgres: { url: TEST_PG_URL, schema } });
+    // 30 calls for 10 connections: those still queued for one when the pool ends are never answered by it.
+    const calls = Promise.allSettled(Array.from({ length: 30 }, () => store.agents.count()));
+    await new Promise((resolve) => setImmediate(resolve));
+    await store.close();
+    const settled = await Promise.race([calls, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 5_000))]);
+    expect(settled).not.toBe('hung');
+    const outcomes = settled as PromiseSettledResult<number>[];
+    expect(outcomes.some((o) => o.status === 'fulfilled')).toBe(true);
+    for (const o of outcomes) {
+      if (o.status === 'fulfilled') expect(o.value).toBe(0);
+      else expect(o.reason).toMatchObject({ code: 'ERR_STORE_UNAVAILABLE', message: 'the store was closed before it answered' });
+    }
   });
 });

@@ -115,7 +115,7 @@ async function startThread(data: ThreadData): Promise<Thread> {
       return alive;
     },
     call(area, method, args) {
-      if (!alive) return Promise.reject(threadStopped(stoppedBecause ?? 'closed'));
+      if (!alive) return Promise.reject(threadStopped(stoppedBecause ?? CLOSED));
       const id = next++;
       return new Promise((resolve, reject) => {
         if (pending.size === 0) worker.ref();
@@ -124,13 +124,19 @@ async function startThread(data: ThreadData): Promise<Thread> {
       });
     },
     async stop() {
-      alive = false;
+      // Calls still unanswered fail now: PostgreSQL's pool, once ended, never answers those
+      // waiting for a connection, and a terminated thread answers none.
+      stopped(CLOSED);
       await worker.terminate();
     },
   };
 }
 
+/** Why a thread stopped when the store was closed. */
+const CLOSED = 'closed';
+
 function threadStopped(why: string): AttestorError {
+  if (why === CLOSED) return new AttestorError('ERR_STORE_UNAVAILABLE', 'the store was closed before it answered');
   return new AttestorError('ERR_STORE_UNAVAILABLE', `the store's thread stopped (${why}): restart the verifier`);
 }
 
