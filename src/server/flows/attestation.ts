@@ -119,10 +119,11 @@ export function createAttestationFlow(deps: AttestationDeps) {
       if (enforced && req.audience !== undefined && !enforced.document.audiences.includes(req.audience)) {
         throw new AttestorError('ERR_AUDIENCE_NOT_ALLOWED', `the audience "${req.audience}" is not allowed for this agent by its baseline`);
       }
-      // Read with the nonce's use, in the same message to a store on another thread.
+      // Read with the nonce's use, in the same message to a store on another thread; only an
+      // IMA list continues from it (a statement less per attestation without one).
       const [consumed, progress] = await Promise.all([
         deps.store.challenges.consume(Buffer.from(req.nonce).toString('hex'), agentId, deps.now()),
-        deps.store.attestations.imaProgress(agentId),
+        req.imaLog ? deps.store.attestations.imaProgress(agentId) : null,
       ]);
       if (!consumed.ok) {
         throw consumed.reason === 'expired'
