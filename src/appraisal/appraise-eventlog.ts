@@ -83,7 +83,7 @@ export function appraiseEventlog(log: TcgLog, quoted: PcrValues, rules: Eventlog
 }
 
 function checkReplay(log: TcgLog, quoted: PcrValues, relied: ReadonlySet<number>, reasons: EventlogReason[]): VerifiedPcrs {
-  const replayed = replayTcgLog(log);
+  const replayed = replayTcgLog(log, new Set(Object.keys(quoted)));
   const gaps = bankGaps(log);
   const extended = new Set(log.events.filter(isExtended).map((e) => e.pcrIndex));
   const verified: Record<string, number[]> = {};

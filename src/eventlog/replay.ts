@@ -38,17 +38,19 @@ export function isExtended(event: TcgEvent): boolean {
 }
 
 /**
- * Replays every bank the log carries and Attestor can hash. A (bank, PCR) appears in the
- * result only when at least one event extended it, as tpm2_eventlog reports.
+ * Replays every bank the log carries and Attestor can hash, or of those only `only` (an
+ * appraisal needs the banks its quote covers: each bank is a hash per event). A (bank, PCR)
+ * appears in the result only when at least one event extended it, as tpm2_eventlog reports.
  */
-export function replayTcgLog(log: TcgLog): PcrValues {
+export function replayTcgLog(log: TcgLog, only?: ReadonlySet<string>): PcrValues {
   const banks: Record<string, Record<number, Uint8Array>> = {};
-  for (const alg of log.algorithms) if (alg.hash) banks[alg.hash.name] = {};
+  for (const alg of log.algorithms) if (alg.hash && (!only || only.has(alg.hash.name))) banks[alg.hash.name] = {};
   for (const event of log.events) {
     if (!isExtended(event)) continue;
     for (const { hash, digest } of event.digests) {
       if (!hash) continue;
-      const bank = banks[hash.name]!;
+      const bank = banks[hash.name];
+      if (!bank) continue;
       const old = bank[event.pcrIndex] ?? initialPcrValue(hash, event.pcrIndex, log.startupLocality);
       bank[event.pcrIndex] = extendPcr(hash, old, digest);
     }
