@@ -120,7 +120,7 @@ export function createAttestationFlow(deps: AttestationDeps) {
         throw new AttestorError('ERR_AUDIENCE_NOT_ALLOWED', `the audience "${req.audience}" is not allowed for this agent by its baseline`);
       }
       // Read with the nonce's use, in the same message to a store on another thread; only an
-      // IMA list continues from it (a statement less per attestation without one).
+      // IMA list continues from it (one statement fewer per attestation without one).
       const [consumed, progress] = await Promise.all([
         deps.store.challenges.consume(Buffer.from(req.nonce).toString('hex'), agentId, deps.now()),
         req.imaLog ? deps.store.attestations.imaProgress(agentId) : null,
