@@ -313,19 +313,26 @@ describe('PKCS#11 key manager', () => {
     }
   });
 
-  it('starts when a key the other process destroys vanishes while the settled keys are listed', async () => {
+  it('starts when a key the other process destroys vanishes while the keys are listed, first or once settled', async () => {
     // The other process's destroy falls between C_FindObjects and reading the key, which then
-    // answers CKR_OBJECT_HANDLE_INVALID: made to happen once, in the child, after its reconnect.
+    // answers CKR_OBJECT_HANDLE_INVALID: made to happen once, in the child: after its reconnect
+    // on the empty token, then at its first listing once the token holds the keys.
     const children = await compileChild();
     try {
-      const env = { ...process.env, SOFTHSM2_CONF: hsm.conf, ATTESTOR_PKCS11_PIN: hsm.userPin, VANISH_ONCE_AFTER_RECONNECT: '1' };
-      const { stdout } = await execFileAsync(process.execPath, [children.script, formatPkcs11Uri(uriOf(VANISH_TOKEN)), String(Date.now())], { env, encoding: 'utf8' });
-      const result = JSON.parse(stdout) as { spkis: Record<KeyRole, string>; log: string[]; vanished: number };
-      expect(result.vanished).toBe(1);
-      expect(Object.keys(result.spkis)).toEqual(['x509-ca', 'jwt', 'audit']);
-      await withSession(VANISH_TOKEN, async (session) => {
-        for (const role of ['x509-ca', 'jwt', 'audit']) expect(await privateKeysLabelled(session, role), role).toHaveLength(1);
-      });
+      let first: Record<KeyRole, string> | undefined;
+      for (const after of ['2', '1']) {
+        const env = { ...process.env, SOFTHSM2_CONF: hsm.conf, ATTESTOR_PKCS11_PIN: hsm.userPin, VANISH_ONCE_AFTER_INITIALIZE: after };
+        const { stdout } = await execFileAsync(process.execPath, [children.script, formatPkcs11Uri(uriOf(VANISH_TOKEN)), String(Date.now())], { env, encoding: 'utf8' });
+        const result = JSON.parse(stdout) as { spkis: Record<KeyRole, string>; log: string[]; vanished: number };
+        expect(result.vanished, after).toBe(1);
+        expect(Object.keys(result.spkis)).toEqual(['x509-ca', 'jwt', 'audit']);
+        // The second start finds the first one's keys.
+        if (first) expect(result.spkis).toEqual(first);
+        first = result.spkis;
+        await withSession(VANISH_TOKEN, async (session) => {
+          for (const role of ['x509-ca', 'jwt', 'audit']) expect(await privateKeysLabelled(session, role), role).toHaveLength(1);
+        });
+      }
     } finally {
       children.remove();
     }
@@ -501,7 +508,10 @@ import { openPkcs11KeyManager } from './src/issuer/pkcs11-keys.js';
 import { parsePkcs11Uri } from './src/pkcs11/uri.js';
 const [uri, startAt] = process.argv.slice(2);
 let vanished = 0;
-if (process.env.VANISH_ONCE_AFTER_RECONNECT) {
+// VANISH_ONCE_AFTER_INITIALIZE=n: the first key read once C_Initialize ran n times (1: the
+// first listing; 2: the listing after the reconnect that follows a generation) has vanished.
+const vanishAfter = Number(process.env.VANISH_ONCE_AFTER_INITIALIZE ?? 0);
+if (vanishAfter > 0) {
   const proto = pkcs11js.PKCS11.prototype;
   const { C_Initialize, C_GetAttributeValue } = proto;
   let initialized = 0;
@@ -510,7 +520,7 @@ if (process.env.VANISH_ONCE_AFTER_RECONNECT) {
     return C_Initialize.apply(this, args);
   };
   proto.C_GetAttributeValue = function (...args) {
-    if (initialized >= 2 && vanished === 0) {
+    if (initialized >= vanishAfter && vanished === 0) {
       vanished++;
       // As the native module words it: pkcs11js makes a Pkcs11Error of it.
       throw new Error('CKR_OBJECT_HANDLE_INVALID:130');

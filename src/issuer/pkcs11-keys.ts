@@ -123,7 +123,7 @@ export async function openPkcs11KeyManager(uri: Pkcs11Uri, opts: Pkcs11KeyManage
       await closeAll(sessions);
       await delay(Math.max(SETTLE_MIN_MS, SETTLE_FACTOR * (performance.now() - started)));
       sessions = await connect();
-      found = await listKeysSettled(sessions[0]!);
+      found = await listKeys(sessions[0]!);
     }
     const pool = createSessionPool(uri.token, connect, sessions);
     const signers = new Map<KeyRole, Signer>();
@@ -375,20 +375,15 @@ async function pooledSigner(uri: Pkcs11Uri, label: string, key: Candidate, found
   return signer;
 }
 
-/** Each role's EC private keys, smallest CKA_ID first. */
-function listKeys(session: Pkcs11Session): Promise<Map<KeyRole, Candidate[]>> {
-  return session.run('C_FindObjects', (p11, s) => new Map(ROLES.map((role) => [role, candidates(p11, s, role)])));
-}
-
 /**
- * Each role's keys after a concurrent start: the other process destroys its own key when it
- * lost the race, and a key destroyed between C_FindObjects and reading its attributes answers
- * CKR_OBJECT_HANDLE_INVALID; the listing is taken again then, as it is after a generation.
+ * Each role's EC private keys, smallest CKA_ID first. Another process starting at once destroys
+ * its own key when it lost the race, and a key destroyed between C_FindObjects and reading its
+ * attributes answers CKR_OBJECT_HANDLE_INVALID: the listing is taken again then.
  */
-async function listKeysSettled(session: Pkcs11Session): Promise<Map<KeyRole, Candidate[]>> {
+async function listKeys(session: Pkcs11Session): Promise<Map<KeyRole, Candidate[]>> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await listKeys(session);
+      return await session.run('C_FindObjects', (p11, s) => new Map(ROLES.map((role) => [role, candidates(p11, s, role)])));
     } catch (e) {
       if (attempt >= FIND_TRIES || !(e instanceof Pkcs11Error && e.ckr === 'CKR_OBJECT_HANDLE_INVALID')) throw e;
       await delay(FIND_INTERVAL_MS);
